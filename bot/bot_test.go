@@ -1,0 +1,389 @@
+package bot
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/store"
+)
+
+const (
+	testRoom   = id.RoomID("!control:test")
+	testAdmin  = id.UserID("@admin:test")
+	testMember = id.UserID("@member:test")
+	testMod    = id.UserID("@mod:test")
+	hsToken    = "hs-token-for-tests-0123456789"
+)
+
+// sentEvent is an event the bot sent to the fake homeserver.
+type sentEvent struct {
+	Room    string
+	Type    string
+	TxnID   string
+	Content map[string]any
+	Size    int
+}
+
+// fakeHomeserver answers the client-server API calls the bot makes and
+// records what it sends. Sending the same transaction ID twice stores one
+// event, like Synapse.
+type fakeHomeserver struct {
+	t        *testing.T
+	lock     sync.Mutex
+	sent     []sentEvent
+	txnSeen  map[string]bool
+	leaves   []string
+	userPL   map[id.UserID]int
+	failSend bool
+}
+
+func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hs.lock.Lock()
+	defer hs.lock.Unlock()
+	path := r.URL.Path
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	switch {
+	case strings.HasSuffix(path, "/register"):
+		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
+	case strings.HasSuffix(path, "/join"):
+		fmt.Fprintf(w, `{"room_id":%q}`, testRoom)
+	case strings.HasSuffix(path, "/leave"):
+		hs.leaves = append(hs.leaves, path)
+		fmt.Fprint(w, `{}`)
+	case strings.Contains(path, "/appservice/") && strings.HasSuffix(path, "/ping"):
+		fmt.Fprint(w, `{"duration_ms":1}`)
+	case strings.Contains(path, "/state/m.room.power_levels"):
+		pl := map[string]any{"users": hs.userPL, "users_default": 0}
+		_ = json.NewEncoder(w).Encode(pl)
+	case strings.Contains(path, "/send/"):
+		if hs.failSend {
+			w.WriteHeader(http.StatusBadGateway)
+			fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"down"}`)
+			return
+		}
+		parts := strings.Split(path, "/")
+		txnID, evtType, room := parts[len(parts)-1], parts[len(parts)-2], parts[len(parts)-4]
+		if !hs.txnSeen[txnID] {
+			hs.txnSeen[txnID] = true
+			var content map[string]any
+			_ = json.Unmarshal(body, &content)
+			hs.sent = append(hs.sent, sentEvent{Room: room, Type: evtType, TxnID: txnID, Content: content, Size: len(body)})
+		}
+		fmt.Fprintf(w, `{"event_id":"$sent-%s"}`, txnID)
+	default:
+		fmt.Fprint(w, `{}`)
+	}
+}
+
+func (hs *fakeHomeserver) events(evtType string) []sentEvent {
+	hs.lock.Lock()
+	defer hs.lock.Unlock()
+	var out []sentEvent
+	for _, e := range hs.sent {
+		if e.Type == evtType {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type testBot struct {
+	*Bot
+	hs     *fakeHomeserver
+	store  *store.Store
+	engine *router.Engine
+	dbPath string
+}
+
+func newTestBot(t *testing.T, dbPath string, adminPL *int) *testBot {
+	t.Helper()
+	hs := &fakeHomeserver{t: t, txnSeen: map[string]bool{}, userPL: map[id.UserID]int{testMod: 50}}
+	srv := httptest.NewServer(hs)
+	t.Cleanup(srv.Close)
+	if dbPath == "" {
+		dbPath = filepath.Join(t.TempDir(), "bot.db")
+	}
+	st, err := store.Open(context.Background(), dbPath, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	rules, _ := st.LoadRules(context.Background())
+	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
+	cfg := config.Default()
+	cfg.Homeserver = config.Homeserver{Address: srv.URL, Domain: "test"}
+	cfg.Appservice.ASToken, cfg.Appservice.HSToken = "as-token-for-tests-0123456789", hsToken
+	cfg.Bot.ControlRoom = string(testRoom)
+	cfg.Bot.Admins = []id.UserID{testAdmin}
+	cfg.Bot.AdminPowerLevel = adminPL
+	reg := appservice.CreateRegistration()
+	reg.ID, reg.AppToken, reg.ServerToken, reg.SenderLocalpart = "presence-router", cfg.Appservice.ASToken, hsToken, "presence"
+	as, err := appservice.CreateFull(appservice.CreateOpts{Registration: reg, HomeserverDomain: "test", HomeserverURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	as.DefaultHTTPRetries = 0
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Log: logrus.NewEntry(log)})
+	b.Start()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		b.Stop(ctx)
+	})
+	tb := &testBot{Bot: b, hs: hs, store: st, engine: engine, dbPath: dbPath}
+	tb.waitFor(t, "connected", b.Connected)
+	return tb
+}
+
+func (tb *testBot) waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func message(eventID string, sender id.UserID, body string) map[string]any {
+	return map[string]any{
+		"event_id": eventID, "room_id": testRoom, "sender": sender, "type": "m.room.message",
+		"origin_server_ts": 1, "content": map[string]any{"msgtype": "m.text", "body": body},
+	}
+}
+
+// deliver sends an appservice transaction and returns the HTTP status.
+func (tb *testBot) deliver(t *testing.T, txnID, token string, events ...map[string]any) int {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"events": events})
+	req := httptest.NewRequest(http.MethodPut, "/_matrix/app/v1/transactions/"+txnID, bytes.NewReader(body))
+	req.SetPathValue("txnID", txnID)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	rec := httptest.NewRecorder()
+	tb.HandleTransaction(rec, req)
+	return rec.Code
+}
+
+// replies waits for n replies and returns them all.
+func (tb *testBot) replies(t *testing.T, n int) []sentEvent {
+	t.Helper()
+	tb.waitFor(t, fmt.Sprintf("%d replies", n), func() bool { return len(tb.hs.events("m.room.message")) >= n })
+	return tb.hs.events("m.room.message")
+}
+
+func body(e sentEvent) string {
+	s, _ := e.Content["body"].(string)
+	return s
+}
+
+func TestBot_RetriedTransactionAndRedeliveryApplyOnce(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	cmd := message("$add", testAdmin, "!presence always-send add @dash:test")
+	for i, txn := range []string{"t1", "t1", "t2"} {
+		if code := tb.deliver(t, txn, hsToken, cmd); code != http.StatusOK {
+			t.Fatalf("delivery %d answered %d", i, code)
+		}
+	}
+	tb.replies(t, 1)
+	time.Sleep(100 * time.Millisecond)
+	if v := tb.engine.Version(); v != 1 {
+		t.Fatalf("version = %d after one command delivered three times, want 1", v)
+	}
+	if n := len(tb.hs.events("m.room.message")); n != 1 {
+		t.Fatalf("%d replies to one command, want 1", n)
+	}
+	if n := len(tb.hs.events("m.reaction")); n != 1 {
+		t.Fatalf("%d reactions, want 1", n)
+	}
+
+	// A restart: a new bot on the same database gets the event again.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	tb.Stop(ctx)
+	cancel()
+	_ = tb.store.Close()
+	tb2 := newTestBot(t, tb.dbPath, nil)
+	if code := tb2.deliver(t, "t3", hsToken, cmd); code != http.StatusOK {
+		t.Fatalf("redelivery answered %d", code)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if v, _ := tb2.store.Version(context.Background()); v != 1 {
+		t.Fatalf("version = %d after redelivery, want 1", v)
+	}
+	if n := len(tb2.hs.events("m.room.message")); n != 0 {
+		t.Fatalf("redelivered command was answered again (%d replies)", n)
+	}
+}
+
+func TestBot_AppliesCommandsInOrder(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tb.deliver(t, "t1", hsToken,
+		message("$1", testAdmin, "!presence always-send add @dash:test"),
+		message("$2", testAdmin, "!presence always-send remove @dash:test"),
+		message("$3", testAdmin, "!presence always-send add @dash:test @mon:test"),
+		message("$4", testAdmin, "!presence always-send remove @mon:test"),
+	)
+	tb.replies(t, 4)
+	_, alwaysSend, _ := tb.engine.Rules()
+	if len(alwaysSend) != 1 || alwaysSend[0] != "@dash:test" || tb.engine.Version() != 4 {
+		t.Fatalf("always-send = %v at version %d, want [@dash:test] at 4", alwaysSend, tb.engine.Version())
+	}
+}
+
+func TestBot_Permissions(t *testing.T) {
+	fifty := 50
+	tests := []struct {
+		name    string
+		adminPL *int
+		sender  id.UserID
+		allowed bool
+	}{
+		{"listed admin may change lists", nil, testAdmin, true},
+		{"member is refused", nil, testMember, false},
+		{"power-level admin is refused when admin_power_level is unset", nil, testMod, false},
+		{"power-level admin is accepted", &fifty, testMod, true},
+		{"member below the power level is refused", &fifty, testMember, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestBot(t, "", tt.adminPL)
+			tb.deliver(t, "t", hsToken, message("$cmd", tt.sender, "!presence blacklist add @alice:test"))
+			reply := tb.replies(t, 1)[0]
+			_, _, blacklist := tb.engine.Rules()
+			if changed := len(blacklist) == 1; changed != tt.allowed {
+				t.Fatalf("blacklist = %v; allowed = %v", blacklist, tt.allowed)
+			}
+			if !tt.allowed && !strings.Contains(body(reply), "not a presence-router admin") {
+				t.Errorf("refusal does not say why: %q", body(reply))
+			}
+			wantKey := "✅"
+			if !tt.allowed {
+				wantKey = "❌"
+			}
+			tb.waitFor(t, "reaction", func() bool { return len(tb.hs.events("m.reaction")) == 1 })
+			rel := tb.hs.events("m.reaction")[0].Content["m.relates_to"].(map[string]any)
+			if rel["key"] != wantKey || rel["event_id"] != "$cmd" {
+				t.Errorf("reaction = %v, want %s on $cmd", rel, wantKey)
+			}
+		})
+	}
+}
+
+func TestBot_RepliesAreNoticesInReplyToTheCommand(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tb.deliver(t, "t", hsToken, message("$help", testMember, "!presence help"))
+	reply := tb.replies(t, 1)[0]
+	if reply.Content["msgtype"] != "m.notice" || reply.Content["format"] != "org.matrix.custom.html" {
+		t.Errorf("reply is not an HTML notice: %v", reply.Content)
+	}
+	rel, _ := reply.Content["m.relates_to"].(map[string]any)
+	inReply, _ := rel["m.in_reply_to"].(map[string]any)
+	if inReply["event_id"] != "$help" {
+		t.Errorf("reply does not reply to the command: %v", rel)
+	}
+}
+
+func TestBot_IgnoresWhatIsNotACommand(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	other := message("$other", testAdmin, "!presence always-send add @x:test")
+	other["room_id"] = "!elsewhere:test"
+	own := message("$own", "@presence:test", "!presence always-send add @x:test")
+	notice := message("$notice", testAdmin, "!presence always-send add @x:test")
+	notice["content"].(map[string]any)["msgtype"] = "m.notice"
+	edit := message("$edit", testAdmin, "!presence always-send add @x:test")
+	edit["content"].(map[string]any)["m.relates_to"] = map[string]any{"rel_type": "m.replace", "event_id": "$old"}
+	chat := message("$chat", testAdmin, "hello everyone")
+	tb.deliver(t, "t", hsToken, other, own, notice, edit, chat, message("$status", testAdmin, "!presence status"))
+	tb.replies(t, 1)
+	time.Sleep(100 * time.Millisecond)
+	if n := len(tb.hs.events("m.room.message")); n != 1 || tb.engine.Version() != 0 {
+		t.Fatalf("%d replies and version %d; only the status command should be answered", n, tb.engine.Version())
+	}
+}
+
+func TestBot_RejectsBadTokens(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	for _, token := range []string{"", "wrong-token"} {
+		if code := tb.deliver(t, "t", token, message("$x", testAdmin, "!presence always-send add @d:test")); code != http.StatusUnauthorized {
+			t.Errorf("token %q answered %d, want 401", token, code)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	if tb.engine.Version() != 0 {
+		t.Fatal("an unauthenticated transaction changed the rules")
+	}
+}
+
+func TestBot_DeclinesInvitesFromNonAdmins(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	stateKey := "@presence:test"
+	invite := map[string]any{
+		"event_id": "$inv", "room_id": "!other:test", "sender": testMember, "type": "m.room.member",
+		"state_key": stateKey, "content": map[string]any{"membership": "invite"},
+	}
+	tb.deliver(t, "t", hsToken, invite)
+	tb.waitFor(t, "leave", func() bool {
+		tb.hs.lock.Lock()
+		defer tb.hs.lock.Unlock()
+		return len(tb.hs.leaves) == 1
+	})
+}
+
+func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	m := store.Mutation{Sender: testAdmin}
+	for i := 0; i < 10000; i++ {
+		m.Entries = append(m.Entries, store.Entry{List: store.AlwaysSend, UserID: id.UserID(fmt.Sprintf("@user-with-a-long-name-%05d:some.homeserver.example", i)), Action: store.Add})
+	}
+	res, err := tb.store.Apply(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb.engine.Apply(RouterUpdate(res.Change))
+	tb.deliver(t, "t", hsToken, message("$list", testAdmin, "!presence always-send list"))
+	reply := tb.replies(t, 1)[0]
+	if reply.Size >= 65536 {
+		t.Fatalf("list reply is %d bytes, over Matrix's limit", reply.Size)
+	}
+	if !strings.Contains(body(reply), "10000 users") || !strings.Contains(body(reply), "more") {
+		t.Errorf("list reply does not give the count and say more exist: %.200q", body(reply))
+	}
+}
+
+func TestBot_UnsentReplyIsRetried(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tb.hs.lock.Lock()
+	tb.hs.failSend = true
+	tb.hs.lock.Unlock()
+	tb.deliver(t, "t", hsToken, message("$cmd", testAdmin, "!presence always-send add @dash:test"))
+	tb.waitFor(t, "the change", func() bool { return tb.engine.Version() == 1 })
+	tb.hs.lock.Lock()
+	tb.hs.failSend = false
+	tb.hs.lock.Unlock()
+	signal(tb.wakeWorker)
+	if r := tb.replies(t, 1); !strings.Contains(body(r[0]), "Added") {
+		t.Fatalf("retried reply = %q", body(r[0]))
+	}
+}

@@ -1,0 +1,282 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/store"
+)
+
+// isListedAdmin reports whether user is in bot.admins.
+func (b *Bot) isListedAdmin(user id.UserID) bool {
+	_, ok := b.admins[user]
+	return ok
+}
+
+// mayCommand decides whether sender may run cmd: help is open to everyone
+// in the control room; everything else needs bot.admins, or a power level of
+// at least bot.admin_power_level in the control room. It returns the reason
+// for a refusal.
+func (b *Bot) mayCommand(ctx context.Context, sender id.UserID, cmd *Command) (bool, string) {
+	if cmd == nil || cmd.Verb == VerbHelp || b.isListedAdmin(sender) {
+		return true, ""
+	}
+	refusal := fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins may use this command.", sender)
+	if need := b.cfg.Bot.AdminPowerLevel; need != nil {
+		refusal = fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins or with power level %d or more in this room may use this command.", sender, *need)
+		plCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		pl, err := b.as.BotIntent().PowerLevels(plCtx, b.ControlRoom())
+		if err != nil {
+			b.log.WithError(err).Warn("Failed to read the control room's power levels")
+			return false, "Could not read this room's power levels to check your permission; try again later."
+		}
+		if pl.GetUserLevel(sender) >= *need {
+			return true, ""
+		}
+	}
+	return false, refusal
+}
+
+// execute runs a permitted command inside the caller's store transaction.
+func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
+	switch cmd.Verb {
+	case VerbHelp:
+		return success(HelpMarkdown(b.cfg.Bot.CommandPrefix, cmd.Topic)), nil, nil
+	case VerbAdd, VerbRemove:
+		return b.mutate(ctx, evt, cmd)
+	case VerbList:
+		rep, err := b.list(cmd.List)
+		return rep, nil, err
+	case VerbExplain:
+		return b.explain(cmd.Users[0]), nil, nil
+	case VerbHistory:
+		rep, err := b.history(ctx, cmd.Count)
+		return rep, nil, err
+	case VerbStatus:
+		rep, err := b.status(ctx)
+		return rep, nil, err
+	}
+	return failure(fmt.Sprintf("Unknown command; use `%s help`.", b.cfg.Bot.CommandPrefix), resultInvalid), nil, nil
+}
+
+func storeList(name ListName) store.List {
+	if name == ListBlacklist {
+		return store.Blacklist
+	}
+	return store.AlwaysSend
+}
+
+func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
+	list := storeList(cmd.List)
+	action := store.Add
+	if cmd.Verb == VerbRemove {
+		action = store.Remove
+	}
+	m := store.Mutation{EventID: evt.ID, Sender: evt.Sender, Command: b.cfg.Bot.CommandPrefix + " " + cmd.Raw, Reason: cmd.Reason}
+	for _, user := range cmd.Users {
+		m.Entries = append(m.Entries, store.Entry{List: list, UserID: user, Action: action})
+	}
+	res, err := b.store.Apply(ctx, m)
+	if err != nil {
+		return nil, nil, err
+	}
+	var sb strings.Builder
+	verb, prep := "Added", "to"
+	already := "already on"
+	if action == store.Remove {
+		verb, prep, already = "Removed", "from", "not on"
+	}
+	if res.Change != nil {
+		fmt.Fprintf(&sb, "%s %s %s the %s list", verb, userList(entryUsers(res.Change.Entries), 20), prep, cmd.List)
+		if cmd.Reason != "" {
+			fmt.Fprintf(&sb, " (reason: %s)", escapeMarkdown(cmd.Reason))
+		}
+		fmt.Fprintf(&sb, ". Version %d.", res.Change.Version)
+		if len(res.Change.PushTo) > 0 {
+			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
+		}
+	}
+	if len(res.Unchanged) > 0 {
+		if sb.Len() > 0 {
+			sb.WriteString("\n\n")
+		}
+		fmt.Fprintf(&sb, "%s %s the %s list: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), pluralVerb(len(res.Unchanged), "is", "are")+" "+already, cmd.List)
+	}
+	return success(sb.String()), res.Change, nil
+}
+
+func (b *Bot) list(name ListName) (*reply, error) {
+	version, alwaysSend, blacklist := b.engine.Rules()
+	users := alwaysSend
+	meaning := "They receive the presence of every user who is not blacklisted."
+	if name == ListBlacklist {
+		users = blacklist
+		meaning = "Their presence is never routed (users who share a room with them still see it)."
+	}
+	if len(users) == 0 {
+		return success(fmt.Sprintf("The %s list is empty (version %d).", name, version)), nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "The %s list has %d %s (version %d). %s\n\n", name, len(users), plural(len(users), "user", "users"), version, meaning)
+	shown := 0
+	for _, user := range users {
+		line := fmt.Sprintf("* `%s`\n", user)
+		if sb.Len()+len(line) > listBudget {
+			break
+		}
+		sb.WriteString(line)
+		shown++
+	}
+	if shown < len(users) {
+		fmt.Fprintf(&sb, "\n…and %d more, not shown to keep this message under Matrix's size limit. The full list: `GET /_presence_router/v1/rules`; one user: `%s explain <user>`.", len(users)-shown, b.cfg.Bot.CommandPrefix)
+	}
+	return success(sb.String()), nil
+}
+
+func (b *Bot) explain(user id.UserID) *reply {
+	ex := b.engine.Explain(user)
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "**`%s`** (version %d)\n\n", user, ex.Version)
+	switch {
+	case ex.Blacklisted:
+		sb.WriteString("* **Their presence**: blacklisted, so it is not routed to anyone. Users who share a room with them still see it.\n")
+	case len(ex.Recipients) == 0:
+		sb.WriteString("* **Their presence**: goes to users who share a room with them; no always-send user receives it extra.\n")
+	default:
+		fmt.Fprintf(&sb, "* **Their presence**: routed to %d always-send %s: %s, besides users who share a room with them.\n", len(ex.Recipients), plural(len(ex.Recipients), "user", "users"), userList(ex.Recipients, 20))
+	}
+	if ex.AlwaysSend {
+		sb.WriteString("* **They receive**: the presence of every user who is not blacklisted (always-send).\n")
+	} else {
+		sb.WriteString("* **They receive**: only the presence of users who share a room with them.\n")
+	}
+	return success(sb.String())
+}
+
+func (b *Bot) history(ctx context.Context, count int) (*reply, error) {
+	changes, err := b.store.History(ctx, count)
+	if err != nil {
+		return nil, err
+	}
+	if len(changes) == 0 {
+		return success("No changes yet."), nil
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n", len(changes), plural(len(changes), "change", "changes"))
+	for _, c := range changes {
+		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), c.Sender, describeEntries(c.Entries))
+		if c.Reason != "" {
+			line += " — reason: " + escapeMarkdown(c.Reason)
+		}
+		line += "\n"
+		if sb.Len()+len(line) > listBudget {
+			sb.WriteString("* …older entries not shown to keep this message under Matrix's size limit.\n")
+			break
+		}
+		sb.WriteString(line)
+	}
+	return success(sb.String()), nil
+}
+
+func (b *Bot) status(ctx context.Context) (*reply, error) {
+	version, _, _ := b.engine.Rules()
+	alwaysSend, blacklist := b.engine.Counts()
+	backlog, err := b.store.Backlog(ctx)
+	if err != nil {
+		return nil, err
+	}
+	contact := "never (is the adapter installed in Synapse?)"
+	if last := b.lastContact(); !last.IsZero() {
+		contact = fmt.Sprintf("%s ago", time.Since(last).Round(time.Second))
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "**presence-router status**\n\n")
+	fmt.Fprintf(&sb, "* Version: %d\n", version)
+	fmt.Fprintf(&sb, "* always-send: %d %s\n", alwaysSend, plural(alwaysSend, "user", "users"))
+	fmt.Fprintf(&sb, "* blacklist: %d %s\n", blacklist, plural(blacklist, "user", "users"))
+	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
+	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
+	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(b.started).Round(time.Second))
+	return success(sb.String()), nil
+}
+
+func entryUsers(entries []store.Entry) []id.UserID {
+	users := make([]id.UserID, len(entries))
+	for i, e := range entries {
+		users[i] = e.UserID
+	}
+	return users
+}
+
+func describeEntries(entries []store.Entry) string {
+	type key struct {
+		action store.Action
+		list   store.List
+	}
+	groups := map[key][]id.UserID{}
+	var order []key
+	for _, e := range entries {
+		k := key{e.Action, e.List}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], e.UserID)
+	}
+	parts := make([]string, 0, len(order))
+	for _, k := range order {
+		verb, prep := "added", "to"
+		if k.action == store.Remove {
+			verb, prep = "removed", "from"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(groups[k], 5), prep, k.list))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// userList renders up to limit user IDs as code spans, then a count.
+func userList(users []id.UserID, limit int) string {
+	parts := make([]string, 0, min(len(users), limit)+1)
+	for i, user := range users {
+		if i == limit {
+			parts = append(parts, fmt.Sprintf("%d more", len(users)-limit))
+			break
+		}
+		parts = append(parts, "`"+string(user)+"`")
+	}
+	switch len(parts) {
+	case 1:
+		return parts[0]
+	case 2:
+		return parts[0] + " and " + parts[1]
+	}
+	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+func pluralVerb(n int, one, many string) string { return plural(n, one, many) }
+
+func capitalize(s string) string {
+	if s == "" || s[0] == '`' {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+var markdownEscaper = strings.NewReplacer(`\`, `\\`, "`", "\\`", "*", `\*`, "_", `\_`, "[", `\[`, "]", `\]`, "<", "&lt;", ">", "&gt;", "#", `\#`)
+
+// escapeMarkdown makes user-supplied text render literally.
+func escapeMarkdown(s string) string {
+	return markdownEscaper.Replace(s)
+}

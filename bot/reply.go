@@ -1,0 +1,87 @@
+package bot
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/format"
+	"maunium.net/go/mautrix/id"
+)
+
+// Command results, for replies and metrics.
+const (
+	resultOK      = "ok"
+	resultInvalid = "invalid"
+	resultRefused = "refused"
+)
+
+// listBudget bounds the Markdown of long replies. Rendered as HTML plus the
+// plain body it stays well under Matrix's 65,536-byte event limit.
+const listBudget = 24000
+
+// maxEventBytes is the largest reply content sent; a larger one is replaced
+// by a short notice (Matrix rejects events over 65,536 bytes).
+const maxEventBytes = 60000
+
+// reply is a committed answer to a command, stored in the inbox so that it
+// is sent even after a restart.
+type reply struct {
+	RoomID   id.RoomID  `json:"room_id"`
+	ReplyTo  id.EventID `json:"reply_to"`
+	Sender   id.UserID  `json:"sender"`
+	Markdown string     `json:"markdown"`
+	Result   string     `json:"result"`
+}
+
+func success(markdown string) *reply {
+	return &reply{Markdown: markdown, Result: resultOK}
+}
+
+func failure(markdown, result string) *reply {
+	return &reply{Markdown: markdown, Result: result}
+}
+
+// content renders the reply as an m.notice that replies to the command.
+func (r *reply) content() *event.MessageEventContent {
+	content := format.RenderMarkdown(r.Markdown, true, false)
+	content.MsgType = event.MsgNotice
+	content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(r.ReplyTo)
+	content.Mentions = &event.Mentions{UserIDs: []id.UserID{r.Sender}}
+	if data, err := json.Marshal(&content); err == nil && len(data) > maxEventBytes {
+		short := format.RenderMarkdown("The answer is too long for one Matrix message; narrow the command down.", true, false)
+		short.MsgType, short.RelatesTo, short.Mentions = event.MsgNotice, content.RelatesTo, content.Mentions
+		return &short
+	}
+	return &content
+}
+
+// sendReply sends the notice and the ✅ or ❌ reaction. Transaction IDs are
+// derived from the command's event ID, so a resend after a crash is
+// de-duplicated by the homeserver.
+func (b *Bot) sendReply(ctx context.Context, r *reply) error {
+	intent := b.as.BotIntent()
+	txn := txnPrefix(r.ReplyTo)
+	_, err := intent.SendMessageEvent(ctx, r.RoomID, event.EventMessage, r.content(), mautrix.ReqSendEvent{TransactionID: txn + "-reply"})
+	if err != nil {
+		return fmt.Errorf("failed to send reply: %w", err)
+	}
+	key := "✅"
+	if r.Result != resultOK {
+		key = "❌"
+	}
+	reaction := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: r.ReplyTo, Key: key}}
+	if _, err = intent.SendMessageEvent(ctx, r.RoomID, event.EventReaction, reaction, mautrix.ReqSendEvent{TransactionID: txn + "-react"}); err != nil {
+		return fmt.Errorf("failed to send reaction: %w", err)
+	}
+	return nil
+}
+
+func txnPrefix(eventID id.EventID) string {
+	sum := sha256.Sum256([]byte(eventID))
+	return "pr-" + hex.EncodeToString(sum[:12])
+}

@@ -1,0 +1,113 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/store"
+)
+
+// MaxTransactionBytes is the largest appservice transaction body accepted.
+const MaxTransactionBytes = 64 << 20
+
+// transaction is the part of an appservice transaction the bot reads.
+type transaction struct {
+	Events []json.RawMessage `json:"events"`
+}
+
+// eventHeader is the part of an event needed to decide whether to keep it.
+type eventHeader struct {
+	ID       id.EventID `json:"event_id"`
+	RoomID   id.RoomID  `json:"room_id"`
+	Sender   id.UserID  `json:"sender"`
+	Type     string     `json:"type"`
+	StateKey *string    `json:"state_key"`
+	Content  struct {
+		MsgType    string `json:"msgtype"`
+		Body       string `json:"body"`
+		Membership string `json:"membership"`
+	} `json:"content"`
+}
+
+// HandleTransaction serves PUT /_matrix/app/v1/transactions/{txnID}. Unlike
+// mautrix's handler, it answers 200 only after the events it cares about are
+// committed to the inbox, so a crash never loses an acknowledged command;
+// the inbox's unique event IDs make Synapse's retries harmless.
+func (b *Bot) HandleTransaction(w http.ResponseWriter, r *http.Request) {
+	if !b.as.CheckServerToken(w, r) {
+		b.log.WithField("remote_addr", r.RemoteAddr).Warn("Rejected appservice transaction with a bad hs_token")
+		return
+	}
+	txnID := r.PathValue("txnID")
+	log := b.log.WithField("transaction_id", txnID)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxTransactionBytes))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			mautrix.MTooLarge.WithMessage("Transaction body is over 64 MiB").Write(w)
+		} else {
+			mautrix.MNotJSON.WithMessage("Failed to read request body").Write(w)
+		}
+		return
+	}
+	var txn transaction
+	if err = json.Unmarshal(body, &txn); err != nil {
+		log.WithError(err).Warn("Rejected malformed appservice transaction")
+		mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON").Write(w)
+		return
+	}
+	keep := make([]store.InboxEvent, 0, len(txn.Events))
+	for _, raw := range txn.Events {
+		var hdr eventHeader
+		if err = json.Unmarshal(raw, &hdr); err != nil || hdr.ID == "" {
+			log.Debug("Skipping an unreadable event in a transaction")
+			continue
+		}
+		if b.wanted(&hdr) {
+			keep = append(keep, store.InboxEvent{EventID: hdr.ID, RoomID: hdr.RoomID, Sender: hdr.Sender, JSON: raw})
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	added, err := b.store.Enqueue(ctx, keep)
+	if err != nil {
+		// Synapse retries the transaction, so nothing is lost.
+		log.WithError(err).Error("Failed to store transaction events; the homeserver will retry")
+		mautrix.MUnknown.WithMessage("Failed to store events").Write(w)
+		return
+	}
+	log.WithField("events", len(txn.Events)).WithField("new_commands", added).Debug("Accepted transaction")
+	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
+	if added > 0 {
+		signal(b.wakeWorker)
+	}
+}
+
+// wanted says whether an event may be a command or concerns the bot's
+// membership. Everything else is dropped before it is stored.
+func (b *Bot) wanted(hdr *eventHeader) bool {
+	switch hdr.Type {
+	case event.StateMember.Type:
+		return hdr.StateKey != nil && id.UserID(*hdr.StateKey) == b.botID
+	case event.EventMessage.Type:
+		if hdr.Sender == b.botID || hdr.Content.MsgType == string(event.MsgNotice) {
+			return false
+		}
+		return hasPrefixFold(strings.TrimSpace(hdr.Content.Body), b.cfg.Bot.CommandPrefix)
+	}
+	return false
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}

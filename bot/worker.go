@@ -1,0 +1,209 @@
+package bot
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+
+	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/store"
+)
+
+// retryInterval is how often the worker looks at the inbox without being
+// woken, to retry replies that could not be sent.
+const retryInterval = 15 * time.Second
+
+// workerLoop processes the inbox in arrival order whenever woken.
+func (b *Bot) workerLoop(ctx context.Context) {
+	ticker := time.NewTicker(retryInterval)
+	defer ticker.Stop()
+	for {
+		b.processInbox(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-b.wakeWorker:
+		case <-ticker.C:
+		}
+	}
+}
+
+func (b *Bot) processInbox(ctx context.Context) {
+	for ctx.Err() == nil {
+		items, err := b.store.Unfinished(ctx, 100)
+		if err != nil {
+			b.log.WithError(err).Error("Failed to read the inbox")
+			return
+		}
+		progressed := false
+		for _, item := range items {
+			if ctx.Err() != nil {
+				return
+			}
+			done, err := b.processItem(ctx, item)
+			if err != nil {
+				b.log.WithError(err).WithField("event_id", item.Event.EventID).Warn("Failed to process inbox item; will retry")
+			}
+			progressed = progressed || done
+		}
+		if len(items) < 100 || !progressed {
+			return
+		}
+	}
+}
+
+// processItem moves one item forward. It returns true when the item is done.
+func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, error) {
+	log := b.log.WithFields(logrus.Fields{"event_id": item.Event.EventID, "room_id": item.Event.RoomID, "sender": item.Event.Sender})
+	if item.Reply != nil {
+		// Applied before, but the reply was not sent yet.
+		return b.deliver(ctx, log, item)
+	}
+	var evt event.Event
+	if err := json.Unmarshal(item.Event.JSON, &evt); err != nil {
+		log.WithError(err).Warn("Dropping an unreadable event")
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	evt.Type.Class = event.MessageEventType
+	if evt.StateKey != nil {
+		evt.Type.Class = event.StateEventType
+	}
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		log.WithError(err).Warn("Dropping an event with unreadable content")
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	if evt.Type == event.StateMember {
+		return true, b.handleMembership(ctx, log, item, &evt)
+	}
+	if !b.connected.Load() {
+		// Commands wait (in order) until the control room is joined.
+		return false, nil
+	}
+	msg := evt.Content.AsMessage()
+	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
+		log.Debug("Ignoring a message that is not a command in the control room")
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	formatted := ""
+	if msg.Format == event.FormatHTML {
+		formatted = msg.FormattedBody
+	}
+	cmd, parseErr := ParseCommand(b.cfg.Bot.CommandPrefix, msg.Body, formatted)
+	if cmd == nil && parseErr == nil {
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	allowed, why := b.mayCommand(ctx, evt.Sender, cmd)
+	var rep *reply
+	var change *store.Change
+	err := b.store.InTxn(ctx, func(ctx context.Context) error {
+		var err error
+		switch {
+		case parseErr != nil:
+			rep = failure(parseErr.Error(), resultInvalid)
+		case !allowed:
+			rep = failure(why, resultRefused)
+		default:
+			rep, change, err = b.execute(ctx, &evt, cmd)
+			if err != nil {
+				return err
+			}
+		}
+		rep.RoomID, rep.ReplyTo, rep.Sender = evt.RoomID, evt.ID, evt.Sender
+		data, err := json.Marshal(rep)
+		if err != nil {
+			return fmt.Errorf("failed to encode reply: %w", err)
+		}
+		return b.store.MarkApplied(ctx, item.Seq, data)
+	})
+	if err != nil {
+		return false, fmt.Errorf("failed to apply command: %w", err)
+	}
+	b.metrics.countCommand(rep.Result)
+	if change != nil {
+		b.engine.Apply(RouterUpdate(change))
+		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": len(change.PushTo)}).Info("Applied rule change")
+	}
+	item.Reply, _ = json.Marshal(rep)
+	return b.deliver(ctx, log, item)
+}
+
+// RouterUpdate turns a committed change into the router's update.
+func RouterUpdate(c *store.Change) router.Update {
+	u := router.Update{Version: c.Version, PushTo: c.PushTo}
+	for _, e := range c.Entries {
+		switch {
+		case e.List == store.AlwaysSend && e.Action == store.Add:
+			u.AddAlwaysSend = append(u.AddAlwaysSend, e.UserID)
+		case e.List == store.AlwaysSend:
+			u.RemoveAlwaysSend = append(u.RemoveAlwaysSend, e.UserID)
+		case e.Action == store.Add:
+			u.AddBlacklist = append(u.AddBlacklist, e.UserID)
+		default:
+			u.RemoveBlacklist = append(u.RemoveBlacklist, e.UserID)
+		}
+	}
+	return u
+}
+
+// deliver sends an applied item's reply and marks it done. When sending
+// fails, the item stays applied and is retried later.
+func (b *Bot) deliver(ctx context.Context, log *logrus.Entry, item store.InboxItem) (bool, error) {
+	var rep reply
+	if err := json.Unmarshal(item.Reply, &rep); err != nil {
+		log.WithError(err).Warn("Dropping an unreadable stored reply")
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := b.sendReply(sendCtx, &rep); err != nil {
+		return false, fmt.Errorf("failed to send reply: %w", err)
+	}
+	return true, b.store.MarkDone(ctx, item.Seq)
+}
+
+// handleMembership joins the control room when an admin invites the bot,
+// declines every other invite, and reconnects when the bot leaves the
+// control room.
+func (b *Bot) handleMembership(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event) error {
+	member := evt.Content.AsMember()
+	intent := b.as.BotIntent()
+	switch member.Membership {
+	case event.MembershipInvite:
+		control := b.ControlRoom()
+		if control == "" {
+			resolveCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			control, _ = b.resolveControlRoom(resolveCtx)
+			cancel()
+		}
+		reason := ""
+		if !b.isListedAdmin(evt.Sender) {
+			reason = "only presence-router admins (bot.admins) may invite the bot"
+		} else if evt.RoomID != control {
+			reason = "presence-router only joins its control room (bot.control_room)"
+		}
+		if reason != "" {
+			log.WithField("reason", reason).Info("Declining invite")
+			if _, err := intent.LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{Reason: reason}); err != nil {
+				log.WithError(err).Warn("Failed to decline invite")
+			}
+			return b.store.MarkDone(ctx, item.Seq)
+		}
+		log.Info("Accepting an admin's invite to the control room")
+		b.connected.Store(false)
+		signal(b.wakeConnect)
+	case event.MembershipLeave, event.MembershipBan:
+		if evt.RoomID == b.ControlRoom() && b.connected.Load() {
+			log.WithField("membership", member.Membership).Warn("The bot is no longer in the control room; trying to rejoin")
+			b.connected.Store(false)
+			b.metrics.setConnected(false)
+			signal(b.wakeConnect)
+		}
+	}
+	return b.store.MarkDone(ctx, item.Seq)
+}

@@ -1,0 +1,326 @@
+// Package config loads, validates and updates presence-router's YAML
+// configuration file.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/userid"
+)
+
+// Placeholder is the value the example files use for every secret. The
+// service refuses to run with it.
+const Placeholder = "generate-with-g"
+
+// Config is the whole configuration file.
+type Config struct {
+	Homeserver Homeserver `yaml:"homeserver"`
+	Appservice Appservice `yaml:"appservice"`
+	Bot        Bot        `yaml:"bot"`
+	Router     Router     `yaml:"router"`
+	Database   Database   `yaml:"database"`
+	Logging    Logging    `yaml:"logging"`
+	Metrics    Metrics    `yaml:"metrics"`
+}
+
+// Homeserver says where the homeserver is.
+type Homeserver struct {
+	Address string `yaml:"address"`
+	Domain  string `yaml:"domain"`
+}
+
+// Appservice holds the appservice registration values and listener.
+type Appservice struct {
+	Address     string `yaml:"address"`
+	Hostname    string `yaml:"hostname"`
+	Port        uint16 `yaml:"port"`
+	ID          string `yaml:"id"`
+	BotUsername string `yaml:"bot_username"`
+	ASToken     string `yaml:"as_token"`
+	HSToken     string `yaml:"hs_token"`
+}
+
+// Bot configures the control room and who may command the bot.
+type Bot struct {
+	ControlRoom     string      `yaml:"control_room"`
+	CommandPrefix   string      `yaml:"command_prefix"`
+	Admins          []id.UserID `yaml:"admins"`
+	AdminPowerLevel *int        `yaml:"admin_power_level"`
+}
+
+// Router configures the routing API.
+type Router struct {
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	Listen    string `yaml:"listen"`
+}
+
+// Database configures storage.
+type Database struct {
+	Path string `yaml:"path"`
+}
+
+// Logging configures the log stream.
+type Logging struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Metrics configures the Prometheus listener.
+type Metrics struct {
+	Enabled bool   `yaml:"enabled"`
+	Listen  string `yaml:"listen"`
+}
+
+// Default returns the configuration every unset key falls back to.
+func Default() Config {
+	return Config{
+		Appservice: Appservice{
+			Hostname:    "127.0.0.1",
+			Port:        29330,
+			ID:          "presence-router",
+			BotUsername: "presence",
+		},
+		Bot:      Bot{CommandPrefix: "!presence"},
+		Database: Database{Path: "presence-router.db"},
+		Logging:  Logging{Level: "info", Format: "text"},
+		Metrics:  Metrics{Listen: "127.0.0.1:9330"},
+	}
+}
+
+// Load reads and parses the file at path on top of Default. It does not
+// validate; call Validate.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read config: %w", err)
+	}
+	cfg := Default()
+	if err = yaml.Unmarshal(data, &cfg); err != nil {
+		return nil, fmt.Errorf("failed to parse config %s: %w", path, err)
+	}
+	return &cfg, nil
+}
+
+// KeyError is a validation error that names the offending key.
+type KeyError struct {
+	Key string
+	Msg string
+}
+
+func (e *KeyError) Error() string { return e.Key + ": " + e.Msg }
+
+func keyErr(key, format string, args ...any) error {
+	return &KeyError{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// IsPlaceholder reports whether a secret is unset or still the example's.
+func IsPlaceholder(secret string) bool {
+	s := strings.TrimSpace(secret)
+	return s == "" || s == Placeholder || strings.Contains(strings.ToLower(s), "generate")
+}
+
+// ValidateForRegistration checks what generating a registration needs: it
+// allows placeholder tokens, which -g replaces.
+func (c *Config) ValidateForRegistration() error {
+	return c.validate(false)
+}
+
+// Validate checks every key and returns the first problem as a *KeyError,
+// naming the key and the fix.
+func (c *Config) Validate() error {
+	return c.validate(true)
+}
+
+func (c *Config) validate(secrets bool) error {
+	if c.Homeserver.Address == "" {
+		return keyErr("homeserver.address", "not configured: set it to the URL presence-router uses to reach Synapse, e.g. http://127.0.0.1:8008")
+	}
+	if err := checkURL(c.Homeserver.Address); err != nil {
+		return keyErr("homeserver.address", "%v", err)
+	}
+	if c.Homeserver.Domain == "" {
+		return keyErr("homeserver.domain", "not configured: set it to the homeserver's server_name, e.g. example.org")
+	}
+	if c.Appservice.Address == "" {
+		return keyErr("appservice.address", "not configured: set it to the URL Synapse uses to reach presence-router, e.g. http://127.0.0.1:29330")
+	}
+	if err := checkURL(c.Appservice.Address); err != nil {
+		return keyErr("appservice.address", "%v", err)
+	}
+	if c.Appservice.Port == 0 {
+		return keyErr("appservice.port", "not configured: set the port presence-router listens on")
+	}
+	if c.Appservice.ID == "" {
+		return keyErr("appservice.id", "must not be empty")
+	}
+	if c.Appservice.BotUsername == "" {
+		return keyErr("appservice.bot_username", "must not be empty")
+	}
+	if _, err := userid.Parse(string(c.BotMXID())); err != nil {
+		return keyErr("appservice.bot_username", "%q does not make a valid user ID: %v", c.Appservice.BotUsername, err)
+	}
+	if secrets {
+		if IsPlaceholder(c.Appservice.ASToken) {
+			return keyErr("appservice.as_token", "is a placeholder: run presence-router -c CONFIG -g -r registration.yaml to generate tokens")
+		}
+		if IsPlaceholder(c.Appservice.HSToken) {
+			return keyErr("appservice.hs_token", "is a placeholder: run presence-router -c CONFIG -g -r registration.yaml to generate tokens")
+		}
+		if c.Router.TokenFile == "" && IsPlaceholder(c.Router.Token) {
+			return keyErr("router.token", "is a placeholder: set a random secret (or router.token_file), or run -g to generate one")
+		}
+	}
+	if c.Router.Token != "" && c.Router.TokenFile != "" {
+		return keyErr("router.token", "set either router.token or router.token_file, not both")
+	}
+	if c.Router.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Router.Listen); err != nil {
+			return keyErr("router.listen", "must be host:port: %v", err)
+		}
+	}
+	if c.Bot.ControlRoom == "" {
+		return keyErr("bot.control_room", "not configured: set the room ID (!abc:example.org) or alias (#presence:example.org) of the control room")
+	}
+	if !strings.HasPrefix(c.Bot.ControlRoom, "!") && !strings.HasPrefix(c.Bot.ControlRoom, "#") {
+		return keyErr("bot.control_room", "%q is neither a room ID (!...) nor an alias (#...)", c.Bot.ControlRoom)
+	}
+	if strings.TrimSpace(c.Bot.CommandPrefix) == "" || strings.ContainsAny(c.Bot.CommandPrefix, " \t\n") {
+		return keyErr("bot.command_prefix", "must be one word, e.g. !presence")
+	}
+	if len(c.Bot.Admins) == 0 && c.Bot.AdminPowerLevel == nil {
+		return keyErr("bot.admins", "no admins: list at least one user ID in bot.admins or set bot.admin_power_level")
+	}
+	for i, admin := range c.Bot.Admins {
+		if _, err := userid.Parse(string(admin)); err != nil {
+			return keyErr(fmt.Sprintf("bot.admins[%d]", i), "%q is not a valid user ID: %v", admin, err)
+		}
+	}
+	if c.Database.Path == "" {
+		return keyErr("database.path", "not configured: set the path of the SQLite database file")
+	}
+	switch strings.ToLower(c.Logging.Level) {
+	case "trace", "debug", "info", "warn", "warning", "error":
+	default:
+		return keyErr("logging.level", "%q is not one of trace, debug, info, warn, error", c.Logging.Level)
+	}
+	switch c.Logging.Format {
+	case "text", "json":
+	default:
+		return keyErr("logging.format", "%q is not one of text, json", c.Logging.Format)
+	}
+	if c.Metrics.Enabled {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return keyErr("metrics.listen", "must be host:port: %v", err)
+		}
+	}
+	return nil
+}
+
+func checkURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%q is not a URL: %w", raw, err)
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("%q must be an http:// or https:// URL", raw)
+	}
+	return nil
+}
+
+// BotMXID returns the bot's user ID.
+func (c *Config) BotMXID() id.UserID {
+	return id.NewUserID(c.Appservice.BotUsername, c.Homeserver.Domain)
+}
+
+// ListenAddress returns host:port of the appservice listener.
+func (c *Config) ListenAddress() string {
+	return net.JoinHostPort(c.Appservice.Hostname, fmt.Sprint(c.Appservice.Port))
+}
+
+// RouterToken returns the routing API token, reading router.token_file when
+// it is set.
+func (c *Config) RouterToken() (string, error) {
+	if c.Router.TokenFile == "" {
+		return c.Router.Token, nil
+	}
+	data, err := os.ReadFile(c.Router.TokenFile)
+	if err != nil {
+		return "", keyErr("router.token_file", "cannot be read: %v", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if IsPlaceholder(token) {
+		return "", keyErr("router.token_file", "%s is empty or holds a placeholder: write a random secret into it", c.Router.TokenFile)
+	}
+	return token, nil
+}
+
+// SetSecrets rewrites the config file at path in place, setting the given
+// dotted keys (e.g. "appservice.as_token") and keeping comments and order.
+func SetSecrets(path string, values map[string]string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read config: %w", err)
+	}
+	var doc yaml.Node
+	if err = yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("failed to parse config: %w", err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
+		return errors.New("failed to update config: top level is not a mapping")
+	}
+	for key, value := range values {
+		setKey(doc.Content[0], strings.Split(key, "."), value)
+	}
+	out, err := yaml.Marshal(&doc)
+	if err != nil {
+		return fmt.Errorf("failed to encode config: %w", err)
+	}
+	info, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("failed to stat config: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err = os.WriteFile(tmp, out, info.Mode().Perm()); err != nil {
+		return fmt.Errorf("failed to write config: %w", err)
+	}
+	if err = os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("failed to replace config: %w", err)
+	}
+	return nil
+}
+
+func setKey(mapping *yaml.Node, path []string, value string) {
+	for i := 0; i+1 < len(mapping.Content); i += 2 {
+		if mapping.Content[i].Value != path[0] {
+			continue
+		}
+		child := mapping.Content[i+1]
+		if len(path) == 1 {
+			child.Kind, child.Tag, child.Value, child.Style = yaml.ScalarNode, "!!str", value, yaml.DoubleQuotedStyle
+			child.Content = nil
+			return
+		}
+		if child.Kind != yaml.MappingNode {
+			child.Kind, child.Tag, child.Value, child.Content = yaml.MappingNode, "!!map", "", nil
+		}
+		setKey(child, path[1:], value)
+		return
+	}
+	key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: path[0]}
+	if len(path) == 1 {
+		mapping.Content = append(mapping.Content, key, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value, Style: yaml.DoubleQuotedStyle})
+		return
+	}
+	child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	mapping.Content = append(mapping.Content, key, child)
+	setKey(child, path[1:], value)
+}

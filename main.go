@@ -1,0 +1,253 @@
+// Command presence-router is a Matrix appservice that keeps Synapse's
+// presence routing lists (always-send and blacklist) live: admins change them
+// by chat command in a control room, and the Synapse adapter module asks the
+// routing API where presence goes.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/sirupsen/logrus"
+	flag "github.com/spf13/pflag"
+	"maunium.net/go/mautrix/appservice"
+
+	"github.com/presence-router/presence-router/bot"
+	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/importer"
+	"github.com/presence-router/presence-router/logging"
+	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/store"
+)
+
+// Version is set at build time with -ldflags "-X main.Version=...".
+var Version = "dev"
+
+// feedHistory is how many recent changes the change feed can replay.
+const feedHistory = 10000
+
+func main() {
+	configPath := flag.StringP("config", "c", "config.yaml", "Path to the configuration file.")
+	generate := flag.BoolP("generate-registration", "g", false, "Write an appservice registration with fresh tokens (and put the tokens into the config file), then exit.")
+	registrationPath := flag.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration.")
+	importPath := flag.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit.")
+	showVersion := flag.Bool("version", false, "Print the version and exit.")
+	flag.Parse()
+
+	if *showVersion {
+		fmt.Println("presence-router", versionString())
+		return
+	}
+	var err error
+	switch {
+	case *generate:
+		err = generateRegistration(*configPath, *registrationPath)
+	case *importPath != "":
+		err = runImport(*configPath, *importPath)
+	default:
+		err = run(*configPath)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "presence-router:", err)
+		os.Exit(1)
+	}
+}
+
+func versionString() string {
+	if info, ok := debug.ReadBuildInfo(); ok && Version == "dev" {
+		for _, s := range info.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				return Version + "+" + s.Value[:12]
+			}
+		}
+	}
+	return Version
+}
+
+// loadConfig loads and validates the config and sets up logging.
+func loadConfig(path string) (*config.Config, *logrus.Logger, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err = cfg.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("invalid config %s: %w", path, err)
+	}
+	log, err := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
+	if err != nil {
+		return nil, nil, err
+	}
+	redactor := logging.Redact(log)
+	redactor.Add(cfg.Appservice.ASToken, cfg.Appservice.HSToken)
+	token, err := cfg.RouterToken()
+	if err != nil {
+		return nil, nil, err
+	}
+	redactor.Add(token)
+	return cfg, log, nil
+}
+
+func runImport(configPath, homeserverYAML string) error {
+	cfg, log, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := store.Open(ctx, cfg.Database.Path, logging.Zerolog(log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	res, err := importer.Import(ctx, st, homeserverYAML)
+	if err != nil {
+		return err
+	}
+	fmt.Println(res.Summary())
+	return nil
+}
+
+func run(configPath string) error {
+	cfg, log, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	log.WithField("version", versionString()).Info("Starting presence-router")
+	zlog := logging.Zerolog(log)
+	routerToken, _ := cfg.RouterToken()
+
+	ctx := context.Background()
+	st, err := store.Open(ctx, cfg.Database.Path, zlog)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	rules, err := st.LoadRules(ctx)
+	if err != nil {
+		return err
+	}
+	history, err := st.RecentChanges(ctx, feedHistory)
+	if err != nil {
+		return err
+	}
+	feed := make([]router.FeedEntry, len(history))
+	for i, h := range history {
+		feed[i] = router.FeedEntry{Version: h.Version, PushTo: h.PushTo}
+	}
+	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
+	log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
+
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	routing := router.NewHandler(engine, router.HandlerOptions{
+		Token:   routerToken,
+		Log:     log.WithField("component", "router"),
+		Metrics: router.NewMetrics(registry),
+	})
+
+	as, err := appservice.CreateFull(appservice.CreateOpts{
+		Registration:     registrationFor(cfg),
+		HomeserverDomain: cfg.Homeserver.Domain,
+		HomeserverURL:    cfg.Homeserver.Address,
+		HostConfig:       appservice.HostConfig{Hostname: cfg.Appservice.Hostname, Port: cfg.Appservice.Port},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to create appservice: %w", err)
+	}
+	as.Log = zlog
+	// Our own loops retry with backoff; mautrix's retries would block them.
+	as.DefaultHTTPRetries = 1
+	b := bot.New(bot.Options{
+		Config: cfg, AS: as, Store: st, Engine: engine,
+		Log:         log.WithField("component", "bot"),
+		Metrics:     bot.NewMetrics(registry),
+		LastContact: routing.LastContact,
+	})
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.HandleTransaction)
+	mux.HandleFunc("GET /_matrix/mau/live", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	})
+	mux.HandleFunc("GET /_matrix/mau/ready", func(w http.ResponseWriter, r *http.Request) {
+		pingCtx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := st.Ping(pingCtx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "store": err.Error()})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "version": engine.Version(), "bot_connected": b.Connected()})
+	})
+	mux.Handle("/", as.Router)
+
+	var servers []*http.Server
+	serve := func(addr string, handler http.Handler, what string) error {
+		listener, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("failed to listen for the %s on %s: %w", what, addr, err)
+		}
+		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, srv)
+		go func() {
+			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.WithError(err).WithField("address", addr).Error("Listener failed")
+			}
+		}()
+		log.WithField("address", addr).Infof("Serving the %s", what)
+		return nil
+	}
+	shutdown := func() {
+		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, srv := range servers {
+			_ = srv.Shutdown(stopCtx)
+		}
+		b.Stop(stopCtx)
+	}
+	if cfg.Router.Listen != "" {
+		if err = serve(cfg.Router.Listen, routing, "routing API"); err != nil {
+			return err
+		}
+	} else {
+		mux.Handle("/_presence_router/", routing)
+	}
+	if err = serve(cfg.ListenAddress(), mux, "appservice API"); err != nil {
+		shutdown()
+		return err
+	}
+	if cfg.Metrics.Enabled {
+		metricsMux := http.NewServeMux()
+		metricsMux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
+		if err = serve(cfg.Metrics.Listen, metricsMux, "metrics"); err != nil {
+			shutdown()
+			return err
+		}
+	}
+	b.Start()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go st.Watch(watchCtx, 2*time.Second, engine.Version, func(c store.Change) {
+		engine.Apply(bot.RouterUpdate(&c))
+		log.WithField("version", c.Version).Info("Applied a change committed by another process")
+	}, func(err error) {
+		log.WithError(err).Warn("Failed to check the database for new changes")
+	})
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	got := <-sig
+	log.WithField("signal", got.String()).Info("Stopping presence-router")
+	shutdown()
+	log.Info("Stopped")
+	return nil
+}

@@ -1,0 +1,81 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"regexp"
+
+	"go.mau.fi/util/random"
+	"maunium.net/go/mautrix/appservice"
+
+	"github.com/presence-router/presence-router/config"
+)
+
+// registrationFor builds the appservice registration from the config.
+func registrationFor(cfg *config.Config) *appservice.Registration {
+	reg := appservice.CreateRegistration()
+	reg.ID = cfg.Appservice.ID
+	reg.URL = cfg.Appservice.Address
+	reg.AppToken = cfg.Appservice.ASToken
+	reg.ServerToken = cfg.Appservice.HSToken
+	reg.SenderLocalpart = cfg.Appservice.BotUsername
+	rateLimited := false
+	reg.RateLimited = &rateLimited
+	botRegex := "^" + regexp.QuoteMeta(string(cfg.BotMXID())) + "$"
+	reg.Namespaces.UserIDs.Register(regexp.MustCompile(botRegex), true)
+	return reg
+}
+
+// generateRegistration writes a registration with fresh tokens to regPath
+// and stores the tokens in the config file, so both sides agree.
+func generateRegistration(configPath, regPath string) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	if err = cfg.ValidateForRegistration(); err != nil {
+		return fmt.Errorf("invalid config %s: %w", configPath, err)
+	}
+	secrets := map[string]string{
+		"appservice.as_token": random.String(64),
+		"appservice.hs_token": random.String(64),
+	}
+	cfg.Appservice.ASToken = secrets["appservice.as_token"]
+	cfg.Appservice.HSToken = secrets["appservice.hs_token"]
+	newRouterToken := cfg.Router.TokenFile == "" && config.IsPlaceholder(cfg.Router.Token)
+	if newRouterToken {
+		secrets["router.token"] = random.String(48)
+	}
+	if err = registrationFor(cfg).Save(regPath); err != nil {
+		return fmt.Errorf("failed to write registration %s: %w", regPath, err)
+	}
+	if err = config.SetSecrets(configPath, secrets); err != nil {
+		return err
+	}
+	fmt.Printf("Wrote %s and put its tokens into %s.\n\nNext steps:\n", regPath, configPath)
+	fmt.Printf("1. In homeserver.yaml, register the appservice:\n\n     app_service_config_files:\n       - %s\n\n", regPath)
+	tokenHint := "token: <router.token from " + configPath + ">"
+	if cfg.Router.TokenFile != "" {
+		tokenHint = "token_file: " + cfg.Router.TokenFile
+	}
+	fmt.Printf("2. In homeserver.yaml, load the adapter (pip install ./adapter into Synapse's environment first):\n\n     modules:\n       - module: presence_router_adapter.PresenceRouterAdapter\n         config:\n           url: %s\n           %s\n           push: true\n\n", adapterURL(cfg), tokenHint)
+	if newRouterToken {
+		fmt.Printf("   router.token was a placeholder: a fresh one is now in %s.\n\n", configPath)
+	}
+	fmt.Printf("3. Restart Synapse, invite %s to %s, and start presence-router -c %s.\n", cfg.BotMXID(), cfg.Bot.ControlRoom, configPath)
+	return nil
+}
+
+func adapterURL(cfg *config.Config) string {
+	if cfg.Router.Listen != "" {
+		return "http://" + cfg.Router.Listen
+	}
+	return cfg.Appservice.Address
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}

@@ -1,0 +1,122 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// InboxEvent is an event from an appservice transaction, stored before the
+// transaction is acknowledged.
+type InboxEvent struct {
+	EventID id.EventID
+	RoomID  id.RoomID
+	Sender  id.UserID
+	JSON    json.RawMessage
+}
+
+// InboxItem is a stored event that is not done yet.
+type InboxItem struct {
+	Seq   int64
+	Event InboxEvent
+	// Reply is the committed reply of an applied item (nil while pending).
+	Reply json.RawMessage
+}
+
+const (
+	enqueueQuery = `
+		INSERT INTO inbox (event_id, room_id, sender, event_json, received_at)
+		VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id) DO NOTHING`
+	unfinishedQuery = `
+		SELECT seq, event_id, room_id, sender, event_json, reply_json
+		FROM inbox WHERE state <> 'done' ORDER BY seq LIMIT $1`
+	markAppliedQuery = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
+	markDoneQuery    = `UPDATE inbox SET state='done' WHERE seq=$1`
+	inboxStatsQuery  = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
+)
+
+// Enqueue stores events in one transaction. An event already stored (same
+// event ID) is skipped, so redelivery stores nothing twice. It returns how
+// many events were new.
+func (s *Store) Enqueue(ctx context.Context, events []InboxEvent) (int, error) {
+	if len(events) == 0 {
+		return 0, nil
+	}
+	added := 0
+	err := s.InTxn(ctx, func(ctx context.Context) error {
+		added = 0
+		now := time.Now().UnixMilli()
+		for _, evt := range events {
+			res, err := s.db.Exec(ctx, enqueueQuery, evt.EventID, evt.RoomID, evt.Sender, string(evt.JSON), now)
+			if err != nil {
+				return fmt.Errorf("failed to store event %s: %w", evt.EventID, err)
+			}
+			if n, _ := res.RowsAffected(); n > 0 {
+				added++
+			}
+		}
+		return nil
+	})
+	return added, err
+}
+
+// Unfinished returns up to limit items that are pending or applied but not
+// done, in the order they arrived.
+func (s *Store) Unfinished(ctx context.Context, limit int) ([]InboxItem, error) {
+	rows, err := s.db.Query(ctx, unfinishedQuery, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read inbox: %w", err)
+	}
+	defer rows.Close()
+	var items []InboxItem
+	for rows.Next() {
+		var item InboxItem
+		var eventJSON string
+		var reply sql.NullString
+		if err = rows.Scan(&item.Seq, &item.Event.EventID, &item.Event.RoomID, &item.Event.Sender, &eventJSON, &reply); err != nil {
+			return nil, fmt.Errorf("failed to read inbox item: %w", err)
+		}
+		item.Event.JSON = json.RawMessage(eventJSON)
+		if reply.Valid {
+			item.Reply = json.RawMessage(reply.String)
+		}
+		items = append(items, item)
+	}
+	return items, rows.Err()
+}
+
+// MarkApplied records that an item's effect and reply are committed. Call it
+// in the same transaction (InTxn) as the item's Apply, so that the event is
+// processed exactly once. It fails if the item was not pending.
+func (s *Store) MarkApplied(ctx context.Context, seq int64, reply json.RawMessage) error {
+	res, err := s.db.Exec(ctx, markAppliedQuery, seq, string(reply))
+	if err != nil {
+		return fmt.Errorf("failed to mark inbox item %d applied: %w", seq, err)
+	}
+	if n, _ := res.RowsAffected(); n != 1 {
+		return fmt.Errorf("failed to mark inbox item %d applied: it is not pending", seq)
+	}
+	return nil
+}
+
+// MarkDone records that an item needs nothing more (its reply was sent, or
+// it needed none).
+func (s *Store) MarkDone(ctx context.Context, seq int64) error {
+	if _, err := s.db.Exec(ctx, markDoneQuery, seq); err != nil {
+		return fmt.Errorf("failed to mark inbox item %d done: %w", seq, err)
+	}
+	return nil
+}
+
+// Backlog returns how many inbox items are not done.
+func (s *Store) Backlog(ctx context.Context) (int, error) {
+	var n int
+	if err := s.db.QueryRow(ctx, inboxStatsQuery).Scan(&n); err != nil {
+		return 0, fmt.Errorf("failed to count inbox: %w", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,361 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// List names one of the two rule lists.
+type List string
+
+// The two lists, with the stock example router's meaning.
+const (
+	// AlwaysSend users receive every non-blacklisted user's presence.
+	AlwaysSend List = "always_send"
+	// Blacklist users' presence is never routed.
+	Blacklist List = "blacklist"
+)
+
+// Action says whether an entry joins or leaves a list.
+type Action string
+
+// The two actions.
+const (
+	Add    Action = "add"
+	Remove Action = "remove"
+)
+
+// Entry is one user joining or leaving one list.
+type Entry struct {
+	List   List      `json:"list"`
+	UserID id.UserID `json:"user_id"`
+	Action Action    `json:"action"`
+}
+
+// Mutation is what a command asks for.
+type Mutation struct {
+	EventID id.EventID // the command event; empty for imports
+	Sender  id.UserID
+	Command string
+	Reason  string
+	Entries []Entry
+}
+
+// Change is one committed change: the audit record and the router's update.
+type Change struct {
+	Version   int64
+	EventID   id.EventID
+	Sender    id.UserID
+	Command   string
+	Reason    string
+	CreatedAt time.Time
+	Entries   []Entry     // only what really changed
+	PushTo    []id.UserID // users who gained presence they did not get before
+}
+
+// Result says what Apply did.
+type Result struct {
+	// Change is nil when nothing changed (every entry was already so).
+	Change *Change
+	// Unchanged lists the entries that were already so: adding a present
+	// user or removing an absent one.
+	Unchanged []Entry
+}
+
+const (
+	getVersionQuery   = `SELECT COALESCE(MAX(version), 0) FROM change`
+	getRulesQuery     = `SELECT list, user_id FROM rule ORDER BY list, user_id`
+	ruleExistsQuery   = `SELECT EXISTS(SELECT 1 FROM rule WHERE list=$1 AND user_id=$2)`
+	insertRuleQuery   = `INSERT INTO rule (list, user_id, version) VALUES ($1, $2, $3)`
+	deleteRuleQuery   = `DELETE FROM rule WHERE list=$1 AND user_id=$2`
+	insertEntryQuery  = `INSERT INTO change_entry (version, list, user_id, action) VALUES ($1, $2, $3, $4)`
+	alwaysSendQuery   = `SELECT user_id FROM rule WHERE list='always_send' ORDER BY user_id`
+	insertChangeQuery = `
+		INSERT INTO change (event_id, sender, command, reason, created_at)
+		VALUES ($1, $2, $3, $4, $5) RETURNING version`
+	setPushToQuery     = `UPDATE change SET push_to=$1 WHERE version=$2`
+	recentChangesQuery = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
+	historyQuery       = `
+		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
+		FROM change ORDER BY version DESC LIMIT $1`
+	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
+	countsQuery  = `SELECT list, COUNT(*) FROM rule GROUP BY list`
+)
+
+// Rules is the content of both lists at one version.
+type Rules struct {
+	Version    int64
+	AlwaysSend []id.UserID
+	Blacklist  []id.UserID
+}
+
+// LoadRules reads both lists and the current version in one snapshot.
+func (s *Store) LoadRules(ctx context.Context) (*Rules, error) {
+	rules := &Rules{}
+	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
+		if err := s.db.QueryRow(ctx, getVersionQuery).Scan(&rules.Version); err != nil {
+			return fmt.Errorf("failed to read version: %w", err)
+		}
+		rows, err := s.db.Query(ctx, getRulesQuery)
+		if err != nil {
+			return fmt.Errorf("failed to read rules: %w", err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var list List
+			var user id.UserID
+			if err = rows.Scan(&list, &user); err != nil {
+				return fmt.Errorf("failed to read rule: %w", err)
+			}
+			if list == AlwaysSend {
+				rules.AlwaysSend = append(rules.AlwaysSend, user)
+			} else {
+				rules.Blacklist = append(rules.Blacklist, user)
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rules, nil
+}
+
+// Version returns the version of the latest committed change, 0 if none.
+func (s *Store) Version(ctx context.Context) (int64, error) {
+	var version int64
+	if err := s.db.QueryRow(ctx, getVersionQuery).Scan(&version); err != nil {
+		return 0, fmt.Errorf("failed to read version: %w", err)
+	}
+	return version, nil
+}
+
+// Counts returns the size of each list.
+func (s *Store) Counts(ctx context.Context) (map[List]int, error) {
+	rows, err := s.db.Query(ctx, countsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("failed to count rules: %w", err)
+	}
+	defer rows.Close()
+	counts := map[List]int{AlwaysSend: 0, Blacklist: 0}
+	for rows.Next() {
+		var list List
+		var n int
+		if err = rows.Scan(&list, &n); err != nil {
+			return nil, fmt.Errorf("failed to count rules: %w", err)
+		}
+		counts[list] = n
+	}
+	return counts, rows.Err()
+}
+
+// Apply commits a mutation: the rule rows, a change row with its entries
+// and push_to, all in one transaction (the caller's, when ctx carries one).
+// Entries that change nothing are reported in Result.Unchanged; when no
+// entry changes anything, no change row is written and the version stays.
+func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
+	var res Result
+	err := s.InTxn(ctx, func(ctx context.Context) error {
+		res = Result{}
+		var effective []Entry
+		seen := make(map[Entry]bool, len(m.Entries))
+		for _, e := range m.Entries {
+			if e.List != AlwaysSend && e.List != Blacklist {
+				return fmt.Errorf("failed to apply: unknown list %q", e.List)
+			}
+			if seen[e] {
+				continue
+			}
+			seen[e] = true
+			var exists bool
+			if err := s.db.QueryRow(ctx, ruleExistsQuery, e.List, e.UserID).Scan(&exists); err != nil {
+				return fmt.Errorf("failed to read rule: %w", err)
+			}
+			if exists == (e.Action == Add) {
+				res.Unchanged = append(res.Unchanged, e)
+			} else {
+				effective = append(effective, e)
+			}
+		}
+		if len(effective) == 0 {
+			return nil
+		}
+		change := &Change{
+			EventID: m.EventID, Sender: m.Sender, Command: m.Command, Reason: m.Reason,
+			CreatedAt: time.Now().UTC().Truncate(time.Millisecond), Entries: effective,
+		}
+		var eventID sql.NullString
+		if m.EventID != "" {
+			eventID = sql.NullString{String: string(m.EventID), Valid: true}
+		}
+		err := s.db.QueryRow(ctx, insertChangeQuery, eventID, m.Sender, m.Command, m.Reason, change.CreatedAt.UnixMilli()).
+			Scan(&change.Version)
+		if err != nil {
+			return fmt.Errorf("failed to insert change: %w", err)
+		}
+		pushSet := make(map[id.UserID]struct{})
+		unblacklisted := false
+		for _, e := range effective {
+			if e.Action == Add {
+				_, err = s.db.Exec(ctx, insertRuleQuery, e.List, e.UserID, change.Version)
+				if e.List == AlwaysSend {
+					pushSet[e.UserID] = struct{}{}
+				}
+			} else {
+				_, err = s.db.Exec(ctx, deleteRuleQuery, e.List, e.UserID)
+				if e.List == Blacklist {
+					unblacklisted = true
+				}
+			}
+			if err != nil {
+				return fmt.Errorf("failed to write rule: %w", err)
+			}
+			if _, err = s.db.Exec(ctx, insertEntryQuery, change.Version, e.List, e.UserID, e.Action); err != nil {
+				return fmt.Errorf("failed to write change entry: %w", err)
+			}
+		}
+		if unblacklisted {
+			// Everyone who always receives presence gains the presence of
+			// the users who left the blacklist.
+			if err = s.collectAlwaysSend(ctx, pushSet); err != nil {
+				return err
+			}
+		} else {
+			// Users added and removed again in one change gain nothing.
+			for user := range pushSet {
+				var present bool
+				if err = s.db.QueryRow(ctx, ruleExistsQuery, AlwaysSend, user).Scan(&present); err != nil {
+					return fmt.Errorf("failed to read rule: %w", err)
+				}
+				if !present {
+					delete(pushSet, user)
+				}
+			}
+		}
+		change.PushTo = make([]id.UserID, 0, len(pushSet))
+		for user := range pushSet {
+			change.PushTo = append(change.PushTo, user)
+		}
+		slices.Sort(change.PushTo)
+		pushJSON, err := json.Marshal(change.PushTo)
+		if err != nil {
+			return fmt.Errorf("failed to encode push_to: %w", err)
+		}
+		if _, err = s.db.Exec(ctx, setPushToQuery, string(pushJSON), change.Version); err != nil {
+			return fmt.Errorf("failed to write push_to: %w", err)
+		}
+		res.Change = change
+		return nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
+}
+
+func (s *Store) collectAlwaysSend(ctx context.Context, into map[id.UserID]struct{}) error {
+	rows, err := s.db.Query(ctx, alwaysSendQuery)
+	if err != nil {
+		return fmt.Errorf("failed to read always-send list: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var user id.UserID
+		if err = rows.Scan(&user); err != nil {
+			return fmt.Errorf("failed to read always-send list: %w", err)
+		}
+		into[user] = struct{}{}
+	}
+	return rows.Err()
+}
+
+// FeedEntry is the part of a change the change feed needs.
+type FeedEntry struct {
+	Version int64
+	PushTo  []id.UserID
+}
+
+// RecentChanges returns up to limit of the newest changes, oldest first,
+// for the router's change feed.
+func (s *Store) RecentChanges(ctx context.Context, limit int) ([]FeedEntry, error) {
+	rows, err := s.db.Query(ctx, recentChangesQuery, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read changes: %w", err)
+	}
+	defer rows.Close()
+	var entries []FeedEntry
+	for rows.Next() {
+		var entry FeedEntry
+		var pushJSON string
+		if err = rows.Scan(&entry.Version, &pushJSON); err != nil {
+			return nil, fmt.Errorf("failed to read change: %w", err)
+		}
+		if err = json.Unmarshal([]byte(pushJSON), &entry.PushTo); err != nil {
+			return nil, fmt.Errorf("failed to decode push_to of change %d: %w", entry.Version, err)
+		}
+		entries = append(entries, entry)
+	}
+	if err = rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to read changes: %w", err)
+	}
+	slices.Reverse(entries)
+	return entries, nil
+}
+
+// History returns up to limit changes with their entries, newest first.
+func (s *Store) History(ctx context.Context, limit int) ([]Change, error) {
+	rows, err := s.db.Query(ctx, historyQuery, limit)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read history: %w", err)
+	}
+	var changes []Change
+	for rows.Next() {
+		var c Change
+		var createdAt int64
+		var pushJSON string
+		if err = rows.Scan(&c.Version, &c.EventID, &c.Sender, &c.Command, &c.Reason, &createdAt, &pushJSON); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("failed to read history: %w", err)
+		}
+		c.CreatedAt = time.UnixMilli(createdAt).UTC()
+		_ = json.Unmarshal([]byte(pushJSON), &c.PushTo)
+		changes = append(changes, c)
+	}
+	if err = errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("failed to read history: %w", err)
+	}
+	for i := range changes {
+		if changes[i].Entries, err = s.entries(ctx, changes[i].Version); err != nil {
+			return nil, err
+		}
+	}
+	return changes, nil
+}
+
+func (s *Store) entries(ctx context.Context, version int64) ([]Entry, error) {
+	rows, err := s.db.Query(ctx, entriesQuery, version)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read change entries: %w", err)
+	}
+	defer rows.Close()
+	var entries []Entry
+	for rows.Next() {
+		var e Entry
+		if err = rows.Scan(&e.List, &e.UserID, &e.Action); err != nil {
+			return nil, fmt.Errorf("failed to read change entry: %w", err)
+		}
+		entries = append(entries, e)
+	}
+	return entries, rows.Err()
+}
+
+// String renders a list name the way users type it.
+func (l List) String() string { return strings.ReplaceAll(string(l), "_", "-") }

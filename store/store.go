@@ -1,0 +1,122 @@
+// Package store owns presence-router's SQLite database: the two rule lists,
+// the change log that doubles as the audit log, and the inbox of command
+// events. Every SQL statement of the service lives in this package.
+package store
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mattn/go-sqlite3"
+	"github.com/rs/zerolog"
+	"go.mau.fi/util/dbutil"
+	_ "go.mau.fi/util/dbutil/litestream" // registers the sqlite3-fk-wal-fullsync driver
+)
+
+//go:embed upgrades/*.sql
+var upgrades embed.FS
+
+var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
+
+// Store is the SQLite database. It is safe for concurrent use.
+type Store struct {
+	db *dbutil.Database
+}
+
+// Open opens (creating if needed) the database at path and runs every
+// pending migration. It fails with a message naming the path when the
+// directory is missing or not writable.
+func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
+	dir := filepath.Dir(path)
+	info, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database: directory %s: %w", dir, err)
+	} else if !info.IsDir() {
+		return nil, fmt.Errorf("failed to open database: %s is not a directory", dir)
+	}
+	if err = checkWritable(dir, path); err != nil {
+		return nil, err
+	}
+	uri := "file:" + path + "?_txlock=immediate"
+	db, err := dbutil.NewWithDialect(uri, "sqlite3-fk-wal-fullsync")
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+	}
+	db.Owner = "presence-router"
+	db.UpgradeTable = upgradeTable
+	db.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
+	// One writer at a time is all SQLite allows; readers use WAL snapshots.
+	db.RawDB.SetMaxOpenConns(4)
+	if err = db.RawDB.PingContext(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+	}
+	if err = db.Upgrade(ctx); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("failed to upgrade database %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+// checkWritable fails early and clearly when SQLite could not create its
+// files next to the database.
+func checkWritable(dir, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("failed to open database %s: %w", path, err)
+		}
+		return f.Close()
+	}
+	probe, err := os.CreateTemp(dir, ".presence-router-probe-*")
+	if err != nil {
+		return fmt.Errorf("failed to open database: directory %s is not writable: %w", dir, err)
+	}
+	name := probe.Name()
+	_ = probe.Close()
+	return os.Remove(name)
+}
+
+// Close closes the database.
+func (s *Store) Close() error {
+	return s.db.Close()
+}
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	return s.db.RawDB.PingContext(ctx)
+}
+
+// InTxn runs fn in one write transaction; the store's methods called with
+// the context fn receives join that transaction. A busy database is retried
+// with backoff for up to about 30 seconds before giving up.
+func (s *Store) InTxn(ctx context.Context, fn func(ctx context.Context) error) error {
+	backoff := 50 * time.Millisecond
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		err := s.db.DoTxn(ctx, nil, fn)
+		if err == nil || !isBusy(err) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("failed to commit: %w (database busy)", ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+func isBusy(err error) bool {
+	var sqliteErr sqlite3.Error
+	if errors.As(err, &sqliteErr) {
+		return sqliteErr.Code == sqlite3.ErrBusy || sqliteErr.Code == sqlite3.ErrLocked
+	}
+	return strings.Contains(err.Error(), "database is locked")
+}

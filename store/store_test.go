@@ -1,0 +1,242 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+)
+
+func openTemp(t *testing.T) (*Store, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "test.db")
+	st, err := Open(context.Background(), path, zerolog.Nop())
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st, path
+}
+
+func add(list List, users ...id.UserID) []Entry {
+	entries := make([]Entry, len(users))
+	for i, u := range users {
+		entries[i] = Entry{List: list, UserID: u, Action: Add}
+	}
+	return entries
+}
+
+func remove(list List, users ...id.UserID) []Entry {
+	entries := add(list, users...)
+	for i := range entries {
+		entries[i].Action = Remove
+	}
+	return entries
+}
+
+func TestStore_ApplyVersionsAndPushTo(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	tests := []struct {
+		name        string
+		entries     []Entry
+		wantVersion int64 // 0: no change expected
+		wantPush    []id.UserID
+		wantSkipped int
+	}{
+		{"adding always-send pushes to the new users", add(AlwaysSend, "@dash:x", "@mon:y"), 1, []id.UserID{"@dash:x", "@mon:y"}, 0},
+		{"adding to the blacklist pushes to nobody", add(Blacklist, "@alice:x"), 2, []id.UserID{}, 0},
+		{"adding a present user changes nothing", add(AlwaysSend, "@dash:x"), 0, nil, 1},
+		{"leaving the blacklist pushes to every always-send user", remove(Blacklist, "@alice:x"), 3, []id.UserID{"@dash:x", "@mon:y"}, 0},
+		{"removing an absent user changes nothing", remove(Blacklist, "@alice:x"), 0, nil, 1},
+		{"mixed entries apply only what changes", append(add(AlwaysSend, "@dash:x"), add(AlwaysSend, "@new:x")...), 4, []id.UserID{"@new:x"}, 1},
+		{"removing always-send pushes to nobody", remove(AlwaysSend, "@new:x"), 5, []id.UserID{}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := st.Apply(ctx, Mutation{Sender: "@admin:x", EventID: id.EventID("$" + tt.name), Command: "test", Entries: tt.entries})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Unchanged) != tt.wantSkipped {
+				t.Errorf("unchanged = %v, want %d", res.Unchanged, tt.wantSkipped)
+			}
+			if tt.wantVersion == 0 {
+				if res.Change != nil {
+					t.Fatalf("expected no change, got version %d", res.Change.Version)
+				}
+				return
+			}
+			if res.Change == nil || res.Change.Version != tt.wantVersion {
+				t.Fatalf("change = %+v, want version %d", res.Change, tt.wantVersion)
+			}
+			if !slices.Equal(res.Change.PushTo, tt.wantPush) {
+				t.Errorf("push_to = %v, want %v", res.Change.PushTo, tt.wantPush)
+			}
+		})
+	}
+	rules, err := st.LoadRules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rules.Version != 5 || !slices.Equal(rules.AlwaysSend, []id.UserID{"@dash:x", "@mon:y"}) || len(rules.Blacklist) != 0 {
+		t.Errorf("rules = %+v", rules)
+	}
+}
+
+func TestStore_VersionSurvivesReopen(t *testing.T) {
+	st, path := openTemp(t)
+	ctx := context.Background()
+	if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: remove(AlwaysSend, "@d:x")}); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	st2, err := Open(ctx, path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st2.Close()
+	v, err := st2.Version(ctx)
+	if err != nil || v != 2 {
+		t.Fatalf("version after reopen = %d, %v; want 2", v, err)
+	}
+	res, err := st2.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(Blacklist, "@b:x")})
+	if err != nil || res.Change.Version != 3 {
+		t.Fatalf("next version = %+v, %v; want 3", res.Change, err)
+	}
+}
+
+func TestStore_HistoryNewestFirstWithEntries(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	_, _ = st.Apply(ctx, Mutation{Sender: "@a:x", Reason: "dashboards", Entries: add(AlwaysSend, "@d:x", "@e:x")})
+	_, _ = st.Apply(ctx, Mutation{Sender: "@b:x", Entries: add(Blacklist, "@c:x")})
+	history, err := st.History(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(history) != 2 || history[0].Sender != "@b:x" || history[1].Reason != "dashboards" || len(history[1].Entries) != 2 {
+		t.Fatalf("history = %+v", history)
+	}
+	feed, err := st.RecentChanges(ctx, 1)
+	if err != nil || len(feed) != 1 || feed[0].Version != 2 {
+		t.Fatalf("recent = %+v, %v", feed, err)
+	}
+}
+
+func TestStore_InboxStoresEachEventOnce(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	evt := InboxEvent{EventID: "$1", RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{"event_id":"$1"}`)}
+	n, err := st.Enqueue(ctx, []InboxEvent{evt, evt})
+	if err != nil || n != 1 {
+		t.Fatalf("first enqueue = %d, %v; want 1", n, err)
+	}
+	if n, _ = st.Enqueue(ctx, []InboxEvent{evt}); n != 0 {
+		t.Fatalf("redelivery stored %d events", n)
+	}
+	items, _ := st.Unfinished(ctx, 10)
+	if len(items) != 1 || items[0].Reply != nil {
+		t.Fatalf("items = %+v", items)
+	}
+	err = st.InTxn(ctx, func(ctx context.Context) error {
+		if _, err := st.Apply(ctx, Mutation{EventID: "$1", Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+			return err
+		}
+		return st.MarkApplied(ctx, items[0].Seq, json.RawMessage(`{"ok":true}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = st.MarkApplied(ctx, items[0].Seq, json.RawMessage(`{}`)); err == nil {
+		t.Fatal("applying an item twice must fail")
+	}
+	items, _ = st.Unfinished(ctx, 10)
+	if len(items) != 1 || string(items[0].Reply) != `{"ok":true}` {
+		t.Fatalf("applied item = %+v", items)
+	}
+	_ = st.MarkDone(ctx, items[0].Seq)
+	if items, _ = st.Unfinished(ctx, 10); len(items) != 0 {
+		t.Fatalf("done item still unfinished: %+v", items)
+	}
+}
+
+func TestStore_FailedTransactionLeavesNothing(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	_, _ = st.Enqueue(ctx, []InboxEvent{{EventID: "$1", RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{}`)}})
+	items, _ := st.Unfinished(ctx, 10)
+	err := st.InTxn(ctx, func(ctx context.Context) error {
+		if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+			return err
+		}
+		return st.MarkApplied(ctx, items[0].Seq+100, nil) // fails: no such item
+	})
+	if err == nil {
+		t.Fatal("expected the transaction to fail")
+	}
+	if v, _ := st.Version(ctx); v != 0 {
+		t.Errorf("a failed transaction left version %d", v)
+	}
+}
+
+func TestOpen_ReportsUnusablePaths(t *testing.T) {
+	dir := t.TempDir()
+	readOnly := filepath.Join(dir, "ro")
+	_ = os.Mkdir(readOnly, 0o500)
+	tests := []struct {
+		name string
+		path string
+		want string
+	}{
+		{"missing directory", filepath.Join(dir, "nope", "x.db"), "nope"},
+		{"read-only directory", filepath.Join(readOnly, "x.db"), "not writable"},
+	}
+	if os.Geteuid() == 0 {
+		tests = tests[:1] // root writes anywhere; the read-only case cannot fail here
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Open(context.Background(), tt.path, zerolog.Nop())
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestStore_WatchReplaysOtherWritersChanges(t *testing.T) {
+	st, path := openTemp(t)
+	other, err := Open(context.Background(), path, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	got := make(chan Change, 10)
+	var have int64
+	go st.Watch(ctx, 10*time.Millisecond, func() int64 { return have }, func(c Change) { have = c.Version; got <- c }, func(error) {})
+	_, _ = other.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")})
+	_, _ = other.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(Blacklist, "@b:x")})
+	for want := int64(1); want <= 2; want++ {
+		select {
+		case c := <-got:
+			if c.Version != want || len(c.Entries) != 1 {
+				t.Fatalf("change = %+v, want version %d with one entry", c, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("change %d not seen", want)
+		}
+	}
+}
