@@ -22,7 +22,7 @@ const (
 
 // listBudget bounds the Markdown of long replies. Rendered as HTML plus the
 // plain body it stays well under Matrix's 65,536-byte event limit.
-const listBudget = 24000
+const listBudget = 15000
 
 // maxEventBytes is the largest reply content sent; a larger one is replaced
 // by a short notice (Matrix rejects events over 65,536 bytes).

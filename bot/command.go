@@ -1,0 +1,277 @@
+package bot
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/userid"
+)
+
+// Verb names what a command does.
+type Verb string
+
+// The verbs.
+const (
+	VerbHelp    Verb = "help"
+	VerbAdd     Verb = "add"
+	VerbRemove  Verb = "remove"
+	VerbList    Verb = "list"
+	VerbExplain Verb = "explain"
+	VerbHistory Verb = "history"
+	VerbStatus  Verb = "status"
+)
+
+// ListName is the user-facing name of a list.
+type ListName string
+
+// The lists, as users type them.
+const (
+	ListAlwaysSend ListName = "always-send"
+	ListBlacklist  ListName = "blacklist"
+)
+
+// Limits on what one command may carry.
+const (
+	maxCommandBytes = 64 << 10
+	maxUsers        = 1000
+	defaultHistory  = 10
+	maxHistory      = 100
+)
+
+// Command is a parsed, validated chat command.
+type Command struct {
+	Verb   Verb
+	List   ListName    // add, remove, list
+	Users  []id.UserID // add, remove (deduplicated, in order); explain (one)
+	Reason string      // add, remove (optional free text)
+	Count  int         // history
+	Topic  string      // help: "" for the overview
+	Raw    string      // the text after the prefix, for the audit log
+}
+
+// ArgError names one bad argument and why it is bad.
+type ArgError struct {
+	Arg    string
+	Reason string
+}
+
+// ParseError says why a message addressed to the bot is not a valid command.
+type ParseError struct {
+	Msg       string
+	Args      []ArgError
+	HelpTopic string
+	prefix    string
+}
+
+func (e *ParseError) Error() string {
+	var sb strings.Builder
+	sb.WriteString(e.Msg)
+	if len(e.Args) > 0 {
+		sb.WriteString(":")
+		for _, a := range e.Args {
+			fmt.Fprintf(&sb, "\n* `%s`: %s", strings.ReplaceAll(a.Arg, "`", "'"), a.Reason)
+		}
+		sb.WriteString("\n\nNothing was changed.")
+	}
+	topic := e.HelpTopic
+	if topic != "" {
+		topic = " " + topic
+	}
+	fmt.Fprintf(&sb, "\n\nUse `%s help%s`.", e.prefix, topic)
+	return sb.String()
+}
+
+var listAliases = map[string]ListName{
+	"always-send": ListAlwaysSend, "always_send": ListAlwaysSend, "alwayssend": ListAlwaysSend,
+	"blacklist": ListBlacklist, "black-list": ListBlacklist,
+}
+
+// token is a word of the command with its offset in the text.
+type token struct {
+	text  string
+	start int
+}
+
+func tokenize(s string) []token {
+	var toks []token
+	start := -1
+	for i, r := range s {
+		if unicode.IsSpace(r) {
+			if start >= 0 {
+				toks = append(toks, token{s[start:i], start})
+				start = -1
+			}
+		} else if start < 0 {
+			start = i
+		}
+	}
+	if start >= 0 {
+		toks = append(toks, token{s[start:], start})
+	}
+	return toks
+}
+
+// ParseCommand parses a message. prefix is e.g. "!presence", matched
+// case-insensitively and followed by whitespace or the end. formattedBody is
+// the HTML body ("" if none); when present, pills in it count as user IDs.
+// It returns (nil, nil) when the message is not for the bot, and a
+// *ParseError when it is for the bot but invalid. The bare prefix is help.
+func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
+	text := body
+	if formattedBody != "" {
+		text = htmlToText(formattedBody)
+	}
+	text = strings.TrimSpace(text)
+	if len(text) < len(prefix) || !strings.EqualFold(text[:len(prefix)], prefix) {
+		return nil, nil
+	}
+	rest := text[len(prefix):]
+	if rest != "" && !unicode.IsSpace(rune(rest[0])) {
+		return nil, nil
+	}
+	fail := func(msg, topic string, args ...ArgError) (*Command, error) {
+		return nil, &ParseError{Msg: msg, Args: args, HelpTopic: topic, prefix: prefix}
+	}
+	if len(text) > maxCommandBytes {
+		return fail(fmt.Sprintf("The command is %d bytes; the limit is %d", len(text), maxCommandBytes), "")
+	}
+	rest = strings.TrimSpace(rest)
+	toks := tokenize(rest)
+	cmd := &Command{Raw: rest}
+	if len(toks) == 0 {
+		cmd.Verb = VerbHelp
+		return cmd, nil
+	}
+	word := strings.ToLower(toks[0].text)
+	args := toks[1:]
+	if list, ok := listAliases[word]; ok {
+		cmd.List = list
+		topic := string(list)
+		if len(args) == 0 {
+			return fail(fmt.Sprintf("Missing what to do with the %s list: add, remove or list", list), topic)
+		}
+		sub := strings.ToLower(args[0].text)
+		args = args[1:]
+		switch sub {
+		case "add", "remove":
+			cmd.Verb = Verb(sub)
+			users, reason, bad := parseUsers(rest, args)
+			if len(bad) > 0 {
+				return fail(fmt.Sprintf("Invalid %s", plural(len(bad), "argument", "arguments")), topic, bad...)
+			}
+			if len(users) == 0 {
+				return fail(fmt.Sprintf("Missing user: `%s %s %s <user>... [reason]`", prefix, list, sub), topic)
+			}
+			if len(users) > maxUsers {
+				return fail(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers), topic)
+			}
+			cmd.Users, cmd.Reason = users, reason
+		case "list":
+			cmd.Verb = VerbList
+			if len(args) > 0 {
+				return fail(fmt.Sprintf("`%s list` takes no arguments", list), topic)
+			}
+		default:
+			return fail(fmt.Sprintf("Unknown %s action %q: use add, remove or list", list, args0(sub)), topic)
+		}
+		return cmd, nil
+	}
+	switch word {
+	case "help":
+		cmd.Verb = VerbHelp
+		if len(args) > 0 {
+			topic := strings.ToLower(args[0].text)
+			if list, ok := listAliases[topic]; ok {
+				topic = string(list)
+			}
+			if _, ok := helpTopics[topic]; !ok {
+				return fail(fmt.Sprintf("No help topic %q", args[0].text), "")
+			}
+			cmd.Topic = topic
+		}
+	case "explain":
+		cmd.Verb = VerbExplain
+		if len(args) != 1 {
+			return fail("`explain` takes exactly one user", "explain")
+		}
+		users, _, bad := parseUsers(rest, args)
+		if len(bad) > 0 {
+			return fail("Invalid argument", "explain", bad...)
+		}
+		if len(users) != 1 {
+			return fail("`explain` takes exactly one user", "explain", ArgError{args[0].text, "not a user ID"})
+		}
+		cmd.Users = users
+	case "history":
+		cmd.Verb = VerbHistory
+		cmd.Count = defaultHistory
+		if len(args) > 1 {
+			return fail("`history` takes at most one number", "history")
+		}
+		if len(args) == 1 {
+			n, err := strconv.Atoi(args[0].text)
+			if err != nil || n < 1 || n > maxHistory {
+				return fail("Invalid argument", "history", ArgError{args[0].text, fmt.Sprintf("the count must be a whole number from 1 to %d", maxHistory)})
+			}
+			cmd.Count = n
+		}
+	case "status":
+		cmd.Verb = VerbStatus
+		if len(args) > 0 {
+			return fail("`status` takes no arguments", "status")
+		}
+	default:
+		return fail(fmt.Sprintf("Unknown command %q", toks[0].text), "")
+	}
+	return cmd, nil
+}
+
+func args0(s string) string { return s }
+
+// looksLikeUser says whether a token is meant as a user argument: it starts
+// with @, is a matrix.to or matrix: link, or looks like an ID without its
+// sigil (name:server).
+func looksLikeUser(tok string) bool {
+	if strings.HasPrefix(tok, "@") {
+		return true
+	}
+	if _, ok := userFromLink(tok); ok || strings.HasPrefix(tok, "https://matrix.to/") || strings.HasPrefix(tok, "matrix:") {
+		return true
+	}
+	local, server, ok := strings.Cut(tok, ":")
+	return ok && local != "" && server != "" && !strings.Contains(tok, "/") && strings.Contains(server, ".")
+}
+
+// parseUsers reads user arguments from args until the first token that is
+// not user-like; the rest of text from there is the reason. Every invalid
+// user argument is reported.
+func parseUsers(text string, args []token) (users []id.UserID, reason string, bad []ArgError) {
+	seen := make(map[id.UserID]bool)
+	for i, tok := range args {
+		if !looksLikeUser(tok.text) {
+			reason = strings.TrimSpace(text[args[i].start:])
+			break
+		}
+		raw := tok.text
+		if user, ok := userFromLink(raw); ok {
+			raw = user
+		} else if strings.HasPrefix(raw, "https://matrix.to/") || strings.HasPrefix(raw, "matrix:") {
+			bad = append(bad, ArgError{tok.text, "this link does not point to a user"})
+			continue
+		}
+		user, err := userid.Parse(strings.TrimRight(raw, ",;"))
+		if err != nil {
+			bad = append(bad, ArgError{tok.text, strings.TrimPrefix(err.Error(), userid.ErrInvalid.Error()+": ")})
+			continue
+		}
+		if !seen[user] {
+			seen[user] = true
+			users = append(users, user)
+		}
+	}
+	return users, reason, bad
+}

@@ -1,0 +1,265 @@
+package router
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix/id"
+)
+
+// Prefix is the path prefix of the routing API.
+const Prefix = "/_presence_router/v1/"
+
+// DefaultMaxBodyBytes is the default request body limit: 16 MiB.
+const DefaultMaxBodyBytes = 16 << 20
+
+// maxPollTimeout caps the change feed's long poll.
+const maxPollTimeout = 60 * time.Second
+
+// HandlerOptions configures the routing API.
+type HandlerOptions struct {
+	Token        string
+	MaxBodyBytes int64 // 0: DefaultMaxBodyBytes
+	Log          *logrus.Entry
+	Metrics      *Metrics // nil: none
+}
+
+// Handler serves the routing API v1 (see docs/routing-api.md).
+type Handler struct {
+	engine      *Engine
+	token       []byte
+	maxBody     int64
+	log         *logrus.Entry
+	metrics     *Metrics
+	lastContact atomic.Int64 // unix nanoseconds
+	mux         *http.ServeMux
+}
+
+// NewHandler returns the routing API handler for engine.
+func NewHandler(e *Engine, opts HandlerOptions) *Handler {
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if opts.Log == nil {
+		l := logrus.New()
+		l.SetOutput(io.Discard)
+		opts.Log = logrus.NewEntry(l)
+	}
+	h := &Handler{engine: e, token: []byte(opts.Token), maxBody: opts.MaxBodyBytes, log: opts.Log, metrics: opts.Metrics, mux: http.NewServeMux()}
+	h.metrics.watch(e, h)
+	h.mux.HandleFunc("POST "+Prefix+"users_for_states", h.usersForStates)
+	h.mux.HandleFunc("GET "+Prefix+"interested_users", h.interestedUsers)
+	h.mux.HandleFunc("GET "+Prefix+"changes", h.changes)
+	h.mux.HandleFunc("GET "+Prefix+"rules", h.rules)
+	return h
+}
+
+// LastContact returns when an authenticated request last arrived (zero if
+// never).
+func (h *Handler) LastContact() time.Time {
+	ns := h.lastContact.Load()
+	if ns == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, ns)
+}
+
+// statusRecorder remembers the status code for metrics.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
+}
+
+// ServeHTTP authenticates, then dispatches by path and method.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	endpoint := strings.TrimPrefix(r.URL.Path, Prefix)
+	rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+	defer func() { h.metrics.observe(endpoint, rec.status, time.Since(start)) }()
+	if !h.authorized(rec, r) {
+		return
+	}
+	h.lastContact.Store(time.Now().UnixNano())
+	handler, pattern := h.mux.Handler(r)
+	if pattern == "" {
+		h.notFoundOrMethod(rec, r)
+		return
+	}
+	handler.ServeHTTP(rec, r)
+}
+
+func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
+	auth := r.Header.Get("Authorization")
+	token, ok := strings.CutPrefix(auth, "Bearer ")
+	if !ok || token == "" {
+		h.log.WithField("remote_addr", r.RemoteAddr).Warn("Routing API request without a token")
+		writeError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing router token: send Authorization: Bearer <router.token>")
+		return false
+	}
+	if subtle.ConstantTimeCompare([]byte(token), h.token) != 1 {
+		h.log.WithField("remote_addr", r.RemoteAddr).Warn("Routing API request with a wrong token")
+		writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown router token")
+		return false
+	}
+	return true
+}
+
+var allowed = map[string]string{
+	"users_for_states": http.MethodPost,
+	"interested_users": http.MethodGet,
+	"changes":          http.MethodGet,
+	"rules":            http.MethodGet,
+}
+
+func (h *Handler) notFoundOrMethod(w http.ResponseWriter, r *http.Request) {
+	if method, ok := allowed[strings.TrimPrefix(r.URL.Path, Prefix)]; ok {
+		w.Header().Set("Allow", method)
+		writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method "+r.Method+" is not allowed here; use "+method)
+		return
+	}
+	writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized routing API endpoint")
+}
+
+type usersForStatesRequest struct {
+	States *[]json.RawMessage `json:"states"`
+}
+
+func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Request body is over "+strconv.FormatInt(h.maxBody, 10)+" bytes")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "M_NOT_JSON", "Failed to read the request body")
+		return
+	}
+	states, errcode, msg := decodeStates(body)
+	if errcode != "" {
+		writeError(w, http.StatusBadRequest, errcode, msg)
+		return
+	}
+	version, usersJSON, indices := h.engine.usersForStatesJSON(states)
+	var buf bytes.Buffer
+	buf.Grow(64 + len(usersJSON) + 8*len(indices))
+	buf.WriteString(`{"version":`)
+	buf.WriteString(strconv.FormatInt(version, 10))
+	if usersJSON == nil {
+		buf.WriteString(`,"routes":[]}`)
+	} else {
+		buf.WriteString(`,"routes":[{"users":`)
+		buf.Write(usersJSON)
+		buf.WriteString(`,"states":[`)
+		for i, idx := range indices {
+			if i > 0 {
+				buf.WriteByte(',')
+			}
+			buf.WriteString(strconv.Itoa(idx))
+		}
+		buf.WriteString(`]}]}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(buf.Bytes())
+}
+
+// decodeStates parses a users_for_states body. It returns an errcode and
+// message when the body is not acceptable.
+func decodeStates(body []byte) ([]State, string, string) {
+	if !json.Valid(body) {
+		return nil, "M_NOT_JSON", "Request body is not valid JSON"
+	}
+	var req usersForStatesRequest
+	if err := json.Unmarshal(body, &req); err != nil {
+		return nil, "M_BAD_JSON", "Request body must be an object with a states list"
+	}
+	if req.States == nil {
+		return nil, "M_BAD_JSON", "Missing states list"
+	}
+	states := make([]State, len(*req.States))
+	for i, raw := range *req.States {
+		var s struct {
+			UserID *string `json:"user_id"`
+		}
+		if err := json.Unmarshal(raw, &s); err != nil || s.UserID == nil {
+			return nil, "M_BAD_JSON", "states[" + strconv.Itoa(i) + "] must be an object with a string user_id"
+		}
+		if !plausibleUserID(*s.UserID) {
+			return nil, "M_INVALID_PARAM", "states[" + strconv.Itoa(i) + "].user_id is not a user ID"
+		}
+		states[i].UserID = id.UserID(*s.UserID)
+	}
+	return states, "", ""
+}
+
+// plausibleUserID is a cheap check; Synapse sends IDs it already accepted.
+func plausibleUserID(s string) bool {
+	return len(s) > 2 && len(s) <= 255 && s[0] == '@' && strings.IndexByte(s, ':') > 0
+}
+
+func (h *Handler) interestedUsers(w http.ResponseWriter, r *http.Request) {
+	user := r.URL.Query().Get("user_id")
+	if !plausibleUserID(user) {
+		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter user_id must be a user ID")
+		return
+	}
+	version, all, users := h.engine.InterestedUsers(id.UserID(user))
+	if all {
+		writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": true})
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": users})
+}
+
+func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
+	query := r.URL.Query()
+	var since *int64
+	if raw := query.Get("since"); raw != "" {
+		v, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || v < 0 {
+			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter since must be a non-negative integer")
+			return
+		}
+		since = &v
+	}
+	timeout := 30 * time.Second
+	if raw := query.Get("timeout"); raw != "" {
+		ms, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || ms < 0 {
+			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter timeout must be a non-negative integer (milliseconds)")
+			return
+		}
+		timeout = min(time.Duration(ms)*time.Millisecond, maxPollTimeout)
+	}
+	version, pushTo, reset := h.engine.Changes(r.Context(), since, timeout)
+	writeJSON(w, http.StatusOK, map[string]any{"version": version, "push_to": pushTo, "reset": reset})
+}
+
+func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
+	version, alwaysSend, blacklist := h.engine.Rules()
+	writeJSON(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+func writeError(w http.ResponseWriter, status int, errcode, msg string) {
+	writeJSON(w, status, map[string]string{"errcode": errcode, "error": msg})
+}

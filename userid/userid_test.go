@@ -1,0 +1,73 @@
+package userid
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in      string
+		wantErr string // "" means valid
+	}{
+		{"@alice:example.org", ""},
+		{"@a.b_c=d-e/f+g:example.org", ""},
+		{"@Historical!Chars~:example.org", ""},
+		{"@alice:example.org:8448", ""},
+		{"@alice:127.0.0.1", ""},
+		{"@alice:127.0.0.1:8008", ""},
+		{"@alice:[::1]", ""},
+		{"@alice:[2001:db8::1]:8448", ""},
+		{"@alice:localhost", ""},
+		{"alice:example.org", "missing the @ sigil"},
+		{"@alice", "missing the :server part"},
+		{"@:example.org", "empty localpart"},
+		{"@al ice:example.org", "invalid character"},
+		{"@alicé:example.org", "invalid character"},
+		{"@alice:", "empty server name"},
+		{"@alice:exa_mple.org", "not allowed"},
+		{"@alice:example.org:", "invalid port"},
+		{"@alice:example.org:0", "invalid port"},
+		{"@alice:example.org:65536", "invalid port"},
+		{"@alice:example.org:123456", "invalid port"},
+		{"@alice:example.org:80a", "invalid port"},
+		{"@alice:[::1", "unclosed IPv6"},
+		{"@alice:[not-ip]", "bad IPv6"},
+		{"@alice:[::1]x", "invalid server name"},
+		{"@" + strings.Repeat("a", 250) + ":example.org", "the limit is 255"},
+		{"", "missing the @ sigil"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if tt.wantErr == "" {
+				if err != nil || string(got) != tt.in {
+					t.Fatalf("Parse(%q) = %q, %v; want valid", tt.in, got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Parse(%q) error = %v; want it to mention %q", tt.in, err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	for _, seed := range []string{"@alice:example.org", "@a:[::1]:80", "@:x", "@a:b:", "@\x00:x", "@a:1.2.3.4:65535"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if len(got) > MaxLength || !strings.HasPrefix(string(got), "@") || !strings.Contains(string(got), ":") {
+			t.Fatalf("accepted %q", s)
+		}
+		if again, err := Parse(string(got)); err != nil || again != got {
+			t.Fatalf("re-parse of %q = %q, %v", got, again, err)
+		}
+	})
+}
