@@ -191,12 +191,19 @@ func run(configPath string) error {
 	mux.Handle("/", as.Router)
 
 	var servers []*http.Server
+	// Cancelled at shutdown so that change-feed long polls return at once.
+	requestCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
 	serve := func(addr string, handler http.Handler, what string) error {
 		listener, err := net.Listen("tcp", addr)
 		if err != nil {
 			return fmt.Errorf("failed to listen for the %s on %s: %w", what, addr, err)
 		}
-		srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{
+			Handler:           handler,
+			ReadHeaderTimeout: 10 * time.Second,
+			BaseContext:       func(net.Listener) context.Context { return requestCtx },
+		}
 		servers = append(servers, srv)
 		go func() {
 			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -209,6 +216,7 @@ func run(configPath string) error {
 	shutdown := func() {
 		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
+		cancelRequests()
 		for _, srv := range servers {
 			_ = srv.Shutdown(stopCtx)
 		}

@@ -1,0 +1,55 @@
+# presence-router: the two commands are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+SYNAPSE_VERSION ?= 1.163.2
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+BIN := bin/presence-router
+export CGO_ENABLED := 1
+
+.PHONY: all build venv test unit adapter-test e2e lint run fuzz clean
+
+all: build
+
+build:
+	go build -o $(BIN) .
+
+# A Python venv with Synapse, pytest and the adapter (editable).
+venv: $(VENV)/.stamp
+$(VENV)/.stamp: adapter/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)" pytest
+	$(VENV_PY) -m pip install --quiet -e ./adapter
+	touch $@
+
+lint:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	go vet -tags e2e ./e2e/...
+
+unit:
+	go test -race -count=1 ./...
+
+adapter-test: venv
+	$(VENV_PY) -m pytest -q adapter/tests
+
+e2e: build venv
+	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
+
+# Everything CI runs.
+test: lint unit adapter-test e2e
+
+# A short run of every fuzz target (make fuzz FUZZTIME=5m for longer).
+FUZZTIME ?= 30s
+fuzz:
+	go test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./userid/
+	go test -run='^$$' -fuzz=FuzzParseCommand -fuzztime=$(FUZZTIME) ./bot/
+	go test -run='^$$' -fuzz=FuzzUsersForStatesDecode -fuzztime=$(FUZZTIME) ./router/
+
+# A local Synapse + presence-router + adapter on loopback, state in ./run.
+run: build venv
+	go run ./e2e/cmd/devstack -dir run -python $(VENV_PY) -binary $(BIN)
+
+clean:
+	rm -rf bin $(VENV)

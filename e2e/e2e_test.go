@@ -1,0 +1,290 @@
+//go:build e2e
+
+// End-to-end tests against a real Synapse with the adapter loaded and a real
+// presence-router process. Run through `make test` (it builds the binary and
+// the Python venv and sets PR_PYTHON and PR_BINARY).
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/e2e/harness"
+)
+
+type env struct {
+	t     *testing.T
+	stack *harness.Stack
+	ctx   context.Context
+	users map[string]*mautrix.Client
+	syncs map[string]*harness.Syncer
+	room  id.RoomID
+}
+
+func uid(localpart string) id.UserID { return id.NewUserID(localpart, harness.ServerName) }
+
+// startStack brings up Synapse and presence-router; everything is stopped
+// when the test ends, with the logs' tails printed if it failed.
+func startStack(t *testing.T, legacy bool) *env {
+	python, binary := os.Getenv("PR_PYTHON"), os.Getenv("PR_BINARY")
+	if python == "" || binary == "" {
+		t.Skip("PR_PYTHON and PR_BINARY are not set: run the e2e tests through `make test`, which builds the venv with Synapse and the binary")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	stack, err := harness.Prepare(harness.Options{Dir: t.TempDir(), Python: python, Binary: binary, Legacy: legacy, Admins: []string{"admin"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, stack: stack, ctx: ctx, users: map[string]*mautrix.Client{}, syncs: map[string]*harness.Syncer{}}
+	t.Cleanup(func() {
+		for _, s := range e.syncs {
+			s.Stop()
+		}
+		stack.Stop()
+		if t.Failed() {
+			t.Log(stack.Tail("synapse.log", 60))
+			t.Log(stack.Tail("presence-router.log", 60))
+		}
+	})
+	if out, err := exec.Command(python, "-c", "import synapse; print(synapse.__version__)").Output(); err == nil {
+		t.Logf("Real Synapse %s from %s (adapter style: %s)", strings.TrimSpace(string(out)), python, map[bool]string{true: "legacy presence.presence_router", false: "modules"}[legacy])
+	}
+	start := time.Now()
+	if err = stack.StartSynapse(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Synapse is up after %s", time.Since(start).Round(time.Millisecond))
+	if err = stack.StartRouter(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"admin", "alice", "bob", "dash", "eve"} {
+		cli, err := stack.User(ctx, name, "password-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.users[name] = cli
+	}
+	// The control room: admin, the bot, and eve (a member who is no admin).
+	admin := e.users["admin"]
+	resp, err := admin.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomAliasName: "control", Name: "presence-router control"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.room = resp.RoomID
+	e.invite(admin, e.room, harness.BotID())
+	e.invite(admin, e.room, uid("eve"))
+	if _, err = e.users["eve"].JoinRoom(ctx, string(e.room), nil); err != nil {
+		t.Fatal(err)
+	}
+	// alice and bob share a room; dash shares none with them.
+	chat, err := e.users["alice"].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{uid("bob")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err = e.users["bob"].JoinRoom(ctx, string(chat.RoomID), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"admin", "alice", "dash", "eve"} {
+		if e.syncs[name], err = harness.NewSyncer(ctx, e.users[name]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.waitBotJoined()
+	return e
+}
+
+func (e *env) invite(inviter *mautrix.Client, room id.RoomID, user id.UserID) {
+	e.t.Helper()
+	var err error
+	for range 50 {
+		if _, err = inviter.InviteUser(e.ctx, room, &mautrix.ReqInviteUser{UserID: user}); err == nil {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.t.Fatalf("failed to invite %s: %v", user, err)
+}
+
+func (e *env) waitBotJoined() {
+	e.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		members, err := e.users["admin"].JoinedMembers(e.ctx, e.room)
+		if err == nil {
+			if _, ok := members.Joined[harness.BotID()]; ok {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.t.Fatal("the bot did not join the control room")
+}
+
+// command sends a command as user and returns the bot's reply.
+func (e *env) command(user, text string) harness.Reply {
+	e.t.Helper()
+	resp, err := e.users[user].SendText(e.ctx, e.room, text)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	watcher := e.syncs[user]
+	if watcher == nil {
+		watcher = e.syncs["admin"]
+	}
+	reply, err := watcher.WaitReply(resp.EventID, 20*time.Second)
+	if err != nil {
+		e.t.Fatalf("%q: %v", text, err)
+	}
+	if reply.MsgType != "m.notice" {
+		e.t.Errorf("reply to %q is %s, want m.notice", text, reply.MsgType)
+	}
+	return reply
+}
+
+func (e *env) setPresence(user, state, status string) {
+	e.t.Helper()
+	err := e.users[user].SetPresence(e.ctx, mautrix.ReqPresence{Presence: event.Presence(state), StatusMsg: status})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func TestPresenceRouting(t *testing.T) {
+	e := startStack(t, false)
+	dash := e.syncs["dash"]
+
+	t.Run("always-send add routes alice's presence to dash", func(t *testing.T) {
+		reply := e.command("admin", "!presence always-send add @dash:localhost Support dashboard")
+		if reply.Reaction != "✅" || !strings.Contains(reply.Body, "Added") {
+			t.Fatalf("reply = %+v", reply)
+		}
+		e.setPresence("alice", "online", "alice is in")
+		if _, ok := dash.WaitPresence(uid("alice"), "alice is in", 10*time.Second); !ok {
+			t.Fatalf("dash did not receive alice's presence within 10 s; got %+v", dash.Presence())
+		}
+	})
+
+	t.Run("blacklisted alice's change does not reach dash, bob's does", func(t *testing.T) {
+		if reply := e.command("admin", "!presence blacklist add @alice:localhost"); reply.Reaction != "✅" {
+			t.Fatalf("reply = %+v", reply)
+		}
+		e.setPresence("alice", "unavailable", "alice is hidden")
+		e.setPresence("bob", "online", "bob is visible")
+		if _, ok := dash.WaitPresence(uid("bob"), "bob is visible", 10*time.Second); !ok {
+			t.Fatalf("dash did not receive bob's presence; got %+v", dash.Presence())
+		}
+		time.Sleep(2 * time.Second)
+		if dash.SawPresence(uid("alice"), "alice is hidden") {
+			t.Fatal("dash received blacklisted alice's presence")
+		}
+	})
+
+	t.Run("always-send remove stops routing to dash", func(t *testing.T) {
+		if reply := e.command("admin", "!presence always-send remove @dash:localhost"); reply.Reaction != "✅" {
+			t.Fatalf("reply = %+v", reply)
+		}
+		e.setPresence("bob", "online", "bob after removal")
+		// Positive control: alice shares a room with bob and sees the change.
+		if _, ok := e.syncs["alice"].WaitPresence(uid("bob"), "bob after removal", 10*time.Second); !ok {
+			t.Fatal("alice (shared room) did not see bob's change: the negative below would prove nothing")
+		}
+		time.Sleep(3 * time.Second)
+		if dash.SawPresence(uid("bob"), "bob after removal") {
+			t.Fatal("dash still receives bob's presence after removal")
+		}
+	})
+
+	t.Run("a non-admin is refused and nothing changes", func(t *testing.T) {
+		reply := e.command("eve", "!presence always-send add @dash:localhost")
+		if reply.Reaction != "❌" || !strings.Contains(reply.Body, "not a presence-router admin") {
+			t.Fatalf("reply = %+v", reply)
+		}
+		if list := e.command("admin", "!presence always-send list"); strings.Contains(list.Body, "@dash:localhost") {
+			t.Fatalf("eve's command changed the list: %q", list.Body)
+		}
+	})
+
+	t.Run("lists survive a restart of presence-router", func(t *testing.T) {
+		if reply := e.command("admin", "!presence always-send add @dash:localhost @bob:localhost"); reply.Reaction != "✅" {
+			t.Fatalf("reply = %+v", reply)
+		}
+		e.stack.StopRouter()
+		if err := e.stack.StartRouter(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		list := e.command("admin", "!presence always-send list")
+		if !strings.Contains(list.Body, "@dash:localhost") || !strings.Contains(list.Body, "@bob:localhost") || !strings.Contains(list.Body, "2 users") {
+			t.Fatalf("always-send list after restart = %q", list.Body)
+		}
+		black := e.command("admin", "!presence blacklist list")
+		if !strings.Contains(black.Body, "@alice:localhost") || !strings.Contains(black.Body, "1 user") {
+			t.Fatalf("blacklist after restart = %q", black.Body)
+		}
+	})
+
+	t.Run("history explain and status answer", func(t *testing.T) {
+		history := e.command("admin", "!presence history 3")
+		if !strings.Contains(history.Body, "@admin:localhost") {
+			t.Errorf("history = %q", history.Body)
+		}
+		explain := e.command("admin", "!presence explain @alice:localhost")
+		if !strings.Contains(explain.Body, "blacklisted") {
+			t.Errorf("explain = %q", explain.Body)
+		}
+		status := e.command("admin", "!presence status")
+		if !strings.Contains(status.Body, "Version: 4") || !strings.Contains(status.Body, "always-send: 2 users") {
+			t.Errorf("status = %q", status.Body)
+		}
+	})
+
+	t.Run("metrics are served", func(t *testing.T) {
+		resp, err := http.Get(e.stack.MetricsURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		for _, series := range []string{"presence_router_commands_total", "presence_router_routing_requests_total", "presence_router_version 4", "presence_router_list_size", "presence_router_adapter_last_request_age_seconds"} {
+			if !strings.Contains(string(body), series) {
+				t.Errorf("metrics lack %s", series)
+			}
+		}
+	})
+
+	t.Run("no /sync failed and no token was logged", func(t *testing.T) {
+		for name, s := range e.syncs {
+			if n := s.SyncErrors(); n > 0 {
+				t.Errorf("%d of %s's /sync requests failed", n, name)
+			}
+		}
+		logs, _ := os.ReadFile(e.stack.Path("presence-router.log"))
+		if strings.Contains(string(logs), e.stack.RouterToken) {
+			t.Error("the router token appears in presence-router's log")
+		}
+	})
+}
+
+func TestPresenceRouting_LegacyConfigStyle(t *testing.T) {
+	e := startStack(t, true)
+	if reply := e.command("admin", "!presence always-send add @dash:localhost"); reply.Reaction != "✅" {
+		t.Fatalf("reply = %+v", reply)
+	}
+	e.setPresence("alice", "online", fmt.Sprintf("legacy %d", time.Now().Unix()))
+	status := fmt.Sprintf("legacy %d", time.Now().Unix())
+	e.setPresence("alice", "online", status)
+	if _, ok := e.syncs["dash"].WaitPresence(uid("alice"), status, 10*time.Second); !ok {
+		t.Fatalf("dash did not receive alice's presence with the legacy config; got %+v", e.syncs["dash"].Presence())
+	}
+}

@@ -1,0 +1,143 @@
+package router
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+)
+
+func states(users ...id.UserID) []State {
+	out := make([]State, len(users))
+	for i, u := range users {
+		out[i] = State{UserID: u, State: "online"}
+	}
+	return out
+}
+
+func TestEngine_UsersForStates(t *testing.T) {
+	tests := []struct {
+		name       string
+		alwaysSend []id.UserID
+		blacklist  []id.UserID
+		states     []State
+		want       []Route
+	}{
+		{"empty input still lists every always-send user", []id.UserID{"@dash:x"}, nil, nil,
+			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
+		{"no always-send users routes nothing", nil, nil, states("@alice:x"), []Route{}},
+		{"every non-blacklisted state goes to every always-send user", []id.UserID{"@mon:x", "@dash:x"}, []id.UserID{"@alice:x"},
+			states("@alice:x", "@bob:x", "@carol:x"),
+			[]Route{{Users: []id.UserID{"@dash:x", "@mon:x"}, States: []int{1, 2}}}},
+		{"the same user twice in one batch keeps both states", []id.UserID{"@dash:x"}, nil, states("@bob:x", "@bob:x"),
+			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{0, 1}}}},
+		{"a blacklisted always-send user still receives, but is not routed", []id.UserID{"@dash:x"}, []id.UserID{"@dash:x"},
+			states("@dash:x", "@bob:x"),
+			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{1}}}},
+		{"remote users are routed and receive", []id.UserID{"@dash:remote.org"}, []id.UserID{"@eve:other.org:8448"},
+			states("@bob:remote.org", "@eve:other.org:8448"),
+			[]Route{{Users: []id.UserID{"@dash:remote.org"}, States: []int{0}}}},
+		{"an always-send user who receives nothing has no states", []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"},
+			states("@alice:x"),
+			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(7, tt.alwaysSend, tt.blacklist, nil)
+			version, routes := e.UsersForStates(tt.states)
+			if version != 7 {
+				t.Errorf("version = %d, want 7", version)
+			}
+			if !slices.EqualFunc(routes, tt.want, func(a, b Route) bool {
+				return slices.Equal(a.Users, b.Users) && slices.Equal(a.States, b.States)
+			}) {
+				t.Errorf("routes = %+v, want %+v", routes, tt.want)
+			}
+			// Every user interested_users answers "all" for is in the answer.
+			for _, u := range tt.alwaysSend {
+				if _, all, _ := e.InterestedUsers(u); !all {
+					t.Errorf("%s is always-send but not interested in all", u)
+				}
+				if len(routes) == 0 || !slices.Contains(routes[0].Users, u) {
+					t.Errorf("all-user %s missing from the answer", u)
+				}
+			}
+		})
+	}
+}
+
+func TestEngine_ApplyAndExplain(t *testing.T) {
+	e := NewEngine(0, nil, nil, nil)
+	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x"}, PushTo: []id.UserID{"@dash:x"}})
+	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@alice:x"}})
+	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@stale:x"}}) // not above: ignored
+	if _, _, bl := e.Rules(); !slices.Equal(bl, []id.UserID{"@alice:x"}) {
+		t.Fatalf("blacklist = %v; a stale update was applied", bl)
+	}
+	tests := []struct {
+		user id.UserID
+		want Explanation
+	}{
+		{"@alice:x", Explanation{Version: 2, Blacklisted: true}},
+		{"@bob:x", Explanation{Version: 2, Recipients: []id.UserID{"@dash:x"}}},
+		{"@dash:x", Explanation{Version: 2, AlwaysSend: true, Recipients: []id.UserID{"@dash:x"}}},
+	}
+	for _, tt := range tests {
+		got := e.Explain(tt.user)
+		if got.Version != tt.want.Version || got.AlwaysSend != tt.want.AlwaysSend || got.Blacklisted != tt.want.Blacklisted || !slices.Equal(got.Recipients, tt.want.Recipients) {
+			t.Errorf("Explain(%s) = %+v, want %+v", tt.user, got, tt.want)
+		}
+	}
+	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@dash:x"}, RemoveBlacklist: []id.UserID{"@alice:x"}})
+	if a, b := e.Counts(); a != 0 || b != 0 {
+		t.Errorf("counts = %d, %d after removals", a, b)
+	}
+}
+
+func ptr(v int64) *int64 { return &v }
+
+func TestEngine_Changes(t *testing.T) {
+	history := []FeedEntry{{Version: 3, PushTo: []id.UserID{"@a:x"}}, {Version: 4, PushTo: []id.UserID{"@b:x", "@a:x"}}}
+	tests := []struct {
+		name      string
+		since     *int64
+		wantPush  []id.UserID
+		wantReset bool
+	}{
+		{"no since resets", nil, []id.UserID{}, true},
+		{"since above the version resets", ptr(9), []id.UserID{}, true},
+		{"since older than the history resets", ptr(1), []id.UserID{}, true},
+		{"since just before the history replays all of it", ptr(2), []id.UserID{"@a:x", "@b:x"}, false},
+		{"since inside the history replays the rest", ptr(3), []id.UserID{"@a:x", "@b:x"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := NewEngine(4, nil, nil, history)
+			v, push, reset := e.Changes(context.Background(), tt.since, time.Second)
+			if v != 4 || reset != tt.wantReset || !slices.Equal(push, tt.wantPush) {
+				t.Errorf("= %d, %v, %v; want 4, %v, %v", v, push, reset, tt.wantPush, tt.wantReset)
+			}
+		})
+	}
+	t.Run("waits, then times out with no change", func(t *testing.T) {
+		e := NewEngine(4, nil, nil, history)
+		start := time.Now()
+		v, push, reset := e.Changes(context.Background(), ptr(4), 100*time.Millisecond)
+		if v != 4 || len(push) != 0 || reset || time.Since(start) < 100*time.Millisecond {
+			t.Errorf("= %d, %v, %v after %s", v, push, reset, time.Since(start))
+		}
+	})
+	t.Run("wakes on Apply", func(t *testing.T) {
+		e := NewEngine(4, nil, nil, history)
+		go func() {
+			time.Sleep(50 * time.Millisecond)
+			e.Apply(Update{Version: 5, AddAlwaysSend: []id.UserID{"@c:x"}, PushTo: []id.UserID{"@c:x"}})
+		}()
+		v, push, _ := e.Changes(context.Background(), ptr(4), 10*time.Second)
+		if v != 5 || !slices.Equal(push, []id.UserID{"@c:x"}) {
+			t.Errorf("= %d, %v", v, push)
+		}
+	})
+}
