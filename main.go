@@ -129,7 +129,7 @@ func run(configPath string) error {
 	ctx := context.Background()
 	st, err := store.Open(ctx, cfg.Database.Path, zlog)
 	if err != nil {
-		return err
+		return fmt.Errorf("database.path: %w", err)
 	}
 	defer st.Close()
 	rules, err := st.LoadRules(ctx)
@@ -194,10 +194,10 @@ func run(configPath string) error {
 	// Cancelled at shutdown so that change-feed long polls return at once.
 	requestCtx, cancelRequests := context.WithCancel(context.Background())
 	defer cancelRequests()
-	serve := func(addr string, handler http.Handler, what string) error {
+	serve := func(key, addr string, handler http.Handler, what string) error {
 		listener, err := net.Listen("tcp", addr)
 		if err != nil {
-			return fmt.Errorf("failed to listen for the %s on %s: %w", what, addr, err)
+			return fmt.Errorf("%s: failed to listen for the %s on %s: %w", key, what, addr, err)
 		}
 		srv := &http.Server{
 			Handler:           handler,
@@ -223,20 +223,20 @@ func run(configPath string) error {
 		b.Stop(stopCtx)
 	}
 	if cfg.Router.Listen != "" {
-		if err = serve(cfg.Router.Listen, routing, "routing API"); err != nil {
+		if err = serve("router.listen", cfg.Router.Listen, routing, "routing API"); err != nil {
 			return err
 		}
 	} else {
 		mux.Handle("/_presence_router/", routing)
 	}
-	if err = serve(cfg.ListenAddress(), mux, "appservice API"); err != nil {
+	if err = serve("appservice.port", cfg.ListenAddress(), mux, "appservice API"); err != nil {
 		shutdown()
 		return err
 	}
 	if cfg.Metrics.Enabled {
 		metricsMux := http.NewServeMux()
 		metricsMux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-		if err = serve(cfg.Metrics.Listen, metricsMux, "metrics"); err != nil {
+		if err = serve("metrics.listen", cfg.Metrics.Listen, metricsMux, "metrics"); err != nil {
 			shutdown()
 			return err
 		}

@@ -288,3 +288,144 @@ func TestPresenceRouting_LegacyConfigStyle(t *testing.T) {
 		t.Fatalf("dash did not receive alice's presence with the legacy config; got %+v", e.syncs["dash"].Presence())
 	}
 }
+
+func TestAdminBotAndAdapter(t *testing.T) {
+	e := startStack(t, false)
+
+	t.Run("push: dash gets alice's current presence without a change from her", func(t *testing.T) {
+		e.setPresence("alice", "online", "online before routing")
+		time.Sleep(time.Second)
+		if e.syncs["dash"].SawPresence(uid("alice"), "online before routing") {
+			t.Fatal("dash saw alice's presence before being routed it")
+		}
+		e.command("admin", "!presence always-send add @dash:localhost")
+		if _, ok := e.syncs["dash"].WaitPresence(uid("alice"), "online before routing", 5*time.Second); !ok {
+			t.Fatalf("dash did not get alice's current presence within 5 s; got %+v", e.syncs["dash"].Presence())
+		}
+	})
+
+	t.Run("bulk add with a reason shows in history", func(t *testing.T) {
+		reply := e.command("admin", "!presence always-send add @mon1:localhost @mon2:localhost https://matrix.to/#/@mon3:localhost Night shift monitors")
+		if reply.Reaction != "✅" || !strings.Contains(reply.Body, "@mon3:localhost") {
+			t.Fatalf("reply = %+v", reply)
+		}
+		history := e.command("admin", "!presence history 1")
+		if !strings.Contains(history.Body, "@admin:localhost") || !strings.Contains(history.Body, "Night shift monitors") || !strings.Contains(history.Body, "@mon1:localhost") {
+			t.Fatalf("history = %q", history.Body)
+		}
+	})
+
+	t.Run("a bad argument rejects the whole command", func(t *testing.T) {
+		reply := e.command("admin", "!presence always-send add @ok:localhost @broken")
+		if reply.Reaction != "❌" || !strings.Contains(reply.Body, "@broken") {
+			t.Fatalf("reply = %+v", reply)
+		}
+		if list := e.command("admin", "!presence always-send list"); strings.Contains(list.Body, "@ok:localhost") {
+			t.Fatal("a rejected command changed the list")
+		}
+	})
+
+	t.Run("explain a blacklisted user and status", func(t *testing.T) {
+		e.command("admin", "!presence blacklist add @bob:localhost privacy")
+		if explain := e.command("admin", "!presence explain @bob:localhost"); !strings.Contains(explain.Body, "blacklisted") {
+			t.Errorf("explain = %q", explain.Body)
+		}
+		status := e.command("admin", "!presence status")
+		for _, want := range []string{"Version: 3", "always-send: 4 users", "blacklist: 1 user"} {
+			if !strings.Contains(status.Body, want) {
+				t.Errorf("status lacks %q: %q", want, status.Body)
+			}
+		}
+	})
+
+	t.Run("an invite from a non-admin is declined", func(t *testing.T) {
+		resp, err := e.users["eve"].CreateRoom(e.ctx, &mautrix.ReqCreateRoom{Preset: "private_chat"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.invite(e.users["eve"], resp.RoomID, harness.BotID())
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			var member event.MemberEventContent
+			err := e.users["eve"].StateEvent(e.ctx, resp.RoomID, event.StateMember, string(harness.BotID()), &member)
+			if err == nil && member.Membership == event.MembershipLeave {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the bot did not decline eve's invite (membership %q, %v)", member.Membership, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+
+	t.Run("import from a stock-router homeserver.yaml", func(t *testing.T) {
+		bad := e.stack.Path("bad-homeserver.yaml")
+		_ = os.WriteFile(bad, []byte("presence:\n  presence_router:\n    module: my.ExamplePresenceRouter\n    config:\n      always_send_to_users: [\"@fine:localhost\", \"nobody\"]\n"), 0o600)
+		out, err := exec.Command(os.Getenv("PR_BINARY"), "-c", e.stack.Path("config.yaml"), "--import-synapse-config", bad).CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "nobody") || !strings.Contains(string(out), "nothing was imported") {
+			t.Fatalf("bad import: %v %s", err, out)
+		}
+		good := e.stack.Path("stock-homeserver.yaml")
+		_ = os.WriteFile(good, []byte("presence:\n  enabled: true\n  presence_router:\n    module: my_module.ExamplePresenceRouter\n    config:\n      always_send_to_users: [\"@imported:localhost\"]\n      blacklisted_users:\n        - \"@hidden:localhost\"\n"), 0o600)
+		out, err = exec.Command(os.Getenv("PR_BINARY"), "-c", e.stack.Path("config.yaml"), "--import-synapse-config", good).CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "1 always-send and 1 blacklisted") {
+			t.Fatalf("import: %v %s", err, out)
+		}
+		// The running service picks up the change from the database.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			list := e.command("admin", "!presence always-send list")
+			black := e.command("admin", "!presence blacklist list")
+			if strings.Contains(list.Body, "@imported:localhost") && strings.Contains(black.Body, "@hidden:localhost") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("imported users not listed: %q / %q", list.Body, black.Body)
+			}
+			time.Sleep(time.Second)
+		}
+	})
+
+	t.Run("Synapse keeps working while presence-router is down, and catches up", func(t *testing.T) {
+		e.stack.StopRouter()
+		before := map[string]int{}
+		for name, s := range e.syncs {
+			before[name] = s.SyncErrors()
+		}
+		// A change made through the store while the adapter is cut off.
+		stock := e.stack.Path("outage-homeserver.yaml")
+		_ = os.WriteFile(stock, []byte("modules:\n  - module: my_module.ExamplePresenceRouter\n    config:\n      always_send_to_users: [\"@eve:localhost\"]\n"), 0o600)
+		if out, err := exec.Command(os.Getenv("PR_BINARY"), "-c", e.stack.Path("config.yaml"), "--import-synapse-config", stock).CombinedOutput(); err != nil {
+			t.Fatalf("import: %v %s", err, out)
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for i := 0; time.Now().Before(deadline); i++ {
+			// Shared-room presence keeps flowing: bob's room-mate alice sees it.
+			status := fmt.Sprintf("bob during outage %d", i)
+			e.setPresence("bob", "online", status)
+			if _, ok := e.syncs["alice"].WaitPresence(uid("bob"), status, 10*time.Second); !ok {
+				t.Fatalf("alice did not see bob's presence while presence-router was down")
+			}
+			time.Sleep(3 * time.Second)
+		}
+		for name, s := range e.syncs {
+			if n := s.SyncErrors() - before[name]; n > 0 {
+				t.Errorf("%d of %s's /sync requests failed while presence-router was down", n, name)
+			}
+		}
+		// dash shares no room with eve; his presence reaches her only by routing.
+		e.setPresence("dash", "online", "dash at the end of the outage")
+		time.Sleep(2 * time.Second)
+		if e.syncs["eve"].SawPresence(uid("dash"), "dash at the end of the outage") {
+			t.Fatal("eve got dash's presence before presence-router was back")
+		}
+		if err := e.stack.StartRouter(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		// eve was added while the adapter was cut off: within 5 s of the
+		// restart the adapter sees the new version and pushes to her.
+		if _, ok := e.syncs["eve"].WaitPresence(uid("dash"), "dash at the end of the outage", 5*time.Second); !ok {
+			t.Fatalf("eve did not get dash's presence within 5 s of the restart; got %+v", e.syncs["eve"].Presence())
+		}
+	})
+}

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 ALL_USERS = "ALL"  # synapse.events.presence_router.PresenceRouter.ALL_USERS
 WARN_INTERVAL = 30.0
+MAX_POLL_BACKOFF = 2.0
 
 CALLS = Counter("presence_router_adapter_callback_calls_total", "Presence router callback calls", ["callback"])
 CACHE = Counter("presence_router_adapter_cache_total", "Cache lookups by callback and result", ["callback", "result"])
@@ -296,15 +297,17 @@ class PresenceRouterAdapter:
         )
 
     async def _poll_forever(self) -> None:
-        backoff = 1.0
+        backoff = 0.5
         while True:
             try:
                 await self.poll_once()
-                backoff = 1.0
+                backoff = 0.5
             except Exception as e:
                 self._warn("changes", e)
                 await self._api.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                # Capped low so that a restarted presence-router is seen
+                # within seconds; warnings stay rate-limited.
+                backoff = min(backoff * 2, MAX_POLL_BACKOFF)
 
     async def poll_once(self) -> None:
         """One long poll of the change feed: invalidate, then push."""

@@ -1,0 +1,102 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+)
+
+const validConfig = `
+homeserver: {address: "http://127.0.0.1:8008", domain: example.org}
+appservice: {address: "http://127.0.0.1:29330", port: 29330, as_token: aaaaaaaaaaaaaaaa, hs_token: bbbbbbbbbbbbbbbb}
+bot: {control_room: "#control:example.org", admins: ["@admin:example.org"]}
+router: {token: cccccccccccccccc}
+`
+
+func load(t *testing.T, text string) *Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func TestValidate_NamesTheBrokenKey(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		key    string
+	}{
+		{"missing homeserver", func(c *Config) { c.Homeserver.Address = "" }, "homeserver.address"},
+		{"homeserver not a URL", func(c *Config) { c.Homeserver.Address = "localhost:8008" }, "homeserver.address"},
+		{"missing domain", func(c *Config) { c.Homeserver.Domain = "" }, "homeserver.domain"},
+		{"placeholder as_token", func(c *Config) { c.Appservice.ASToken = Placeholder }, "appservice.as_token"},
+		{"placeholder hs_token", func(c *Config) { c.Appservice.HSToken = "" }, "appservice.hs_token"},
+		{"placeholder router token", func(c *Config) { c.Router.Token = Placeholder }, "router.token"},
+		{"both router token and file", func(c *Config) { c.Router.TokenFile = "/x" }, "router.token"},
+		{"control room neither ID nor alias", func(c *Config) { c.Bot.ControlRoom = "control" }, "bot.control_room"},
+		{"no admins", func(c *Config) { c.Bot.Admins = nil }, "bot.admins"},
+		{"invalid admin", func(c *Config) { c.Bot.Admins[0] = "admin" }, "bot.admins[0]"},
+		{"bad log level", func(c *Config) { c.Logging.Level = "loud" }, "logging.level"},
+		{"bad log format", func(c *Config) { c.Logging.Format = "xml" }, "logging.format"},
+		{"empty database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := load(t, validConfig)
+			if err := cfg.Validate(); err != nil {
+				t.Fatalf("valid config rejected: %v", err)
+			}
+			tt.change(cfg)
+			err := cfg.Validate()
+			var keyErr *KeyError
+			if !errors.As(err, &keyErr) || keyErr.Key != tt.key {
+				t.Fatalf("err = %v, want one naming %s", err, tt.key)
+			}
+		})
+	}
+}
+
+func TestExampleConfig_ParsesAndNeedsOnlyTokens(t *testing.T) {
+	data, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := load(t, string(data))
+	if err = cfg.ValidateForRegistration(); err != nil {
+		t.Fatalf("example config is invalid: %v", err)
+	}
+	if err = cfg.Validate(); err == nil || !strings.Contains(err.Error(), "-g") {
+		t.Fatalf("example config must be refused for its placeholder tokens, naming the fix: %v", err)
+	}
+}
+
+func TestSetSecrets_KeepsCommentsAndSetsValues(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	_ = os.WriteFile(path, []byte("# top comment\nappservice:\n  as_token: old # inline\n"), 0o600)
+	if err := SetSecrets(path, map[string]string{"appservice.as_token": "new", "router.token": "tok"}); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := os.ReadFile(path)
+	var out struct {
+		Appservice struct {
+			AsToken string `yaml:"as_token"`
+		}
+		Router struct{ Token string }
+	}
+	if err := yaml.Unmarshal(data, &out); err != nil || out.Appservice.AsToken != "new" || out.Router.Token != "tok" {
+		t.Fatalf("config after SetSecrets = %q (%v)", data, err)
+	}
+	if !strings.Contains(string(data), "# top comment") {
+		t.Errorf("comments lost: %q", data)
+	}
+}
