@@ -37,13 +37,27 @@ var Version = "dev"
 // feedHistory is how many recent changes the change feed can replay.
 const feedHistory = 10000
 
+// cliFlags are the command-line flags.
+type cliFlags struct {
+	configPath, registrationPath, importPath *string
+	generate, showVersion                    *bool
+}
+
+func newFlags(fs *flag.FlagSet) cliFlags {
+	return cliFlags{
+		configPath:       fs.StringP("config", "c", "config.yaml", "Path to the configuration file."),
+		generate:         fs.BoolP("generate-registration", "g", false, "Write an appservice registration with fresh tokens (and put the tokens into the config file), then exit."),
+		registrationPath: fs.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration."),
+		importPath:       fs.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit."),
+		showVersion:      fs.Bool("version", false, "Print the version and exit."),
+	}
+}
+
 func main() {
-	configPath := flag.StringP("config", "c", "config.yaml", "Path to the configuration file.")
-	generate := flag.BoolP("generate-registration", "g", false, "Write an appservice registration with fresh tokens (and put the tokens into the config file), then exit.")
-	registrationPath := flag.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration.")
-	importPath := flag.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit.")
-	showVersion := flag.Bool("version", false, "Print the version and exit.")
+	f := newFlags(flag.CommandLine)
 	flag.Parse()
+	configPath, registrationPath, importPath := f.configPath, f.registrationPath, f.importPath
+	generate, showVersion := f.generate, f.showVersion
 
 	if *showVersion {
 		fmt.Println("presence-router", versionString())

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"os"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	flag "github.com/spf13/pflag"
+
+	"github.com/presence-router/presence-router/bot"
+	"github.com/presence-router/presence-router/config"
+)
+
+// configKeys lists the dotted YAML keys of the Config struct.
+func configKeys(t reflect.Type, prefix string) []string {
+	var keys []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name := strings.Split(f.Tag.Get("yaml"), ",")[0]
+		if f.Type.Kind() == reflect.Struct {
+			keys = append(keys, configKeys(f.Type, prefix+name+".")...)
+		} else {
+			keys = append(keys, prefix+name)
+		}
+	}
+	return keys
+}
+
+// exampleKeys lists the keys in config.example.yaml, commented-out ones
+// included.
+func exampleKeys(t *testing.T) []string {
+	data, err := os.ReadFile("config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyLine := regexp.MustCompile(`^(\s*)(?:# )?([a-z_]+):(?:\s|$)`)
+	var keys, stack []string
+	for _, line := range strings.Split(string(data), "\n") {
+		m := keyLine.FindStringSubmatch(line)
+		if m == nil || (strings.HasPrefix(strings.TrimSpace(line), "#") && len(m[1]) == 0) {
+			continue
+		}
+		depth := len(m[1]) / 2
+		stack = append(stack[:min(depth, len(stack))], m[2])
+		if depth > 0 {
+			keys = append(keys, strings.Join(stack, "."))
+		}
+	}
+	return keys
+}
+
+func TestDocs_ConfigKeysMatchTheCode(t *testing.T) {
+	code := configKeys(reflect.TypeOf(config.Config{}), "")
+	example := exampleKeys(t)
+	readme, _ := os.ReadFile("README.md")
+	arch := string(readme)
+	for _, key := range code {
+		if !slices.Contains(example, key) {
+			t.Errorf("config key %s is not in config.example.yaml", key)
+		}
+	}
+	for _, key := range example {
+		if !slices.Contains(code, key) {
+			t.Errorf("config.example.yaml documents %s, which the code does not read", key)
+		}
+	}
+	for _, key := range regexp.MustCompile("`((?:homeserver|appservice|bot|router|database|logging|metrics)\\.[a-z_]+)`").FindAllStringSubmatch(arch, -1) {
+		if key[1] != "homeserver.yaml" && !slices.Contains(code, key[1]) {
+			t.Errorf("README names config key %s, which the code does not read", key[1])
+		}
+	}
+}
+
+func TestDocs_FlagsMatchTheCode(t *testing.T) {
+	fs := flag.NewFlagSet("presence-router", flag.ContinueOnError)
+	newFlags(fs)
+	readme, _ := os.ReadFile("README.md")
+	var code []string
+	fs.VisitAll(func(f *flag.Flag) {
+		code = append(code, "--"+f.Name)
+		if f.Shorthand != "" {
+			code = append(code, "-"+f.Shorthand)
+		}
+	})
+	documented := regexp.MustCompile("presence-router ((?:-{1,2}[a-z-]+[ =]?\\S*\\s?)+)").FindAllStringSubmatch(string(readme), -1)
+	seen := map[string]bool{}
+	for _, m := range documented {
+		for _, word := range strings.Fields(m[1]) {
+			if strings.HasPrefix(word, "-") {
+				name := strings.SplitN(word, "=", 2)[0]
+				seen[name] = true
+				if !slices.Contains(code, name) {
+					t.Errorf("README uses flag %s, which does not exist", name)
+				}
+			}
+		}
+	}
+	fs.VisitAll(func(f *flag.Flag) {
+		if !seen["--"+f.Name] && !seen["-"+f.Shorthand] {
+			t.Errorf("flag --%s is not documented in README.md", f.Name)
+		}
+	})
+}
+
+func TestDocs_CommandsMatchTheCode(t *testing.T) {
+	readme, _ := os.ReadFile("README.md")
+	rows := regexp.MustCompile("(?m)^\\| `(!presence [^`]+)` \\|").FindAllStringSubmatch(string(readme), -1)
+	if len(rows) < 10 {
+		t.Fatalf("README's command table has %d rows", len(rows))
+	}
+	fill := strings.NewReplacer("<user>...", "@a:example.org @b:example.org", "<user>", "@a:example.org", "[reason]", "a reason", "[count]", "5", "[command]", "blacklist")
+	var verbs []string
+	for _, row := range rows {
+		cmd, err := bot.ParseCommand("!presence", fill.Replace(row[1]), "")
+		if err != nil || cmd == nil {
+			t.Errorf("README command %q does not parse: %v", row[1], err)
+			continue
+		}
+		verbs = append(verbs, string(cmd.Verb)+" "+string(cmd.List))
+	}
+	help := bot.HelpMarkdown("!presence", "")
+	for _, line := range regexp.MustCompile("`(!presence [^`]+)`").FindAllStringSubmatch(help, -1) {
+		usage := strings.ReplaceAll(line[1], "add|remove", "add")
+		cmd, err := bot.ParseCommand("!presence", fill.Replace(usage), "")
+		if err != nil || cmd == nil {
+			continue // examples with free text
+		}
+		if !slices.Contains(verbs, string(cmd.Verb)+" "+string(cmd.List)) {
+			t.Errorf("help documents %q, which README's command table lacks", line[1])
+		}
+	}
+}
