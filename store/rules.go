@@ -312,9 +312,15 @@ func (s *Store) RecentChanges(ctx context.Context, limit int) ([]FeedEntry, erro
 
 // History returns up to limit changes with their entries, newest first.
 func (s *Store) History(ctx context.Context, limit int) ([]Change, error) {
-	rows, err := s.db.Query(ctx, historyQuery, limit)
+	return s.queryChanges(ctx, historyQuery, limit)
+}
+
+// queryChanges runs a query over the change table (the columns of
+// historyQuery) and loads each change's entries.
+func (s *Store) queryChanges(ctx context.Context, query string, args ...any) ([]Change, error) {
+	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
-		return nil, fmt.Errorf("failed to read history: %w", err)
+		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
 	var changes []Change
 	for rows.Next() {
@@ -323,15 +329,17 @@ func (s *Store) History(ctx context.Context, limit int) ([]Change, error) {
 		var pushJSON string
 		if err = rows.Scan(&c.Version, &c.EventID, &c.Sender, &c.Command, &c.Reason, &createdAt, &pushJSON); err != nil {
 			_ = rows.Close()
-			return nil, fmt.Errorf("failed to read history: %w", err)
+			return nil, fmt.Errorf("failed to read change: %w", err)
 		}
 		c.CreatedAt = time.UnixMilli(createdAt).UTC()
 		_ = json.Unmarshal([]byte(pushJSON), &c.PushTo)
 		changes = append(changes, c)
 	}
 	if err = errors.Join(rows.Err(), rows.Close()); err != nil {
-		return nil, fmt.Errorf("failed to read history: %w", err)
+		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
+	// Entries are read after the rows are closed: the pool may have one
+	// connection inside a transaction.
 	for i := range changes {
 		if changes[i].Entries, err = s.entries(ctx, changes[i].Version); err != nil {
 			return nil, err

@@ -2,8 +2,6 @@ package store
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
 	"time"
 )
 
@@ -14,30 +12,7 @@ const changesSinceQuery = `
 // ChangesSince returns up to limit changes after version, oldest first, with
 // their entries.
 func (s *Store) ChangesSince(ctx context.Context, version int64, limit int) ([]Change, error) {
-	rows, err := s.db.Query(ctx, changesSinceQuery, version, limit)
-	if err != nil {
-		return nil, fmt.Errorf("failed to read changes: %w", err)
-	}
-	var changes []Change
-	for rows.Next() {
-		var c Change
-		var createdAt int64
-		var pushJSON string
-		if err = rows.Scan(&c.Version, &c.EventID, &c.Sender, &c.Command, &c.Reason, &createdAt, &pushJSON); err != nil {
-			_ = rows.Close()
-			return nil, fmt.Errorf("failed to read change: %w", err)
-		}
-		c.CreatedAt = time.UnixMilli(createdAt).UTC()
-		_ = json.Unmarshal([]byte(pushJSON), &c.PushTo)
-		changes = append(changes, c)
-	}
-	_ = rows.Close()
-	for i := range changes {
-		if changes[i].Entries, err = s.entries(ctx, changes[i].Version); err != nil {
-			return nil, err
-		}
-	}
-	return changes, nil
+	return s.queryChanges(ctx, changesSinceQuery, version, limit)
 }
 
 // Watch polls for changes committed by other processes (for example an
