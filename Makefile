@@ -7,7 +7,7 @@ VENV_PY := $(VENV)/bin/python
 BIN := bin/presence-router
 export CGO_ENABLED := 1
 
-.PHONY: all build venv test unit adapter-test e2e lint run fuzz clean
+.PHONY: all build venv test unit adapter-test e2e lint run fuzz bench bench-smoke clean
 
 all: build
 
@@ -38,7 +38,17 @@ e2e: build venv
 	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
 
 # Everything CI runs.
-test: lint unit adapter-test e2e
+test: lint unit adapter-test bench-smoke e2e
+
+# Benchmarks: figures and ratios against in-run references (see BENCHMARKS.md).
+bench: venv
+	go test -run='^$$' -bench=. -benchmem ./router/
+	$(VENV_PY) bench/adapter_bench.py
+
+# A short run of the benchmarks, to keep them working.
+bench-smoke: venv
+	go test -run='^$$' -bench=. -benchtime=1x ./router/
+	$(VENV_PY) bench/adapter_bench.py --quick
 
 # A short run of every fuzz target (make fuzz FUZZTIME=5m for longer).
 FUZZTIME ?= 30s

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlencode
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +35,35 @@ ALL_USERS = "ALL"  # synapse.events.presence_router.PresenceRouter.ALL_USERS
 WARN_INTERVAL = 30.0
 MAX_POLL_BACKOFF = 2.0
 
-CALLS = Counter("presence_router_adapter_callback_calls_total", "Presence router callback calls", ["callback"])
-CACHE = Counter("presence_router_adapter_cache_total", "Cache lookups by callback and result", ["callback", "result"])
+class _Stats:
+    """Hot-path counts as plain integers (a prometheus Counter's lock would
+    cost more than the cache lookup); exported by _StatsCollector."""
+
+    giu_calls = giu_hits = giu_misses = 0
+    ufs_calls = ufs_hits = ufs_misses = 0
+
+
+STATS = _Stats()
+
+
+class _StatsCollector:
+    def collect(self) -> Iterable[Any]:
+        calls = CounterMetricFamily(
+            "presence_router_adapter_callback_calls", "Presence router callback calls", labels=["callback"]
+        )
+        calls.add_metric(["get_interested_users"], STATS.giu_calls)
+        calls.add_metric(["get_users_for_states"], STATS.ufs_calls)
+        cache = CounterMetricFamily(
+            "presence_router_adapter_cache", "Cache lookups by callback and result", labels=["callback", "result"]
+        )
+        cache.add_metric(["get_interested_users", "hit"], STATS.giu_hits)
+        cache.add_metric(["get_interested_users", "miss"], STATS.giu_misses)
+        cache.add_metric(["get_users_for_states", "hit"], STATS.ufs_hits)
+        cache.add_metric(["get_users_for_states", "miss"], STATS.ufs_misses)
+        return [calls, cache]
+
+
+REGISTRY.register(_StatsCollector())  # type: ignore[arg-type]
 ERRORS = Counter("presence_router_adapter_request_errors_total", "Failed routing API requests", ["endpoint"])
 VERSION = Gauge("presence_router_adapter_version", "Rules version the cache holds")
 LAG = Gauge(
@@ -140,11 +168,11 @@ class PresenceRouterAdapter:
     # -- Synapse callbacks -------------------------------------------------
 
     async def get_interested_users(self, user_id: str) -> set[str] | str:
-        CALLS.labels("get_interested_users").inc()
+        STATS.giu_calls += 1
         cache = self._cache
         answer = cache.interested.get(user_id)
         if answer is None:
-            CACHE.labels("get_interested_users", "miss").inc()
+            STATS.giu_misses += 1
             try:
                 body = await self._request("GET", "interested_users?" + urlencode({"user_id": user_id}))
                 answer = ALL_USERS if body.get("all") else frozenset(body.get("users") or ())
@@ -159,54 +187,83 @@ class PresenceRouterAdapter:
                 self._warn("interested_users", e)
                 return set()
         else:
-            CACHE.labels("get_interested_users", "hit").inc()
+            STATS.giu_hits += 1
         if answer == ALL_USERS:
             return ALL_USERS
         return set(answer)
 
     async def get_users_for_states(self, state_updates: Iterable[Any]) -> dict[str, set[Any]]:
-        CALLS.labels("get_users_for_states").inc()
-        states = list(state_updates)
+        STATS.ufs_calls += 1
+        states = state_updates if isinstance(state_updates, list) else list(state_updates)
         cache = self._cache
-        dests = cache.dests
-        missing = list({s.user_id: s for s in states if s.user_id not in dests}.values())
-        keys = cache.keys
-        if missing or keys is None:
-            CACHE.labels("get_users_for_states", "miss").inc()
-            try:
-                cache = await self._fetch_routes(missing)
-                dests, keys = cache.dests, cache.keys
-            except Exception as e:
-                self._warn("users_for_states", e)
-        else:
-            CACHE.labels("get_users_for_states", "hit").inc()
-        if keys is None:
-            # presence-router is unreachable: users who were told ALL must
-            # still be keys, or Synapse fails their /sync with a KeyError.
-            keys = self._fallback_keys | cache.all_users
-        result: dict[str, set[Any]] = {k: set() for k in keys}
+        # The warm path, inlined: group states by their (interned)
+        # destination set, noting users that are not cached.
+        dests_of = cache.dests.get
         groups: dict[frozenset[str], list[Any]] = {}
-        empty: frozenset[str] = frozenset()
+        missing: list[Any] = []
         for s in states:
-            d = dests.get(s.user_id, empty)
-            if d:
-                group = groups.get(d)
+            dests = dests_of(s.user_id)
+            if dests is None:
+                missing.append(s)
+            elif dests:
+                group = groups.get(dests)
                 if group is None:
-                    groups[d] = [s]
+                    groups[dests] = [s]
                 else:
                     group.append(s)
-        if len(groups) == 1:
-            ((d, group),) = groups.items()
-            shared = set(group)  # Synapse copies answers, so sharing is safe
-            for user in d:
-                result[user] = shared
+        keys = cache.keys
+        if missing or keys is None:
+            STATS.ufs_misses += 1
+            try:
+                cache = await self._fetch_routes(list({s.user_id: s for s in missing}.values()))
+                groups, _ = self._group(cache, states)
+                keys = cache.keys
+            except Exception as e:
+                self._warn("users_for_states", e)
+            if keys is None:
+                # presence-router is unreachable: users who were told ALL must
+                # still be keys, or Synapse fails their /sync with a KeyError.
+                keys = self._fallback_keys | cache.all_users
         else:
-            for d, group in groups.items():
-                routed = set(group)
-                for user in d:
-                    have = result.get(user)
-                    result[user] = routed if not have else have | routed
+            STATS.ufs_hits += 1
+        # Synapse copies every answer into its own sets, so one set object
+        # may serve several keys.
+        if len(groups) == 1:
+            ((dests, group),) = groups.items()
+            shared = set(group)
+            if dests == keys:
+                return dict.fromkeys(keys, shared)
+            result = dict.fromkeys(keys, set())
+            for user in dests:
+                result[user] = shared
+            return result
+        nothing: set[Any] = set()
+        result = dict.fromkeys(keys, nothing)
+        for dests, group in groups.items():
+            routed = set(group)
+            for user in dests:
+                have = result.get(user)
+                result[user] = routed if not have else have | routed
         return result
+
+    @staticmethod
+    def _group(cache: _Cache, states: list[Any]) -> tuple[dict[frozenset[str], list[Any]], list[Any]]:
+        """Group states by their (interned) destination set; list the states
+        whose user is not cached."""
+        dests_of = cache.dests.get
+        groups: dict[frozenset[str], list[Any]] = {}
+        missing: list[Any] = []
+        for s in states:
+            dests = dests_of(s.user_id)
+            if dests is None:
+                missing.append(s)
+            elif dests:
+                group = groups.get(dests)
+                if group is None:
+                    groups[dests] = [s]
+                else:
+                    group.append(s)
+        return groups, missing
 
     # -- cache -------------------------------------------------------------
 
