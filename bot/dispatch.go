@@ -93,7 +93,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		verb, prep, already = "Removed", "from", "not on"
 	}
 	if res.Change != nil {
-		fmt.Fprintf(&sb, "%s %s %s the %s list", verb, userList(entryUsers(res.Change.Entries), 20), prep, cmd.List)
+		fmt.Fprintf(&sb, "%s %s %s %s", verb, userList(entryUsers(res.Change.Entries), 20), prep, listPhrase(cmd.List))
 		if cmd.Reason != "" {
 			fmt.Fprintf(&sb, " (reason: %s)", escapeMarkdown(cmd.Reason))
 		}
@@ -106,7 +106,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		if sb.Len() > 0 {
 			sb.WriteString("\n\n")
 		}
-		fmt.Fprintf(&sb, "%s %s the %s list: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), pluralVerb(len(res.Unchanged), "is", "are")+" "+already, cmd.List)
+		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), pluralVerb(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
 	return success(sb.String()), res.Change, nil
 }
@@ -120,10 +120,10 @@ func (b *Bot) list(name ListName) (*reply, error) {
 		meaning = "Their presence is never routed (users who share a room with them still see it)."
 	}
 	if len(users) == 0 {
-		return success(fmt.Sprintf("The %s list is empty (version %d).", name, version)), nil
+		return success(fmt.Sprintf("%s is empty (version %d).", capitalize(listPhrase(name)), version)), nil
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "The %s list has %d %s (version %d). %s\n\n", name, len(users), plural(len(users), "user", "users"), version, meaning)
+	fmt.Fprintf(&sb, "%s has %d %s (version %d). %s\n\n", capitalize(listPhrase(name)), len(users), plural(len(users), "user", "users"), version, meaning)
 	shown := 0
 	for _, user := range users {
 		line := fmt.Sprintf("* `%s`\n", user)
@@ -204,6 +204,14 @@ func (b *Bot) status(ctx context.Context) (*reply, error) {
 	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
 	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(b.started).Round(time.Second))
 	return success(sb.String()), nil
+}
+
+// listPhrase names a list in a sentence: "the always-send list", "the blacklist".
+func listPhrase(name ListName) string {
+	if name == ListBlacklist {
+		return "the blacklist"
+	}
+	return "the " + string(name) + " list"
 }
 
 func entryUsers(entries []store.Entry) []id.UserID {
