@@ -1,0 +1,90 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/mattn/go-sqlite3"
+	"maunium.net/go/mautrix/id"
+)
+
+// TestCrashSafety kills presence-router with SIGKILL at random moments while
+// 200 commands arrive through Synapse. Synapse accepted every command, so
+// every one must end up applied, and none twice.
+func TestCrashSafety(t *testing.T) {
+	e := startStack(t, false)
+	const commands = 200
+	sent := make(chan id.EventID, commands)
+	go func() {
+		defer close(sent)
+		for i := range commands {
+			resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost", i))
+			if err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+			sent <- resp.EventID
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	for kill := range 3 {
+		time.Sleep(time.Duration(300+rand.IntN(700)) * time.Millisecond)
+		e.stack.KillRouter()
+		t.Logf("kill -9 number %d", kill+1)
+		if err := e.stack.StartRouter(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var eventIDs []id.EventID
+	for evt := range sent {
+		eventIDs = append(eventIDs, evt)
+	}
+	if len(eventIDs) != commands {
+		t.Fatalf("only %d commands were sent", len(eventIDs))
+	}
+	// Synapse retries what it could not deliver; wait for all to apply.
+	deadline := time.Now().Add(90 * time.Second)
+	var applied int
+	for time.Now().Before(deadline) {
+		status := e.command("admin", "!presence status")
+		if strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands)) {
+			applied = commands
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	if applied != commands {
+		t.Fatalf("not every accepted command was applied: %s", e.command("admin", "!presence status").Body)
+	}
+	// Every command is in the audit log exactly once, and got its ✅.
+	db, err := sql.Open("sqlite3", "file:"+e.stack.Path("presence-router.db")+"?mode=ro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, evt := range eventIDs {
+		var n int
+		if err = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = ?`, string(evt)).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n != 1 {
+			t.Errorf("command %s applied %d times", evt, n)
+		}
+	}
+	var dupes int
+	_ = db.QueryRow(`SELECT COUNT(*) FROM (SELECT event_id FROM change GROUP BY event_id HAVING COUNT(*) > 1)`).Scan(&dupes)
+	if dupes != 0 {
+		t.Errorf("%d commands were applied more than once", dupes)
+	}
+	for _, evt := range eventIDs[len(eventIDs)-5:] {
+		if reply, err := e.syncs["admin"].WaitReply(evt, 30*time.Second); err != nil || reply.Reaction != "✅" {
+			t.Errorf("command %s: reply %+v, %v", evt, reply, err)
+		}
+	}
+}
