@@ -7,7 +7,7 @@ VENV_PY := $(VENV)/bin/python
 BIN := bin/presence-router
 export CGO_ENABLED := 1
 
-.PHONY: all build venv test unit adapter-test e2e lint run fuzz bench bench-smoke clean
+.PHONY: all build venv test unit adapter-test e2e lint run fuzz bench bench-smoke soak clean
 
 all: build
 
@@ -27,6 +27,7 @@ lint:
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	go vet -tags e2e ./e2e/...
+	go vet -tags 'e2e soak' ./e2e/...
 
 unit:
 	go test -race -count=1 ./...
@@ -49,6 +50,11 @@ bench: venv
 bench-smoke: venv
 	go test -run='^$$' -bench=. -benchtime=1x ./router/
 	$(VENV_PY) bench/adapter_bench.py --quick
+
+# Crash safety under kill -9, repeated (SOAK_COUNT=5 runs, about 20 s each).
+SOAK_COUNT ?= 5
+soak: build venv
+	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags 'e2e soak' -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
 
 # A short run of every fuzz target (make fuzz FUZZTIME=5m for longer).
 FUZZTIME ?= 30s

@@ -1,4 +1,4 @@
-//go:build e2e
+//go:build e2e && soak
 
 package e2e
 
@@ -59,15 +59,26 @@ func TestCrashSafety(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	if applied != commands {
-		t.Fatalf("not every accepted command was applied: %s", e.command("admin", "!presence status").Body)
-	}
-	// Every command is in the audit log exactly once, and got its ✅.
 	db, err := sql.Open("sqlite3", "file:"+e.stack.Path("presence-router.db")+"?mode=ro")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	if applied != commands {
+		for i, evt := range eventIDs {
+			var state string
+			if err := db.QueryRow(`SELECT state FROM inbox WHERE event_id = ?`, string(evt)).Scan(&state); err != nil {
+				state = "never received (" + err.Error() + ")"
+			}
+			var n int
+			_ = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = ?`, string(evt)).Scan(&n)
+			if n != 1 {
+				t.Errorf("command %d (%s): inbox %s, applied %d times", i, evt, state, n)
+			}
+		}
+		t.Fatalf("not every accepted command was applied: %s", e.command("admin", "!presence status").Body)
+	}
+	// Every command is in the audit log exactly once, and got its ✅.
 	for _, evt := range eventIDs {
 		var n int
 		if err = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = ?`, string(evt)).Scan(&n); err != nil {
