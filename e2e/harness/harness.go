@@ -36,9 +36,8 @@ type Options struct {
 	Legacy bool
 	// Admins are the bot.admins localparts.
 	Admins []string
-	// SynapsePort and RouterPort: 0 picks free ports (kept across restarts
-	// when the config files already exist).
-	SynapsePort, RouterPort int
+	// SynapsePort, RouterPort and MetricsPort: 0 picks a free port.
+	SynapsePort, RouterPort, MetricsPort int
 }
 
 // Stack is a running Synapse and presence-router.
@@ -84,6 +83,11 @@ func Prepare(opts Options) (*Stack, error) {
 	}
 	if s.Opts.RouterPort == 0 {
 		if s.Opts.RouterPort, err = FreePort(); err != nil {
+			return nil, err
+		}
+	}
+	if s.Opts.MetricsPort == 0 {
+		if s.Opts.MetricsPort, err = FreePort(); err != nil {
 			return nil, err
 		}
 	}
@@ -147,13 +151,13 @@ logging:
 metrics:
   enabled: true
   listen: 127.0.0.1:%d
-`, s.SynapseURL, ServerName, s.RouterURL, s.Opts.RouterPort, ServerName, admins.String(), tokenFile, s.Path("presence-router.db"), s.Opts.RouterPort+1)
+`, s.SynapseURL, ServerName, s.RouterURL, s.Opts.RouterPort, ServerName, admins.String(), tokenFile, s.Path("presence-router.db"), s.Opts.MetricsPort)
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
 // MetricsURL is where presence-router serves /metrics.
 func (s *Stack) MetricsURL() string {
-	return fmt.Sprintf("http://127.0.0.1:%d/metrics", s.Opts.RouterPort+1)
+	return fmt.Sprintf("http://127.0.0.1:%d/metrics", s.Opts.MetricsPort)
 }
 
 func (s *Stack) writeSynapseConfig(tokenFile string) error {

@@ -39,7 +39,7 @@ func run(dir, python, binary string, synapsePort, routerPort int) error {
 	ctx := context.Background()
 	stack, err := harness.Prepare(harness.Options{
 		Dir: absDir, Python: absPy, Binary: absBin, Admins: []string{"admin"},
-		SynapsePort: synapsePort, RouterPort: routerPort,
+		SynapsePort: synapsePort, RouterPort: routerPort, MetricsPort: routerPort + 1,
 	})
 	if err != nil {
 		return err
