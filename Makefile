@@ -7,7 +7,7 @@ VENV_PY := $(VENV)/bin/python
 BIN := bin/presence-router
 export CGO_ENABLED := 1
 
-.PHONY: all build venv test unit adapter-test e2e lint run fuzz bench bench-smoke soak clean
+.PHONY: all build venv test unit adapter-test e2e lint run fuzz fuzz-smoke bench bench-smoke soak clean
 
 all: build
 
@@ -28,6 +28,7 @@ lint:
 	go vet ./...
 	go vet -tags e2e ./e2e/...
 	go vet -tags 'e2e soak' ./e2e/...
+	go vet -tags 'e2e bench' ./e2e/...
 
 unit:
 	go test -race -count=1 ./...
@@ -39,7 +40,7 @@ e2e: build venv
 	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
 
 # Everything CI runs.
-test: lint unit adapter-test bench-smoke e2e
+test: lint unit fuzz-smoke adapter-test bench-smoke e2e
 
 # Benchmarks: figures and ratios against in-run references (see BENCHMARKS.md).
 bench: venv
@@ -56,12 +57,17 @@ SOAK_COUNT ?= 5
 soak: build venv
 	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags 'e2e soak' -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
 
-# A short run of every fuzz target (make fuzz FUZZTIME=5m for longer).
+# Every fuzz target, starting from the seed corpora committed under
+# */testdata/fuzz (make fuzz FUZZTIME=5m for longer; 30 s each by default).
 FUZZTIME ?= 30s
 fuzz:
 	go test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./userid/
 	go test -run='^$$' -fuzz=FuzzParseCommand -fuzztime=$(FUZZTIME) ./bot/
 	go test -run='^$$' -fuzz=FuzzUsersForStatesDecode -fuzztime=$(FUZZTIME) ./router/
+
+# The short fuzz run of make test: 10 s per target.
+fuzz-smoke:
+	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 # A local Synapse + presence-router + adapter on loopback, state in ./run.
 run: build venv

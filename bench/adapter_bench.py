@@ -1,16 +1,27 @@
 """Warm-cache adapter against the seed's example presence router, in one process.
 
-Run: .venv/bin/python bench/adapter_bench.py [--quick]
+Run: .venv/bin/python bench/adapter_bench.py [--quick] [--cold bin/presence-router]
 Prints time per call of each and the ratio (adapter / example); the target
 is <= 1.5x. Both run in the same process on the same inputs, so the ratio
 holds on a noisy machine where absolute times do not.
+
+With --cold, it also starts the presence-router binary on loopback (no
+homeserver needed: the routing API serves while the homeserver is down) and
+times the adapter's cache misses, each a real request to the routing API,
+for the same batches: p50 and p99.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
 import timeit
+import urllib.request
 from typing import Any, Iterable
 
 import attr
@@ -108,5 +119,93 @@ def main() -> None:
     print(f"worst ratio: {worst:.2f}x")
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_router(binary: str, workdir: str, always: list[str], blacklisted: list[str]) -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start presence-router with the lists imported; return (process, url, token)."""
+    port, token = free_port(), os.urandom(16).hex()
+    with open(os.path.join(workdir, "token"), "w") as f:
+        f.write(token)
+    config = os.path.join(workdir, "config.yaml")
+    with open(config, "w") as f:
+        f.write(
+            f"homeserver: {{address: 'http://127.0.0.1:{free_port()}', domain: example.org}}\n"
+            f"appservice: {{address: 'http://127.0.0.1:{port}', hostname: 127.0.0.1, port: {port}, id: bench,"
+            " bot_username: presence, as_token: generate-with-g, hs_token: generate-with-g}\n"
+            "bot: {control_room: '#control:example.org', admins: ['@admin:example.org']}\n"
+            f"router: {{token_file: {workdir}/token}}\n"
+            f"database: {{path: {workdir}/bench.db}}\n"
+            "logging: {level: warn}\n"
+        )
+    stock = os.path.join(workdir, "homeserver.yaml")
+    with open(stock, "w") as f:
+        f.write(
+            "presence:\n  presence_router:\n    module: x.ExamplePresenceRouter\n    config:\n"
+            f"      always_send_to_users: {always!r}\n      blacklisted_users: {blacklisted!r}\n"
+        )
+    run = lambda *args: subprocess.run([binary, "-c", config, *args], check=True, capture_output=True)  # noqa: E731
+    run("-g", "-r", os.path.join(workdir, "registration.yaml"))
+    run("--import-synapse-config", stock)
+    proc = subprocess.Popen([binary, "-c", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_matrix/mau/live", timeout=1).close()
+            return proc, url, token
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                raise RuntimeError("presence-router did not start for the cold-path benchmark")
+            time.sleep(0.05)
+
+
+def cold_path(binary: str, quick: bool) -> None:
+    """Cache misses over loopback against the real binary: p50 and p99."""
+    from twisted.internet import defer, task
+
+    always = [f"@dash{i}:example.org" for i in range(10)]
+    blacklisted = ["@alice:example.org", "@ceo:example.org"]
+    batches = {n: [State(blacklisted[0] if i % 50 == 0 else f"@user{i}:example.org") for i in range(n)] for n in (1, 100, 5000)}
+    with tempfile.TemporaryDirectory() as workdir:
+        proc, url, token = start_router(binary, workdir, always, blacklisted)
+        try:
+            adapter = PresenceRouterAdapter({"url": url, "token": token}, NoModuleApi())
+
+            async def measure() -> None:
+                print(f"\ncold path: cache misses over loopback to {binary}")
+                print(f"{'case':36} {'calls':>6} {'p50':>10} {'p99':>10}")
+                cases: list[tuple[str, Any]] = [
+                    ("get_interested_users (listed)", lambda: adapter.get_interested_users("@dash3:example.org")),
+                    ("get_interested_users (unlisted)", lambda: adapter.get_interested_users("@bob:example.org")),
+                ] + [(f"get_users_for_states ({n} states)", (lambda b: lambda: adapter.get_users_for_states(b))(b)) for n, b in batches.items()]
+                for name, call in cases:
+                    calls = 30 if "5000" in name else 300
+                    if quick:
+                        calls = 5
+                    samples = []
+                    for _ in range(calls + 3):
+                        adapter._invalidate(adapter._cache.version)  # every call misses
+                        start = time.perf_counter()
+                        await call()
+                        samples.append(time.perf_counter() - start)
+                    samples = sorted(samples[3:])  # the first calls open the connection
+                    p50, p99 = samples[len(samples) // 2], samples[min(len(samples) - 1, int(len(samples) * 0.99))]
+                    print(f"{name:36} {calls:6d} {p50 * 1e3:8.2f}ms {p99 * 1e3:8.2f}ms")
+                if adapter._cache.version < 1:
+                    raise RuntimeError("the adapter never got an answer from presence-router")
+
+            task.react(lambda _reactor: defer.ensureDeferred(measure()))
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 if __name__ == "__main__":
     main()
+    if "--cold" in sys.argv:
+        cold_path(sys.argv[sys.argv.index("--cold") + 1], "--quick" in sys.argv)

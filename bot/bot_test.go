@@ -387,3 +387,55 @@ func TestBot_UnsentReplyIsRetried(t *testing.T) {
 		t.Fatalf("retried reply = %q", body(r[0]))
 	}
 }
+
+func TestBot_EditsAndRedactionsOfOldCommandsChangeNothing(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tb.deliver(t, "t1", hsToken, message("$cmd", testAdmin, "!presence always-send add @x:test"))
+	tb.replies(t, 1)
+	if tb.engine.Version() != 1 {
+		t.Fatalf("version %d after the command, want 1", tb.engine.Version())
+	}
+	edit := func(eventID, body string) map[string]any {
+		m := message(eventID, testAdmin, body)
+		content := m["content"].(map[string]any)
+		content["m.new_content"] = map[string]any{"msgtype": "m.text", "body": "!presence always-send remove @x:test"}
+		content["m.relates_to"] = map[string]any{"rel_type": "m.replace", "event_id": "$cmd"}
+		return m
+	}
+	redaction := map[string]any{
+		"event_id": "$redact", "room_id": testRoom, "sender": testAdmin, "type": "m.room.redaction",
+		"origin_server_ts": 2, "redacts": "$cmd", "content": map[string]any{"redacts": "$cmd", "reason": "oops"},
+	}
+	// The command itself, redelivered redacted (its content stripped).
+	redacted := map[string]any{
+		"event_id": "$cmd", "room_id": testRoom, "sender": testAdmin, "type": "m.room.message",
+		"origin_server_ts": 1, "content": map[string]any{}, "unsigned": map[string]any{"redacted_because": redaction},
+	}
+	tests := []struct {
+		name   string
+		events []map[string]any
+	}{
+		{"an edit whose body is a command", []map[string]any{edit("$edit1", "!presence always-send remove @x:test")}},
+		{"an edit with the usual star", []map[string]any{edit("$edit2", "* !presence always-send remove @x:test")}},
+		{"a redaction of the command", []map[string]any{redaction}},
+		{"the command redelivered after redaction", []map[string]any{redacted}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if code := tb.deliver(t, fmt.Sprintf("t%d", i+2), hsToken, tt.events...); code != http.StatusOK {
+				t.Fatalf("transaction answered %d", code)
+			}
+			// A later command proves the earlier events were processed.
+			status := fmt.Sprintf("$status%d", i)
+			tb.deliver(t, fmt.Sprintf("s%d", i), hsToken, message(status, testAdmin, "!presence status"))
+			got := tb.replies(t, 2+i)
+			if n := len(got); n != 2+i {
+				t.Fatalf("%d replies, want %d: only the status commands may be answered", n, 2+i)
+			}
+			_, alwaysSend, _ := tb.engine.Rules()
+			if tb.engine.Version() != 1 || len(alwaysSend) != 1 || alwaysSend[0] != "@x:test" {
+				t.Errorf("version %d, always-send %v: the %s changed the rules", tb.engine.Version(), alwaysSend, tt.name)
+			}
+		})
+	}
+}

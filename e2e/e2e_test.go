@@ -39,6 +39,23 @@ func uid(localpart string) id.UserID { return id.NewUserID(localpart, harness.Se
 // startStack brings up Synapse and presence-router; everything is stopped
 // when the test ends, with the logs' tails printed if it failed.
 func startStack(t *testing.T, legacy bool) *env {
+	e := newEnv(t, legacy)
+	start := time.Now()
+	if err := e.stack.StartSynapse(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("Synapse is up after %s", time.Since(start).Round(time.Millisecond))
+	if err := e.stack.StartRouter(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.populate()
+	return e
+}
+
+// newEnv prepares the configs of a stack without starting anything; the
+// stack is stopped when the test ends, with the logs' tails printed if it
+// failed.
+func newEnv(t *testing.T, legacy bool) *env {
 	python, binary := os.Getenv("PR_PYTHON"), os.Getenv("PR_BINARY")
 	if python == "" || binary == "" {
 		t.Skip("PR_PYTHON and PR_BINARY are not set: run the e2e tests through `make test`, which builds the venv with Synapse and the binary")
@@ -63,22 +80,22 @@ func startStack(t *testing.T, legacy bool) *env {
 	if out, err := exec.Command(python, "-c", "import synapse; print(synapse.__version__)").Output(); err == nil {
 		t.Logf("Real Synapse %s from %s (adapter style: %s)", strings.TrimSpace(string(out)), python, map[bool]string{true: "legacy presence.presence_router", false: "modules"}[legacy])
 	}
-	start := time.Now()
-	if err = stack.StartSynapse(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("Synapse is up after %s", time.Since(start).Round(time.Millisecond))
-	if err = stack.StartRouter(ctx); err != nil {
-		t.Fatal(err)
-	}
+	return e
+}
+
+// populate registers the users, creates the control room (admin, the bot,
+// and eve, a member who is no admin) and a room alice and bob share (dash
+// shares none with them), starts the syncers and waits for the bot to join.
+func (e *env) populate() {
+	t, ctx := e.t, e.ctx
+	t.Helper()
 	for _, name := range []string{"admin", "alice", "bob", "dash", "eve"} {
-		cli, err := stack.User(ctx, name, "password-"+name)
+		cli, err := e.stack.User(ctx, name, "password-"+name)
 		if err != nil {
 			t.Fatal(err)
 		}
 		e.users[name] = cli
 	}
-	// The control room: admin, the bot, and eve (a member who is no admin).
 	admin := e.users["admin"]
 	resp, err := admin.CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", RoomAliasName: "control", Name: "presence-router control"})
 	if err != nil {
@@ -90,7 +107,6 @@ func startStack(t *testing.T, legacy bool) *env {
 	if _, err = e.users["eve"].JoinRoom(ctx, string(e.room), nil); err != nil {
 		t.Fatal(err)
 	}
-	// alice and bob share a room; dash shares none with them.
 	chat, err := e.users["alice"].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{uid("bob")}})
 	if err != nil {
 		t.Fatal(err)
@@ -104,7 +120,6 @@ func startStack(t *testing.T, legacy bool) *env {
 		}
 	}
 	e.waitBotJoined()
-	return e
 }
 
 func (e *env) invite(inviter *mautrix.Client, room id.RoomID, user id.UserID) {

@@ -90,10 +90,19 @@ class AdapterConfig:
     poll_timeout_ms: int = 30000
 
 
+_CONFIG_KEYS = frozenset({"url", "token", "token_file", "timeout", "push", "poll_timeout"})
+
+
 def parse_config(config: dict[str, Any]) -> AdapterConfig:
     """Validate the module's config block; errors name the key."""
     if not isinstance(config, dict):
         raise _config_error("presence_router_adapter: config must be a mapping")
+    unknown = sorted(set(config) - _CONFIG_KEYS)
+    if unknown:
+        raise _config_error(
+            f"presence_router_adapter: unknown config key(s) {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(_CONFIG_KEYS))}"
+        )
     url = config.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
         raise _config_error("presence_router_adapter: 'url' must be the http(s) URL of presence-router")
@@ -382,6 +391,8 @@ class PresenceRouterAdapter:
             logger.info("Connected to presence-router at %s, rules version %d", self._config.url, version)
         if body.get("reset") or version != self._cache.version:
             if body.get("reset") or version > self._cache.version:
+                if since is not None:
+                    logger.info("Rules changed to version %d", version)
                 self._invalidate(version)
         self._since = version
         self._confirmed = time.monotonic()

@@ -207,6 +207,7 @@ def test_router_down_fails_open_and_warns_once(setup: Any, caplog: pytest.LogCap
         ({"url": "http://x", "token": "t", "timeout": 0}, "timeout"),
         ({"url": "http://x", "token": "t", "push": "yes"}, "push"),
         ({"url": "http://x", "token": "t", "poll_timeout": 120000}, "poll_timeout"),
+        ({"url": "http://x", "token": "t", "timout": 5}, "timout"),
     ],
 )
 def test_parse_config_names_the_key(config: dict[str, Any], key: str) -> None:
