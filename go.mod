@@ -3,6 +3,7 @@ module github.com/presence-router/presence-router
 go 1.26.8
 
 require (
+	github.com/go-json-experiment/json v1.27.2
 	github.com/mattn/go-sqlite3 v1.14.53
 	github.com/prometheus/client_golang v1.25.0
 	github.com/rs/zerolog v1.35.1

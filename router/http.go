@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix/id"
 )
@@ -138,8 +140,22 @@ type usersForStatesRequest struct {
 	States *[]json.RawMessage `json:"states"`
 }
 
+var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
 func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.maxBody))
+	buf := bodyBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= 1<<20 { // keep small buffers only
+			buf.Reset()
+			bodyBuffers.Put(buf)
+		}
+	}()
+	buf.Reset()
+	if r.ContentLength > 0 && r.ContentLength <= h.maxBody {
+		buf.Grow(int(r.ContentLength) + 1) // +1: ReadFrom needs room to see EOF
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, h.maxBody))
+	body := buf.Bytes()
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -155,10 +171,11 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	version, usersJSON, indices := h.engine.usersForStatesJSON(states)
-	var buf bytes.Buffer
+	buf.Reset() // the states hold their own strings; the buffer now carries the answer
 	buf.Grow(64 + len(usersJSON) + 8*len(indices))
+	var num [20]byte
 	buf.WriteString(`{"version":`)
-	buf.WriteString(strconv.FormatInt(version, 10))
+	buf.Write(strconv.AppendInt(num[:0], version, 10))
 	if usersJSON == nil {
 		buf.WriteString(`,"routes":[]}`)
 	} else {
@@ -169,7 +186,7 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 			if i > 0 {
 				buf.WriteByte(',')
 			}
-			buf.WriteString(strconv.Itoa(idx))
+			buf.Write(strconv.AppendInt(num[:0], int64(idx), 10))
 		}
 		buf.WriteString(`]}]}`)
 	}
@@ -178,8 +195,124 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 }
 
 // decodeStates parses a users_for_states body. It returns an errcode and
-// message when the body is not acceptable.
+// message when the body is not acceptable. The usual body, as Synapse's
+// adapter sends it, is read in one streaming pass; anything unusual takes
+// the slower path, which accepts and rejects exactly as documented.
 func decodeStates(body []byte) ([]State, string, string) {
+	if states, ok := decodeStatesFast(body); ok {
+		return states, "", ""
+	}
+	return decodeStatesStrict(body)
+}
+
+var emptyReader = bytes.NewReader(nil)
+
+// decoders are reused; duplicate names are caught by decodeStatesFast
+// itself, which is cheaper than the tokenizer's own bookkeeping.
+var decoders = sync.Pool{New: func() any { return jsontext.NewDecoder(emptyReader, jsontext.AllowDuplicateNames(true)) }}
+
+var (
+	statesName = []byte(`"states"`)
+	userIDName = []byte(`"user_id"`)
+)
+
+// decodeStatesFast reads {"states":[{"user_id":"@a:b",...},...],...} with a
+// streaming tokenizer, skipping every other value. It gives up (ok false)
+// on anything it does not expect, including names that encoding/json would
+// match case-insensitively, so it never accepts a body that
+// decodeStatesStrict would read differently.
+func decodeStatesFast(body []byte) (states []State, ok bool) {
+	d := decoders.Get().(*jsontext.Decoder)
+	defer func() {
+		d.Reset(emptyReader) // drop the body
+		decoders.Put(d)
+	}()
+	// A *bytes.Buffer is parsed in place, without a copy.
+	d.Reset(bytes.NewBuffer(body), jsontext.AllowDuplicateNames(true))
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil, false
+	}
+	found := false
+	for d.PeekKind() == '"' {
+		name, err := d.ReadValue()
+		if err != nil {
+			return nil, false
+		}
+		switch {
+		case bytes.Equal(name, statesName):
+			if found {
+				return nil, false
+			}
+			found = true
+			if states, ok = readStates(d, bytes.Count(body, userIDName)); !ok {
+				return nil, false
+			}
+		case bytes.EqualFold(name, statesName) || bytes.IndexByte(name, '\\') >= 0:
+			return nil, false
+		default:
+			if d.SkipValue() != nil {
+				return nil, false
+			}
+		}
+	}
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '}' {
+		return nil, false
+	}
+	if _, err := d.ReadToken(); err != io.EOF || !found {
+		return nil, false
+	}
+	return states, true
+}
+
+func readStates(d *jsontext.Decoder, capacity int) ([]State, bool) {
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != '[' {
+		return nil, false
+	}
+	states := make([]State, 0, capacity)
+	for d.PeekKind() == '{' {
+		if _, err := d.ReadToken(); err != nil {
+			return nil, false
+		}
+		var user string
+		for d.PeekKind() == '"' {
+			name, err := d.ReadValue()
+			if err != nil {
+				return nil, false
+			}
+			switch {
+			case bytes.Equal(name, userIDName):
+				if user != "" || d.PeekKind() != '"' {
+					return nil, false
+				}
+				raw, err := d.ReadValue()
+				if err != nil || bytes.IndexByte(raw, '\\') >= 0 {
+					return nil, false // escapes are left to the strict path
+				}
+				if user = string(raw[1 : len(raw)-1]); !plausibleUserID(user) {
+					return nil, false
+				}
+			case bytes.EqualFold(name, userIDName) || bytes.IndexByte(name, '\\') >= 0:
+				return nil, false
+			default:
+				if d.SkipValue() != nil {
+					return nil, false
+				}
+			}
+		}
+		if tok, err := d.ReadToken(); err != nil || tok.Kind() != '}' || user == "" {
+			return nil, false
+		}
+		states = append(states, State{UserID: id.UserID(user)})
+	}
+	if tok, err := d.ReadToken(); err != nil || tok.Kind() != ']' {
+		return nil, false
+	}
+	return states, true
+}
+
+// decodeStatesStrict is the reference reading of a users_for_states body,
+// with an error that says what is wrong.
+func decodeStatesStrict(body []byte) ([]State, string, string) {
 	if !json.Valid(body) {
 		return nil, "M_NOT_JSON", "Request body is not valid JSON"
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -100,6 +101,12 @@ func FuzzUsersForStatesDecode(f *testing.F) {
 	}
 	h := newTestHandler()
 	f.Fuzz(func(t *testing.T, body string) {
+		if fast, ok := decodeStatesFast([]byte(body)); ok {
+			strict, errcode, _ := decodeStatesStrict([]byte(body))
+			if errcode != "" || !slices.Equal(fast, strict) {
+				t.Fatalf("the fast path read %q as %v; the strict one as %v (%s)", body, fast, strict, errcode)
+			}
+		}
 		rec, out := do(h, "POST", Prefix+"users_for_states", testToken, body)
 		if rec.Code >= 500 {
 			t.Fatalf("status %d for %q", rec.Code, body)
@@ -108,4 +115,39 @@ func FuzzUsersForStatesDecode(f *testing.F) {
 			t.Fatalf("error without errcode for %q: %s", body, rec.Body.String())
 		}
 	})
+}
+
+// The fast path reads the usual body; everything unusual is left to the
+// strict path, so both always agree.
+func TestDecodeStates_FastPathAgreesOrGivesUp(t *testing.T) {
+	tests := []struct {
+		name     string
+		body     string
+		wantFast bool
+	}{
+		{"the adapter's body", `{"states":[{"user_id":"@a:x","state":"online","status_msg":null,"last_active_ts":1}]}`, true},
+		{"unknown top-level fields", `{"v":{"nested":[1,2,{"x":"y"}]},"states":[]}`, true},
+		{"no states", `{"states":[]}`, true},
+		{"a name in another case", `{"states":[{"USER_ID":"@a:x"}]}`, false},
+		{"both cases of a name", `{"states":[{"user_id":"@a:x","User_Id":"@b:x"}]}`, false},
+		{"an escaped name", `{"st\u0061tes":[{"user_id":"@a:x"}]}`, false},
+		{"duplicate states", `{"states":[],"states":[{"user_id":"@a:x"}]}`, false},
+		{"duplicate user_id", `{"states":[{"user_id":"@a:x","user_id":"@b:x"}]}`, false},
+		{"an escaped user ID", `{"states":[{"user_id":"@\u0061:x"}]}`, false},
+		{"trailing garbage", `{"states":[]} x`, false},
+		{"null states", `{"states":null}`, false},
+		{"a state that is not an object", `{"states":[1]}`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fast, ok := decodeStatesFast([]byte(tt.body))
+			if ok != tt.wantFast {
+				t.Fatalf("fast path ok = %v, want %v", ok, tt.wantFast)
+			}
+			strict, errcode, _ := decodeStatesStrict([]byte(tt.body))
+			if ok && (errcode != "" || !slices.Equal(fast, strict)) {
+				t.Errorf("fast %v, strict %v (%s)", fast, strict, errcode)
+			}
+		})
+	}
 }

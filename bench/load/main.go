@@ -1,0 +1,159 @@
+// Command load compares the routing API's throughput with a bare net/http
+// handler's, over real loopback TCP, in one process and one run: the same
+// client drives each target in turn, for several rounds, and the median
+// round counts. Target: users_for_states and interested_users at ≥ 70% of
+// the bare handler's requests per second.
+//
+//	go run ./bench/load [--duration 3s] [--rounds 3] [--concurrency 32] [--quick]
+package main
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/internal/loadgen"
+	"github.com/presence-router/presence-router/router"
+)
+
+const token = "bench-router-token-0123456789abcdef"
+
+func main() {
+	duration := pflag.Duration("duration", 3*time.Second, "time per target per round")
+	rounds := pflag.Int("rounds", 3, "rounds; the median counts")
+	concurrency := pflag.Int("concurrency", 32, "parallel connections")
+	blacklistSize := pflag.Int("blacklist", 1_000_000, "blacklist entries")
+	quick := pflag.Bool("quick", false, "a short smoke run")
+	pflag.Parse()
+	if *quick {
+		*duration, *rounds, *blacklistSize = 300*time.Millisecond, 1, 10_000
+	}
+	if err := run(*duration, *rounds, *concurrency, *blacklistSize); err != nil {
+		fmt.Fprintln(os.Stderr, "load:", err)
+		os.Exit(1)
+	}
+}
+
+func users(prefix string, n int) []id.UserID {
+	out := make([]id.UserID, n)
+	for i := range out {
+		out[i] = id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i))
+	}
+	return out
+}
+
+func serve(h http.Handler) (string, func(), error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("failed to listen: %w", err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	return "http://" + l.Addr().String(), func() { _ = srv.Close() }, nil
+}
+
+func statesBody(blacklist []id.UserID, n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"states":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		user := fmt.Sprintf("@user%d:example.org", i)
+		if i%10 == 0 {
+			user = string(blacklist[i%len(blacklist)])
+		}
+		fmt.Fprintf(&b, `{"user_id":%q,"state":"online"}`, user) // what the adapter sends
+	}
+	b.WriteString(`]}`)
+	return []byte(b.String())
+}
+
+func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
+	fmt.Printf("machine: %d cores; %d rounds of %s per target, %d connections; blacklist %d entries, 10 always-send users\n",
+		numCPU(), rounds, duration, concurrency, blacklistSize)
+	blacklist := users("blocked", blacklistSize)
+	engine := router.NewEngine(1, users("dash", 10), blacklist, nil)
+	routerURL, stopRouter, err := serve(router.NewHandler(engine, router.HandlerOptions{Token: token, Metrics: router.NewMetrics(prometheus.NewRegistry())}))
+	if err != nil {
+		return err
+	}
+	defer stopRouter()
+	bareBody := []byte(`{"version":1,"routes":[{"users":["@dash0000000:example.org"],"states":[0]}]}`)
+	// The bare handler reads the request body, as any handler must, and
+	// writes a fixed answer: what is left is the cost of HTTP itself.
+	bareURL, stopBare, err := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(bareBody)
+	}))
+	if err != nil {
+		return err
+	}
+	defer stopBare()
+	auth := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	type target struct {
+		name string
+		req  loadgen.Request
+		bare int // index of the bare target with the same request shape; -1: is bare
+	}
+	var targets []target
+	addPair := func(name string, req loadgen.Request) {
+		bareReq := loadgen.Request{Method: req.Method, URL: bareURL + "/", Header: req.Header, Body: req.Body}
+		targets = append(targets,
+			target{fmt.Sprintf("bare, %s %dB", req.Method, len(req.Body)), bareReq, -1},
+			target{name, req, len(targets)})
+	}
+	addPair("users_for_states (1 state)", loadgen.Request{Method: "POST", URL: routerURL + router.Prefix + "users_for_states", Header: auth, Body: statesBody(blacklist, 1)})
+	addPair("users_for_states (10 states)", loadgen.Request{Method: "POST", URL: routerURL + router.Prefix + "users_for_states", Header: auth, Body: statesBody(blacklist, 10)})
+	addPair("users_for_states (100 states)", loadgen.Request{Method: "POST", URL: routerURL + router.Prefix + "users_for_states", Header: auth, Body: statesBody(blacklist, 100)})
+	addPair("interested_users (always-send)", loadgen.Request{Method: "GET", URL: routerURL + router.Prefix + "interested_users?user_id=%40dash0000003%3Aexample.org", Header: auth})
+	targets = append(targets, target{"interested_users (ordinary)", loadgen.Request{Method: "GET", URL: routerURL + router.Prefix + "interested_users?user_id=%40bob%3Aexample.org", Header: auth}, len(targets) - 2})
+	client := loadgen.NewClient(concurrency)
+	results := make([][]*loadgen.Result, len(targets))
+	for round := range rounds {
+		for i, t := range targets {
+			res, err := loadgen.Run(context.Background(), loadgen.Options{Requests: []loadgen.Request{t.req}, Concurrency: concurrency, Duration: duration, Client: client})
+			if err != nil {
+				return err
+			}
+			if res.Errors > 0 {
+				return fmt.Errorf("%s: %d errors in round %d: %v", t.name, res.Errors, round+1, res.FirstErrors)
+			}
+			results[i] = append(results[i], res)
+		}
+	}
+	median := func(rs []*loadgen.Result) *loadgen.Result {
+		sorted := slices.Clone(rs)
+		slices.SortFunc(sorted, func(a, b *loadgen.Result) int { return cmp.Compare(a.RPS(), b.RPS()) })
+		return sorted[len(sorted)/2]
+	}
+	fmt.Printf("%-32s %10s %10s %10s %8s  %s\n", "target", "req/s", "p50", "p99", "vs bare", "target ≥ 70% of the bare handler, same request")
+	for i, t := range targets {
+		res := median(results[i])
+		ratio, verdict := "", ""
+		if t.bare >= 0 {
+			r := res.RPS() / median(results[t.bare]).RPS()
+			ratio, verdict = fmt.Sprintf("%.0f%%", r*100), "PASS"
+			if r < 0.7 {
+				verdict = "MISS"
+			}
+		}
+		fmt.Printf("%-32s %10.0f %10s %10s %8s  %s\n", t.name, res.RPS(), res.Percentile(0.5), res.Percentile(0.99), ratio, verdict)
+	}
+	return nil
+}
+
+func numCPU() int { return runtime.NumCPU() }
