@@ -1,5 +1,6 @@
 # presence-router: the two commands are `make run` and `make test`.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -ec
 PYTHON ?= python3
 SYNAPSE_VERSION ?= 1.163.2
 VENV := .venv
@@ -37,25 +38,33 @@ adapter-test: venv
 	$(VENV_PY) -m pytest -q adapter/tests
 
 e2e: build venv
-	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
+	$(E2E_ENV) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
 
 # Everything CI runs.
 test: lint unit fuzz-smoke adapter-test bench-smoke e2e
 
 # Benchmarks: figures and ratios against in-run references (see BENCHMARKS.md).
-bench: venv
+E2E_ENV = PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN)
+bench: build venv
 	go test -run='^$$' -bench=. -benchmem ./router/
-	$(VENV_PY) bench/adapter_bench.py
+	go run ./bench/load
+	go run ./bench/scale --binary $(BIN)
+	PR_SCALE=1 go test -count=1 -run TestScale_ListAndHistory -v ./bot/ | grep -E '^(scale:|--- |ok|FAIL|\s+\S+_test.go:)'
+	$(VENV_PY) bench/adapter_bench.py --cold $(BIN)
+	$(E2E_ENV) go test -tags 'e2e bench' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 
 # A short run of the benchmarks, to keep them working.
-bench-smoke: venv
+bench-smoke: build venv
 	go test -run='^$$' -bench=. -benchtime=1x ./router/
-	$(VENV_PY) bench/adapter_bench.py --quick
+	go run ./bench/load --quick
+	go run ./bench/scale --quick --binary $(BIN)
+	$(VENV_PY) bench/adapter_bench.py --quick --cold $(BIN)
+	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 
 # Crash safety under kill -9, repeated (SOAK_COUNT=5 runs, about 20 s each).
 SOAK_COUNT ?= 5
 soak: build venv
-	PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) go test -tags 'e2e soak' -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
+	$(E2E_ENV) go test -tags 'e2e soak' -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
 
 # Every fuzz target, starting from the seed corpora committed under
 # */testdata/fuzz (make fuzz FUZZTIME=5m for longer; 30 s each by default).

@@ -352,23 +352,36 @@ func TestBot_DeclinesInvitesFromNonAdmins(t *testing.T) {
 }
 
 func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
-	tb := newTestBot(t, "", nil)
-	m := store.Mutation{Sender: testAdmin}
-	for i := 0; i < 10000; i++ {
-		m.Entries = append(m.Entries, store.Entry{List: store.AlwaysSend, UserID: id.UserID(fmt.Sprintf("@user-with-a-long-name-%05d:some.homeserver.example", i)), Action: store.Add})
+	tests := []struct {
+		name   string
+		format string
+	}{
+		// Long IDs fill the byte budget; short ones the line cap (each
+		// line's HTML and its JSON escapes cost more than its text).
+		{"long user IDs", "@user-with-a-long-name-%05d:some.homeserver.example"},
+		{"short user IDs", "@u%05d:x.y"},
 	}
-	res, err := tb.store.Apply(context.Background(), m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb.engine.Apply(RouterUpdate(res.Change))
-	tb.deliver(t, "t", hsToken, message("$list", testAdmin, "!presence always-send list"))
-	reply := tb.replies(t, 1)[0]
-	if reply.Size >= 65536 {
-		t.Fatalf("list reply is %d bytes, over Matrix's limit", reply.Size)
-	}
-	if !strings.Contains(body(reply), "10000 users") || !strings.Contains(body(reply), "more") {
-		t.Errorf("list reply does not give the count and say more exist: %.200q", body(reply))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tb := newTestBot(t, "", nil)
+			m := store.Mutation{Sender: testAdmin}
+			for i := 0; i < 10000; i++ {
+				m.Entries = append(m.Entries, store.Entry{List: store.AlwaysSend, UserID: id.UserID(fmt.Sprintf(tt.format, i)), Action: store.Add})
+			}
+			res, err := tb.store.Apply(context.Background(), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tb.engine.Apply(RouterUpdate(res.Change))
+			tb.deliver(t, "t", hsToken, message("$list", testAdmin, "!presence always-send list"))
+			reply := tb.replies(t, 1)[0]
+			if reply.Size >= 65536 {
+				t.Fatalf("list reply is %d bytes, over Matrix's limit", reply.Size)
+			}
+			if !strings.Contains(body(reply), "10000 users") || !strings.Contains(body(reply), "more") {
+				t.Errorf("list reply does not give the count and say more exist: %.200q", body(reply))
+			}
+		})
 	}
 }
 

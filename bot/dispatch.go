@@ -127,7 +127,7 @@ func (b *Bot) list(name ListName) (*reply, error) {
 	shown := 0
 	for _, user := range users {
 		line := fmt.Sprintf("* `%s`\n", user)
-		if sb.Len()+len(line) > listBudget {
+		if sb.Len()+len(line) > listBudget || shown == listMaxLines {
 			break
 		}
 		sb.WriteString(line)

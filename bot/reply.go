@@ -20,9 +20,15 @@ const (
 	resultRefused = "refused"
 )
 
-// listBudget bounds the Markdown of long replies. Rendered as HTML plus the
-// plain body it stays well under Matrix's 65,536-byte event limit.
-const listBudget = 15000
+// listBudget and listMaxLines bound long replies. The event carries the
+// plain body and the HTML, and JSON escapes every < and > of the HTML, so
+// a short line costs about seven times its Markdown: the line cap keeps a
+// list of the shortest user IDs under Matrix's 65,536-byte event limit,
+// the byte budget a list of the longest.
+const (
+	listBudget   = 15000
+	listMaxLines = 400
+)
 
 // maxEventBytes is the largest reply content sent; a larger one is replaced
 // by a short notice (Matrix rejects events over 65,536 bytes).

@@ -13,7 +13,8 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// feedLimit is how many changes the feed retains for `since` replays.
+// feedLimit is how many changes the feed retains at least for `since`
+// replays (up to twice as many between trims).
 const feedLimit = 10000
 
 // State is one presence update as Synapse sends it; only UserID matters for
@@ -126,7 +127,9 @@ func (e *Engine) Apply(u Update) {
 	}
 	e.version = u.Version
 	e.feed = append(e.feed, FeedEntry{Version: u.Version, PushTo: u.PushTo})
-	if len(e.feed) > feedLimit {
+	if len(e.feed) >= 2*feedLimit {
+		// Trimmed in one go once it doubles, so a change costs O(1)
+		// amortized instead of a copy of the whole feed.
 		e.feed = slices.Clone(e.feed[len(e.feed)-feedLimit:])
 	}
 	close(e.changed)
