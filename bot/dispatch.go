@@ -98,7 +98,10 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 			fmt.Fprintf(&sb, " (reason: %s)", escapeMarkdown(cmd.Reason))
 		}
 		fmt.Fprintf(&sb, ". Version %d.", res.Change.Version)
-		if len(res.Change.PushTo) > 0 {
+		switch {
+		case res.Change.PushToAll && res.Change.PushCount > 0:
+			fmt.Fprintf(&sb, " Sending current presence to every always-send user (%d).", res.Change.PushCount)
+		case len(res.Change.PushTo) > 0:
 			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
 		}
 	}

@@ -127,7 +127,7 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	b.metrics.countCommand(rep.Result)
 	if change != nil {
 		b.engine.Apply(RouterUpdate(change))
-		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": len(change.PushTo)}).Info("Applied rule change")
+		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": change.PushCount}).Info("Applied rule change")
 	}
 	item.Reply, _ = json.Marshal(rep)
 	return b.deliver(ctx, log, item)
@@ -135,7 +135,7 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 
 // RouterUpdate turns a committed change into the router's update.
 func RouterUpdate(c *store.Change) router.Update {
-	u := router.Update{Version: c.Version, PushTo: c.PushTo}
+	u := router.Update{Version: c.Version, PushTo: c.PushTo, PushToAllAlwaysSend: c.PushToAll}
 	for _, e := range c.Entries {
 		switch {
 		case e.List == store.AlwaysSend && e.Action == store.Add:

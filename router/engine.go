@@ -37,6 +37,9 @@ type Update struct {
 	AddAlwaysSend, RemoveAlwaysSend []id.UserID
 	AddBlacklist, RemoveBlacklist   []id.UserID
 	PushTo                          []id.UserID // users who gained presence
+	// PushToAllAlwaysSend: every always-send user after this update gained
+	// presence (a user left the blacklist); PushTo is then ignored.
+	PushToAllAlwaysSend bool
 }
 
 // FeedEntry is a retained change of the feed.
@@ -126,7 +129,11 @@ func (e *Engine) Apply(u Update) {
 		e.setAlwaysSend()
 	}
 	e.version = u.Version
-	e.feed = append(e.feed, FeedEntry{Version: u.Version, PushTo: u.PushTo})
+	pushTo := u.PushTo
+	if u.PushToAllAlwaysSend {
+		pushTo = e.alwaysSend // immutable: replaced, never changed in place
+	}
+	e.feed = append(e.feed, FeedEntry{Version: u.Version, PushTo: pushTo})
 	if len(e.feed) >= 2*feedLimit {
 		// Trimmed in one go once it doubles, so a change costs O(1)
 		// amortized instead of a copy of the whole feed.

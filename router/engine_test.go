@@ -141,3 +141,15 @@ func TestEngine_Changes(t *testing.T) {
 		}
 	})
 }
+
+func TestEngine_PushToAllAlwaysSendServesTheListAfterTheChange(t *testing.T) {
+	e := NewEngine(1, []id.UserID{"@dash:x", "@mon:x"}, []id.UserID{"@alice:x"}, nil)
+	// A user leaves the blacklist and a new always-send user arrives in the
+	// same change: everyone on always-send afterwards gains presence.
+	e.Apply(Update{Version: 2, RemoveBlacklist: []id.UserID{"@alice:x"}, AddAlwaysSend: []id.UserID{"@new:x"}, PushToAllAlwaysSend: true, PushTo: []id.UserID{"@ignored:x"}})
+	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}})
+	_, push, reset := e.Changes(context.Background(), ptr(1), time.Second)
+	if reset || !slices.Equal(push, []id.UserID{"@dash:x", "@mon:x", "@new:x"}) {
+		t.Errorf("push_to since 1 = %v (reset %v), want the always-send list after version 2", push, reset)
+	}
+}

@@ -59,6 +59,16 @@ type Change struct {
 	CreatedAt time.Time
 	Entries   []Entry     // only what really changed
 	PushTo    []id.UserID // users who gained presence they did not get before
+	// PushToAll is set only on a change that Apply returns when a user
+	// left the blacklist: everyone on always-send after the change gains
+	// presence. SQLite writes that list into the change row itself, and
+	// PushTo stays empty; the caller takes the list from its own copy of
+	// the rules rather than having it read back. Changes read from the
+	// database always carry the full PushTo.
+	PushToAll bool
+	// PushCount is how many users gain presence (len(PushTo), or the
+	// always-send list's size with PushToAll).
+	PushCount int
 }
 
 // Result says what Apply did.
@@ -77,13 +87,14 @@ const (
 	insertRuleQuery   = `INSERT INTO rule (list, user_id, version) VALUES ($1, $2, $3)`
 	deleteRuleQuery   = `DELETE FROM rule WHERE list=$1 AND user_id=$2`
 	insertEntryQuery  = `INSERT INTO change_entry (version, list, user_id, action) VALUES ($1, $2, $3, $4)`
-	alwaysSendQuery   = `SELECT user_id FROM rule WHERE list='always_send' ORDER BY user_id`
 	insertChangeQuery = `
 		INSERT INTO change (event_id, sender, command, reason, created_at)
 		VALUES ($1, $2, $3, $4, $5) RETURNING version`
-	setPushToQuery     = `UPDATE change SET push_to=$1 WHERE version=$2`
-	recentChangesQuery = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
-	historyQuery       = `
+	setPushToQuery       = `UPDATE change SET push_to=$1 WHERE version=$2`
+	setPushToAllQuery    = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
+	countAlwaysSendQuery = `SELECT COUNT(*) FROM rule WHERE list='always_send'`
+	recentChangesQuery   = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
+	historyQuery         = `
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
 		FROM change ORDER BY version DESC LIMIT $1`
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
@@ -224,20 +235,27 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		}
 		if unblacklisted {
 			// Everyone who always receives presence gains the presence of
-			// the users who left the blacklist.
-			if err = s.collectAlwaysSend(ctx, pushSet); err != nil {
-				return err
+			// the users who left the blacklist. SQLite writes that list
+			// itself: reading 10,000 rows into Go and encoding them back
+			// cost milliseconds.
+			if _, err = s.db.Exec(ctx, setPushToAllQuery, change.Version); err != nil {
+				return fmt.Errorf("failed to write push_to: %w", err)
 			}
-		} else {
-			// Users added and removed again in one change gain nothing.
-			for user := range pushSet {
-				var present bool
-				if err = s.db.QueryRow(ctx, ruleExistsQuery, AlwaysSend, user).Scan(&present); err != nil {
-					return fmt.Errorf("failed to read rule: %w", err)
-				}
-				if !present {
-					delete(pushSet, user)
-				}
+			if err = s.db.QueryRow(ctx, countAlwaysSendQuery).Scan(&change.PushCount); err != nil {
+				return fmt.Errorf("failed to count always-send users: %w", err)
+			}
+			change.PushToAll = true
+			res.Change = change
+			return nil
+		}
+		// Users added and removed again in one change gain nothing.
+		for user := range pushSet {
+			var present bool
+			if err = s.db.QueryRow(ctx, ruleExistsQuery, AlwaysSend, user).Scan(&present); err != nil {
+				return fmt.Errorf("failed to read rule: %w", err)
+			}
+			if !present {
+				delete(pushSet, user)
 			}
 		}
 		change.PushTo = make([]id.UserID, 0, len(pushSet))
@@ -245,6 +263,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 			change.PushTo = append(change.PushTo, user)
 		}
 		slices.Sort(change.PushTo)
+		change.PushCount = len(change.PushTo)
 		pushJSON, err := json.Marshal(change.PushTo)
 		if err != nil {
 			return fmt.Errorf("failed to encode push_to: %w", err)
@@ -259,22 +278,6 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		return Result{}, err
 	}
 	return res, nil
-}
-
-func (s *Store) collectAlwaysSend(ctx context.Context, into map[id.UserID]struct{}) error {
-	rows, err := s.db.Query(ctx, alwaysSendQuery)
-	if err != nil {
-		return fmt.Errorf("failed to read always-send list: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var user id.UserID
-		if err = rows.Scan(&user); err != nil {
-			return fmt.Errorf("failed to read always-send list: %w", err)
-		}
-		into[user] = struct{}{}
-	}
-	return rows.Err()
 }
 
 // FeedEntry is the part of a change the change feed needs.

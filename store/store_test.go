@@ -77,8 +77,19 @@ func TestStore_ApplyVersionsAndPushTo(t *testing.T) {
 			if res.Change == nil || res.Change.Version != tt.wantVersion {
 				t.Fatalf("change = %+v, want version %d", res.Change, tt.wantVersion)
 			}
-			if !slices.Equal(res.Change.PushTo, tt.wantPush) {
-				t.Errorf("push_to = %v, want %v", res.Change.PushTo, tt.wantPush)
+			if res.Change.PushCount != len(tt.wantPush) {
+				t.Errorf("push count = %d, want %d", res.Change.PushCount, len(tt.wantPush))
+			}
+			if !res.Change.PushToAll && !slices.Equal(res.Change.PushTo, tt.wantPush) {
+				t.Errorf("returned push_to = %v, want %v", res.Change.PushTo, tt.wantPush)
+			}
+			// What the feed serves, after a restart too, is what was stored.
+			stored, err := st.RecentChanges(ctx, 1)
+			if err != nil || len(stored) != 1 || stored[0].Version != tt.wantVersion {
+				t.Fatalf("stored change: %+v, %v", stored, err)
+			}
+			if !slices.Equal(stored[0].PushTo, tt.wantPush) {
+				t.Errorf("stored push_to = %v, want %v", stored[0].PushTo, tt.wantPush)
 			}
 		})
 	}
