@@ -49,6 +49,7 @@ type Bot struct {
 
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}
+	wakeCatchUp chan struct{}
 
 	lock        sync.RWMutex
 	controlRoom id.RoomID // set once the control room is resolved
@@ -81,6 +82,7 @@ func New(opts Options) *Bot {
 		started:     time.Now(),
 		wakeWorker:  make(chan struct{}, 1),
 		wakeConnect: make(chan struct{}, 1),
+		wakeCatchUp: make(chan struct{}, 1),
 	}
 	if room := id.RoomID(opts.Config.Bot.ControlRoom); len(room) > 0 && room[0] == '!' {
 		b.controlRoom = room
@@ -93,10 +95,14 @@ func New(opts Options) *Bot {
 func (b *Bot) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
-	b.done.Add(2)
+	b.done.Add(3)
 	go func() {
 		defer b.done.Done()
 		b.connectLoop(ctx)
+	}()
+	go func() {
+		defer b.done.Done()
+		b.catchUpLoop(ctx)
 	}()
 	go func() {
 		defer b.done.Done()
@@ -160,6 +166,7 @@ func (b *Bot) connectLoop(ctx context.Context) {
 				b.connected.Store(true)
 				b.metrics.setConnected(true)
 				signal(b.wakeWorker)
+				signal(b.wakeCatchUp)
 			} else if ctx.Err() == nil {
 				b.log.WithError(err).WithField("retry_in", backoff.String()).Warn("Not connected to the homeserver yet")
 				select {

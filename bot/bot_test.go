@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -52,6 +53,7 @@ type fakeHomeserver struct {
 	leaves   []string
 	userPL   map[id.UserID]int
 	failSend bool
+	timeline []map[string]any // the control room's /messages, newest first
 }
 
 func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -70,6 +72,12 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{}`)
 	case strings.Contains(path, "/appservice/") && strings.HasSuffix(path, "/ping"):
 		fmt.Fprint(w, `{"duration_ms":1}`)
+	case strings.HasSuffix(path, "/messages"):
+		chunk := hs.timeline
+		if chunk == nil {
+			chunk = []map[string]any{}
+		}
+		_ = json.NewEncoder(w).Encode(map[string]any{"chunk": chunk, "start": "s1"})
 	case strings.Contains(path, "/state/m.room.power_levels"):
 		pl := map[string]any{"users": hs.userPL, "users_default": 0}
 		_ = json.NewEncoder(w).Encode(pl)
@@ -450,5 +458,40 @@ func TestBot_EditsAndRedactionsOfOldCommandsChangeNothing(t *testing.T) {
 				t.Errorf("version %d, always-send %v: the %s changed the rules", tb.engine.Version(), alwaysSend, tt.name)
 			}
 		})
+	}
+}
+
+// A command Synapse never delivered is found in the control room's timeline
+// and applied once; commands from before the service started are not.
+func TestBot_CatchUpRecoversUndeliveredCommands(t *testing.T) {
+	oldInterval, oldGrace := catchUpInterval, catchUpGrace
+	catchUpInterval, catchUpGrace = 50*time.Millisecond, 0
+	t.Cleanup(func() { catchUpInterval, catchUpGrace = oldInterval, oldGrace })
+	tb := newTestBot(t, "", nil)
+	at := func(m map[string]any, ts time.Time) map[string]any {
+		m["origin_server_ts"] = ts.UnixMilli()
+		return m
+	}
+	tb.deliver(t, "t1", hsToken, at(message("$delivered", testAdmin, "!presence always-send add @one:test"), time.Now()))
+	tb.replies(t, 1)
+	missed := at(message("$missed", testAdmin, "!presence always-send add @two:test"), time.Now().Add(time.Second))
+	tb.hs.lock.Lock()
+	tb.hs.timeline = []map[string]any{
+		missed,
+		at(message("$delivered", testAdmin, "!presence always-send add @one:test"), time.Now()),
+		at(message("$ancient", testAdmin, "!presence always-send add @old:test"), time.Now().Add(-time.Hour)),
+		at(message("$chat", testAdmin, "hello"), time.Now()),
+	}
+	tb.hs.lock.Unlock()
+	tb.waitFor(t, "the missed command", func() bool { return tb.engine.Version() == 2 })
+	// Synapse delivering it after all changes nothing.
+	tb.deliver(t, "t2", hsToken, missed)
+	time.Sleep(200 * time.Millisecond)
+	_, alwaysSend, _ := tb.engine.Rules()
+	if tb.engine.Version() != 2 || !slices.Equal(alwaysSend, []id.UserID{"@one:test", "@two:test"}) {
+		t.Errorf("version %d, always-send %v: want the delivered and the missed command, once each, and not the ancient one", tb.engine.Version(), alwaysSend)
+	}
+	if n := len(tb.hs.events("m.room.message")); n != 2 {
+		t.Errorf("%d replies, want 2", n)
 	}
 }

@@ -6,6 +6,7 @@ import "github.com/prometheus/client_golang/prometheus"
 type Metrics struct {
 	commands  *prometheus.CounterVec
 	connected prometheus.Gauge
+	recovered prometheus.Counter
 }
 
 // NewMetrics registers the bot's series with reg.
@@ -19,11 +20,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "presence_router_bot_connected",
 			Help: "1 while the bot is registered and joined to the control room.",
 		}),
+		recovered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_router_commands_recovered_total",
+			Help: "Commands the homeserver did not deliver, found in the control room's timeline.",
+		}),
 	}
 	for _, result := range []string{resultOK, resultInvalid, resultRefused} {
 		m.commands.WithLabelValues(result)
 	}
-	reg.MustRegister(m.commands, m.connected)
+	reg.MustRegister(m.commands, m.connected, m.recovered)
 	return m
 }
 
@@ -41,5 +46,11 @@ func (m *Metrics) setConnected(connected bool) {
 		m.connected.Set(1)
 	} else {
 		m.connected.Set(0)
+	}
+}
+
+func (m *Metrics) countRecovered(n int) {
+	if m != nil {
+		m.recovered.Add(float64(n))
 	}
 }

@@ -13,8 +13,6 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
-
-	"github.com/presence-router/presence-router/store"
 )
 
 // MaxTransactionBytes is the largest appservice transaction body accepted.
@@ -66,17 +64,7 @@ func (b *Bot) HandleTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MNotJSON.WithMessage("Transaction body is not valid JSON").Write(w)
 		return
 	}
-	keep := make([]store.InboxEvent, 0, len(txn.Events))
-	for _, raw := range txn.Events {
-		var hdr eventHeader
-		if err = json.Unmarshal(raw, &hdr); err != nil || hdr.ID == "" {
-			log.Debug("Skipping an unreadable event in a transaction")
-			continue
-		}
-		if b.wanted(&hdr) {
-			keep = append(keep, store.InboxEvent{EventID: hdr.ID, RoomID: hdr.RoomID, Sender: hdr.Sender, JSON: raw})
-		}
-	}
+	keep := b.keepEvents(txn.Events)
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	added, err := b.store.Enqueue(ctx, keep)

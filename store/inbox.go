@@ -34,9 +34,10 @@ const (
 	unfinishedQuery = `
 		SELECT seq, event_id, room_id, sender, event_json, reply_json
 		FROM inbox WHERE state <> 'done' ORDER BY seq LIMIT $1`
-	markAppliedQuery = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
-	markDoneQuery    = `UPDATE inbox SET state='done' WHERE seq=$1`
-	inboxStatsQuery  = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
+	markAppliedQuery  = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
+	markDoneQuery     = `UPDATE inbox SET state='done' WHERE seq=$1`
+	inboxStatsQuery   = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
+	firstReceiptQuery = `SELECT MIN(received_at) FROM inbox`
 )
 
 // Enqueue stores events in one transaction. An event already stored (same
@@ -119,4 +120,18 @@ func (s *Store) Backlog(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("failed to count inbox: %w", err)
 	}
 	return n, nil
+}
+
+// FirstReceipt returns when the first event ever stored arrived; ok is false
+// while the inbox is empty. Commands older than that were never meant for
+// this service (they predate it), so catch-up reads never go further back.
+func (s *Store) FirstReceipt(ctx context.Context) (first time.Time, ok bool, err error) {
+	var ms sql.NullInt64
+	if err = s.db.QueryRow(ctx, firstReceiptQuery).Scan(&ms); err != nil {
+		return time.Time{}, false, fmt.Errorf("failed to read the inbox: %w", err)
+	}
+	if !ms.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMilli(ms.Int64), true, nil
 }
