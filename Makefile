@@ -49,6 +49,7 @@ bench: build venv
 	go test -run='^$$' -bench=. -benchmem ./router/
 	go run ./bench/load
 	go run ./bench/scale --binary $(BIN)
+	go test -run='^$$' -bench=ApplyOneChange -benchtime=50x ./store/
 	PR_SCALE=1 go test -count=1 -run TestScale_ListAndHistory -v ./bot/ | grep -E '^(scale:|--- |ok|FAIL|\s+\S+_test.go:)'
 	$(VENV_PY) bench/adapter_bench.py --cold $(BIN)
 	$(E2E_ENV) go test -tags 'e2e bench' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
