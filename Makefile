@@ -69,11 +69,16 @@ soak: build venv
 
 # Every fuzz target, starting from the seed corpora committed under
 # */testdata/fuzz (make fuzz FUZZTIME=5m for longer; 30 s each by default).
+# Go minimizes each new interesting input for up to -fuzzminimizetime (60 s
+# by default) and counts none of those executions until it is done, so a
+# short run could spend its whole budget minimizing, printing "0/sec".
 FUZZTIME ?= 30s
+FUZZMINIMIZETIME ?= 2s
+FUZZFLAGS = -run='^$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME)
 fuzz:
-	go test -run='^$$' -fuzz=FuzzParse -fuzztime=$(FUZZTIME) ./userid/
-	go test -run='^$$' -fuzz=FuzzParseCommand -fuzztime=$(FUZZTIME) ./bot/
-	go test -run='^$$' -fuzz=FuzzUsersForStatesDecode -fuzztime=$(FUZZTIME) ./router/
+	go test $(FUZZFLAGS) -fuzz=FuzzParse ./userid/
+	go test $(FUZZFLAGS) -fuzz=FuzzParseCommand ./bot/
+	go test $(FUZZFLAGS) -fuzz=FuzzUsersForStatesDecode ./router/
 
 # The short fuzz run of make test: 10 s per target.
 fuzz-smoke:

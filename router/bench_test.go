@@ -66,7 +66,9 @@ func BenchmarkHandler(b *testing.B) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"version":1,"all":false,"users":[]}`))
 	})
-	body := `{"states":[` + strings.TrimSuffix(strings.Repeat(`{"user_id":"@alice:example.org","state":"online"},`, 10), ",") + `]}`
+	body := func(n int) string {
+		return `{"states":[` + strings.TrimSuffix(strings.Repeat(`{"user_id":"@alice:example.org","state":"online"},`, n), ",") + `]}`
+	}
 	cases := []struct {
 		name    string
 		handler http.Handler
@@ -76,7 +78,8 @@ func BenchmarkHandler(b *testing.B) {
 	}{
 		{"bare", bare, "GET", "/", ""},
 		{"interested_users", h, "GET", Prefix + "interested_users?user_id=@dash0000001:example.org", ""},
-		{"users_for_states_10", h, "POST", Prefix + "users_for_states", body},
+		{"users_for_states_10", h, "POST", Prefix + "users_for_states", body(10)},
+		{"users_for_states_100", h, "POST", Prefix + "users_for_states", body(100)},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

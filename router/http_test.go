@@ -128,6 +128,7 @@ func TestDecodeStates_FastPathAgreesOrGivesUp(t *testing.T) {
 		{"the adapter's body", `{"states":[{"user_id":"@a:x","state":"online","status_msg":null,"last_active_ts":1}]}`, true},
 		{"unknown top-level fields", `{"v":{"nested":[1,2,{"x":"y"}]},"states":[]}`, true},
 		{"no states", `{"states":[]}`, true},
+		{"whitespace around every token", "{ \"states\" : [ { \"state\" : \"online\" ,\n\t\"user_id\" : \"@a:x\" } , {\"user_id\":\"@bob:y\"} ] }", true},
 		{"a name in another case", `{"states":[{"USER_ID":"@a:x"}]}`, false},
 		{"both cases of a name", `{"states":[{"user_id":"@a:x","User_Id":"@b:x"}]}`, false},
 		{"an escaped name", `{"st\u0061tes":[{"user_id":"@a:x"}]}`, false},

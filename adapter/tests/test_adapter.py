@@ -135,6 +135,39 @@ def test_users_for_states_routes_and_caches(setup: Any) -> None:
     assert len(routing.requests) == n + 1, "a miss fetches only what is missing, in one request"
 
 
+def test_one_state_from_a_warm_cache_answers_like_a_batch(setup: Any) -> None:
+    adapter, _, routing = setup
+    routing.always_send = {"@dash:x", "@mon:x"}
+    routing.blacklist = {"@alice:x"}
+    run(adapter.get_users_for_states([State("@alice:x"), State("@bob:x")]))
+    n = len(routing.requests)
+    bob, alice = State("@bob:x"), State("@alice:x")
+    assert run(adapter.get_users_for_states([bob])) == {"@dash:x": {bob}, "@mon:x": {bob}}
+    assert run(adapter.get_users_for_states([alice])) == {"@dash:x": set(), "@mon:x": set()}
+    assert run(adapter.get_users_for_states(iter([bob]))) == {"@dash:x": {bob}, "@mon:x": {bob}}
+    assert len(routing.requests) == n, "a warm cache makes no request"
+
+
+def test_one_state_routed_to_some_keys_only(setup: Any) -> None:
+    adapter, _, _ = setup
+
+    async def two_routes(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        users = [s["user_id"] for s in payload["states"]]
+        return {
+            "version": 1,
+            "routes": [
+                {"users": ["@a:x"], "states": [i for i, u in enumerate(users) if u == "@bob:x"]},
+                {"users": ["@a:x", "@b:x"], "states": [i for i, u in enumerate(users) if u == "@carol:x"]},
+            ],
+        }
+
+    adapter._request = two_routes  # type: ignore[method-assign]
+    bob, carol = State("@bob:x"), State("@carol:x")
+    assert run(adapter.get_users_for_states([bob, carol])) == {"@a:x": {bob, carol}, "@b:x": {carol}}
+    assert run(adapter.get_users_for_states([bob])) == {"@a:x": {bob}, "@b:x": set()}
+    assert run(adapter.get_users_for_states([carol])) == {"@a:x": {carol}, "@b:x": {carol}}
+
+
 def test_all_users_are_keys_even_when_nothing_routes(setup: Any) -> None:
     adapter, _, routing = setup
     routing.blacklist = {"@alice:x"}
