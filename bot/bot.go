@@ -46,6 +46,7 @@ type Bot struct {
 	botID       id.UserID
 	admins      map[id.UserID]struct{}
 	started     time.Time
+	caughtUpTo  time.Time // the timeline was read up to here (catchUpLoop only)
 
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}

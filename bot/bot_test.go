@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -54,6 +55,7 @@ type fakeHomeserver struct {
 	userPL   map[id.UserID]int
 	failSend bool
 	timeline []map[string]any // the control room's /messages, newest first
+	pages    int              // /messages requests answered
 }
 
 func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -73,11 +75,16 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.Contains(path, "/appservice/") && strings.HasSuffix(path, "/ping"):
 		fmt.Fprint(w, `{"duration_ms":1}`)
 	case strings.HasSuffix(path, "/messages"):
-		chunk := hs.timeline
-		if chunk == nil {
-			chunk = []map[string]any{}
+		// Paginated like Synapse: "end" is absent at the start of the room.
+		hs.pages++
+		offset, _ := strconv.Atoi(r.URL.Query().Get("from"))
+		limit, _ := strconv.Atoi(r.URL.Query().Get("limit"))
+		offset, end := min(offset, len(hs.timeline)), min(offset+limit, len(hs.timeline))
+		resp := map[string]any{"chunk": append([]map[string]any{}, hs.timeline[offset:end]...), "start": strconv.Itoa(offset)}
+		if end < len(hs.timeline) {
+			resp["end"] = strconv.Itoa(end)
 		}
-		_ = json.NewEncoder(w).Encode(map[string]any{"chunk": chunk, "start": "s1"})
+		_ = json.NewEncoder(w).Encode(resp)
 	case strings.Contains(path, "/state/m.room.power_levels"):
 		pl := map[string]any{"users": hs.userPL, "users_default": 0}
 		_ = json.NewEncoder(w).Encode(pl)
@@ -463,6 +470,54 @@ func TestBot_EditsAndRedactionsOfOldCommandsChangeNothing(t *testing.T) {
 
 // A command Synapse never delivered is found in the control room's timeline
 // and applied once; commands from before the service started are not.
+// A missed command behind more than a page of newer events is still found,
+// and each catch-up reads only what is new since the previous one.
+func TestBot_CatchUpPagesBackToThePreviousRead(t *testing.T) {
+	old := []any{catchUpInterval, catchUpGrace, catchUpPage}
+	catchUpInterval, catchUpGrace, catchUpPage = 100*time.Millisecond, 0, 10
+	t.Cleanup(func() {
+		catchUpInterval, catchUpGrace, catchUpPage = old[0].(time.Duration), old[1].(time.Duration), old[2].(int)
+	})
+	tb := newTestBot(t, "", nil)
+	tb.deliver(t, "t1", hsToken, message("$delivered", testAdmin, "!presence always-send add @one:test"))
+	tb.replies(t, 1)
+	tb.waitFor(t, "a first catch-up", func() bool {
+		tb.hs.lock.Lock()
+		defer tb.hs.lock.Unlock()
+		return tb.hs.pages > 0
+	})
+	// Synapse did not deliver a command, and 35 chat messages followed it.
+	now := time.Now()
+	timeline := make([]map[string]any, 0, 40)
+	for i := range 35 {
+		chat := message(fmt.Sprintf("$chat%d", i), testAdmin, "hello")
+		chat["origin_server_ts"] = now.Add(time.Duration(35-i) * time.Millisecond).UnixMilli()
+		timeline = append(timeline, chat)
+	}
+	missed := message("$missed", testAdmin, "!presence always-send add @two:test")
+	missed["origin_server_ts"] = now.UnixMilli() // after the first catch-up
+	timeline = append(timeline, missed)
+	tb.hs.lock.Lock()
+	tb.hs.timeline = timeline
+	tb.hs.lock.Unlock()
+	tb.waitFor(t, "the missed command", func() bool { return tb.engine.Version() == 2 })
+
+	// Later catch-ups read one page each: nothing before the last read.
+	tb.hs.lock.Lock()
+	tb.hs.pages = 0
+	tb.hs.lock.Unlock()
+	time.Sleep(5 * catchUpInterval)
+	tb.hs.lock.Lock()
+	pages := tb.hs.pages
+	tb.hs.lock.Unlock()
+	if pages < 2 || pages > 6 {
+		t.Errorf("%d pages read in %d catch-ups, want one each", pages, 5)
+	}
+	if v := tb.engine.Version(); v != 2 {
+		t.Errorf("version %d, want 2", v)
+	}
+}
+
 func TestBot_CatchUpRecoversUndeliveredCommands(t *testing.T) {
 	oldInterval, oldGrace := catchUpInterval, catchUpGrace
 	catchUpInterval, catchUpGrace = 50*time.Millisecond, 0

@@ -4,9 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
+	"strconv"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/store"
 )
@@ -24,11 +28,17 @@ var (
 	// catchUpGrace leaves recent events to normal delivery, so that catch-up
 	// does not race the transaction that is already on its way.
 	catchUpGrace = 5 * time.Second
-	// catchUpLimit is how many recent events are read each time.
-	catchUpLimit = 50
+	// catchUpPage is how many events one /messages request asks for.
+	catchUpPage = 100
+	// catchUpMaxEvents bounds one catch-up's reading of a busy room.
+	catchUpMaxEvents = 2000
+	// catchUpRestartSlack widens the first catch-up after a restart, which
+	// begins before the last event the previous run received.
+	catchUpRestartSlack = time.Minute
 )
 
 // catchUpLoop runs catchUp after each connect and every catchUpInterval.
+// It is the only reader and writer of b.caughtUpTo.
 func (b *Bot) catchUpLoop(ctx context.Context) {
 	ticker := time.NewTicker(catchUpInterval)
 	defer ticker.Stop()
@@ -48,8 +58,11 @@ func (b *Bot) catchUpLoop(ctx context.Context) {
 	}
 }
 
-// catchUp stores the commands of the control room's recent timeline that
-// the homeserver did not deliver.
+// catchUp stores the commands of the control room's timeline that the
+// homeserver did not deliver. Each read goes back to where the previous one
+// ended (less the grace); the first after a start goes back to before the
+// last event the previous run received, which covers that run's last
+// interval.
 func (b *Bot) catchUp(ctx context.Context) error {
 	room := b.ControlRoom()
 	if room == "" {
@@ -59,54 +72,93 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	// it and are never applied; on a fresh install, neither are those from
 	// before this start.
 	horizon := b.started
-	first, ok, err := b.store.FirstReceipt(ctx)
+	first, last, ok, err := b.store.Receipts(ctx)
 	if err != nil {
 		return err
 	}
 	if ok && first.Before(horizon) {
 		horizon = first
 	}
+	from := horizon
+	if !b.caughtUpTo.IsZero() {
+		from = b.caughtUpTo.Add(-catchUpGrace)
+	} else if ok {
+		from = last.Add(-catchUpInterval - catchUpGrace - catchUpRestartSlack)
+	}
+	if from.Before(horizon) {
+		from = horizon
+	}
+	until := time.Now().Add(-catchUpGrace)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	cli := b.as.BotClient()
-	url := cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", room, "messages"},
-		map[string]string{"dir": "b", "limit": fmt.Sprint(catchUpLimit)})
-	var resp struct {
-		Chunk []json.RawMessage `json:"chunk"`
+	candidates, complete, err := b.readTimeline(ctx, room, from, until)
+	if err != nil {
+		return err
 	}
-	if _, err = cli.MakeRequest(ctx, "GET", url, nil, &resp); err != nil {
-		return fmt.Errorf("failed to read the control room's timeline: %w", err)
-	}
-	cutoff := time.Now().Add(-catchUpGrace)
-	var candidates []json.RawMessage
-	for _, raw := range resp.Chunk {
-		var ts struct {
-			OriginServerTS int64 `json:"origin_server_ts"`
-		}
-		if json.Unmarshal(raw, &ts) != nil {
-			continue
-		}
-		sent := time.UnixMilli(ts.OriginServerTS)
-		if sent.Before(horizon) || sent.After(cutoff) {
-			continue
-		}
-		candidates = append(candidates, raw)
-	}
-	// Oldest first, so that recovered commands keep their order.
-	for i, j := 0, len(candidates)-1; i < j; i, j = i+1, j-1 {
-		candidates[i], candidates[j] = candidates[j], candidates[i]
+	if !complete {
+		b.log.WithFields(logrus.Fields{"since": from.UTC().Format(time.RFC3339), "events": catchUpMaxEvents}).
+			Warn("The control room's timeline since the last catch-up is longer than one catch-up reads; older undelivered commands, if any, were not recovered")
 	}
 	keep := b.keepEvents(candidates)
 	added, err := b.store.Enqueue(ctx, keep)
 	if err != nil {
 		return err
 	}
+	b.caughtUpTo = until
 	if added > 0 {
 		b.log.WithField("commands", added).Warn("Recovered commands the homeserver had not delivered (read from the control room's timeline)")
 		b.metrics.countRecovered(added)
 		signal(b.wakeWorker)
 	}
 	return nil
+}
+
+// readTimeline pages back through room's timeline until an event sent
+// before from, the start of the room, or catchUpMaxEvents (complete is then
+// false). It returns the events sent between from and until, oldest first,
+// so that recovered commands keep their order.
+func (b *Bot) readTimeline(ctx context.Context, room id.RoomID, from, until time.Time) (events []json.RawMessage, complete bool, err error) {
+	cli := b.as.BotClient()
+	token := ""
+	for read := 0; read < catchUpMaxEvents; {
+		query := map[string]string{"dir": "b", "limit": strconv.Itoa(catchUpPage)}
+		if token != "" {
+			query["from"] = token
+		}
+		url := cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", room, "messages"}, query)
+		var resp struct {
+			Chunk []json.RawMessage `json:"chunk"`
+			End   string            `json:"end"`
+		}
+		if _, err = cli.MakeRequest(ctx, "GET", url, nil, &resp); err != nil {
+			return nil, false, fmt.Errorf("failed to read the control room's timeline: %w", err)
+		}
+		read += len(resp.Chunk)
+		reachedFrom := false
+		for _, raw := range resp.Chunk {
+			var ts struct {
+				OriginServerTS int64 `json:"origin_server_ts"`
+			}
+			if json.Unmarshal(raw, &ts) != nil {
+				continue
+			}
+			// Timestamps are not strictly ordered, so the rest of the page
+			// is still read once an older event is seen.
+			sent := time.UnixMilli(ts.OriginServerTS)
+			if sent.Before(from) {
+				reachedFrom = true
+			} else if !sent.After(until) {
+				events = append(events, raw)
+			}
+		}
+		if reachedFrom || resp.End == "" || len(resp.Chunk) == 0 {
+			complete = true
+			break
+		}
+		token = resp.End
+	}
+	slices.Reverse(events)
+	return events, complete, nil
 }
 
 // keepEvents returns the events worth storing, from a transaction or a

@@ -34,10 +34,10 @@ const (
 	unfinishedQuery = `
 		SELECT seq, event_id, room_id, sender, event_json, reply_json
 		FROM inbox WHERE state <> 'done' ORDER BY seq LIMIT $1`
-	markAppliedQuery  = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
-	markDoneQuery     = `UPDATE inbox SET state='done' WHERE seq=$1`
-	inboxStatsQuery   = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
-	firstReceiptQuery = `SELECT MIN(received_at) FROM inbox`
+	markAppliedQuery = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
+	markDoneQuery    = `UPDATE inbox SET state='done' WHERE seq=$1`
+	inboxStatsQuery  = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
+	receiptsQuery    = `SELECT MIN(received_at), MAX(received_at) FROM inbox`
 )
 
 // Enqueue stores events in one transaction. An event already stored (same
@@ -122,16 +122,18 @@ func (s *Store) Backlog(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// FirstReceipt returns when the first event ever stored arrived; ok is false
-// while the inbox is empty. Commands older than that were never meant for
-// this service (they predate it), so catch-up reads never go further back.
-func (s *Store) FirstReceipt(ctx context.Context) (first time.Time, ok bool, err error) {
-	var ms sql.NullInt64
-	if err = s.db.QueryRow(ctx, firstReceiptQuery).Scan(&ms); err != nil {
-		return time.Time{}, false, fmt.Errorf("failed to read the inbox: %w", err)
+// Receipts returns when the first and the last event ever stored arrived;
+// ok is false while the inbox is empty. Commands older than the first were
+// never meant for this service (they predate it), so catch-up reads never
+// go further back; the last says where a restarted service's catch-up must
+// begin.
+func (s *Store) Receipts(ctx context.Context) (first, last time.Time, ok bool, err error) {
+	var minMS, maxMS sql.NullInt64
+	if err = s.db.QueryRow(ctx, receiptsQuery).Scan(&minMS, &maxMS); err != nil {
+		return time.Time{}, time.Time{}, false, fmt.Errorf("failed to read the inbox: %w", err)
 	}
-	if !ms.Valid {
-		return time.Time{}, false, nil
+	if !minMS.Valid || !maxMS.Valid {
+		return time.Time{}, time.Time{}, false, nil
 	}
-	return time.UnixMilli(ms.Int64), true, nil
+	return time.UnixMilli(minMS.Int64), time.UnixMilli(maxMS.Int64), true, nil
 }

@@ -182,6 +182,25 @@ func TestStore_InboxStoresEachEventOnce(t *testing.T) {
 	}
 }
 
+func TestStore_ReceiptsSpanTheInbox(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	if _, _, ok, err := st.Receipts(ctx); err != nil || ok {
+		t.Fatalf("empty inbox: ok %v, %v", ok, err)
+	}
+	before := time.Now().Add(-time.Millisecond)
+	for _, eventID := range []id.EventID{"$1", "$2"} {
+		if _, err := st.Enqueue(ctx, []InboxEvent{{EventID: eventID, RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	first, last, ok, err := st.Receipts(ctx)
+	if err != nil || !ok || first.Before(before) || !last.After(first) || last.After(time.Now()) {
+		t.Fatalf("receipts %v..%v (ok %v, %v), want two ordered times after %v", first, last, ok, err, before)
+	}
+}
+
 func TestStore_FailedTransactionLeavesNothing(t *testing.T) {
 	st, _ := openTemp(t)
 	ctx := context.Background()
