@@ -56,6 +56,12 @@ type fakeHomeserver struct {
 	failSend bool
 	timeline []map[string]any // the control room's /messages, newest first
 	pages    int              // /messages requests answered
+	// failMessages makes /messages fail, as while Synapse is busy.
+	failMessages bool
+}
+
+func newFakeHomeserver(t *testing.T) *fakeHomeserver {
+	return &fakeHomeserver{t: t, txnSeen: map[string]bool{}, userPL: map[id.UserID]int{testMod: 50}}
 }
 
 func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +81,11 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.Contains(path, "/appservice/") && strings.HasSuffix(path, "/ping"):
 		fmt.Fprint(w, `{"duration_ms":1}`)
 	case strings.HasSuffix(path, "/messages"):
+		if hs.failMessages {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"busy"}`)
+			return
+		}
 		// Paginated like Synapse: "end" is absent at the start of the room.
 		hs.pages++
 		offset, _ := strconv.Atoi(r.URL.Query().Get("from"))
@@ -130,7 +141,12 @@ type testBot struct {
 
 func newTestBot(t *testing.T, dbPath string, adminPL *int) *testBot {
 	t.Helper()
-	hs := &fakeHomeserver{t: t, txnSeen: map[string]bool{}, userPL: map[id.UserID]int{testMod: 50}}
+	return newTestBotWith(t, dbPath, adminPL, newFakeHomeserver(t))
+}
+
+// newTestBotWith starts a bot against hs, prepared by the caller.
+func newTestBotWith(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver) *testBot {
+	t.Helper()
 	srv := httptest.NewServer(hs)
 	t.Cleanup(srv.Close)
 	if dbPath == "" {
@@ -515,6 +531,39 @@ func TestBot_CatchUpPagesBackToThePreviousRead(t *testing.T) {
 	}
 	if v := tb.engine.Version(); v != 2 {
 		t.Errorf("version %d, want 2", v)
+	}
+}
+
+// After a restart, catch-up begins before the last event the previous run
+// received, not at what the new run has received since.
+func TestBot_CatchUpAfterRestartCoversThePreviousRun(t *testing.T) {
+	old := []time.Duration{catchUpInterval, catchUpGrace, catchUpRestartSlack}
+	catchUpInterval, catchUpGrace, catchUpRestartSlack = 100*time.Millisecond, 0, 0
+	t.Cleanup(func() { catchUpInterval, catchUpGrace, catchUpRestartSlack = old[0], old[1], old[2] })
+	previous := newTestBot(t, "", nil)
+	previous.deliver(t, "t1", hsToken, message("$before", testAdmin, "!presence always-send add @one:test"))
+	previous.replies(t, 1)
+	// A command sent just as the previous run stopped was never delivered.
+	missed := message("$missed", testAdmin, "!presence always-send add @two:test")
+	missed["origin_server_ts"] = time.Now().UnixMilli()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	previous.Stop(ctx)
+	cancel()
+	_ = previous.store.Close()
+	time.Sleep(500 * time.Millisecond) // down for a while
+
+	hs := newFakeHomeserver(t)
+	hs.timeline, hs.failMessages = []map[string]any{missed}, true
+	tb := newTestBotWith(t, previous.dbPath, nil, hs)
+	// The new run receives a command before its first catch-up succeeds.
+	tb.deliver(t, "t2", hsToken, message("$after", testAdmin, "!presence always-send add @three:test"))
+	tb.waitFor(t, "the command after the restart", func() bool { return tb.engine.Version() == 2 })
+	hs.lock.Lock()
+	hs.failMessages = false
+	hs.lock.Unlock()
+	tb.waitFor(t, "the command missed before the restart", func() bool { return tb.engine.Version() == 3 })
+	if _, alwaysSend, _ := tb.engine.Rules(); !slices.Equal(alwaysSend, []id.UserID{"@one:test", "@three:test", "@two:test"}) {
+		t.Errorf("always-send %v", alwaysSend)
 	}
 }
 

@@ -72,7 +72,7 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	// it and are never applied; on a fresh install, neither are those from
 	// before this start.
 	horizon := b.started
-	first, last, ok, err := b.store.Receipts(ctx)
+	first, ok, err := b.store.FirstReceipt(ctx)
 	if err != nil {
 		return err
 	}
@@ -82,6 +82,8 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	from := horizon
 	if !b.caughtUpTo.IsZero() {
 		from = b.caughtUpTo.Add(-catchUpGrace)
+	} else if last, ok, err := b.store.LastReceiptBefore(ctx, b.started); err != nil {
+		return err
 	} else if ok {
 		from = last.Add(-catchUpInterval - catchUpGrace - catchUpRestartSlack)
 	}

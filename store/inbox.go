@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -37,7 +38,10 @@ const (
 	markAppliedQuery = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
 	markDoneQuery    = `UPDATE inbox SET state='done' WHERE seq=$1`
 	inboxStatsQuery  = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
-	receiptsQuery    = `SELECT MIN(received_at), MAX(received_at) FROM inbox`
+	// By seq (the rowid), which follows arrival, rather than MIN/MAX over
+	// the whole inbox: both read a row or a few, however long the inbox.
+	firstReceiptQuery = `SELECT received_at FROM inbox ORDER BY seq LIMIT 1`
+	lastReceiptQuery  = `SELECT received_at FROM inbox WHERE received_at < $1 ORDER BY seq DESC LIMIT 1`
 )
 
 // Enqueue stores events in one transaction. An event already stored (same
@@ -122,18 +126,27 @@ func (s *Store) Backlog(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Receipts returns when the first and the last event ever stored arrived;
-// ok is false while the inbox is empty. Commands older than the first were
-// never meant for this service (they predate it), so catch-up reads never
-// go further back; the last says where a restarted service's catch-up must
-// begin.
-func (s *Store) Receipts(ctx context.Context) (first, last time.Time, ok bool, err error) {
-	var minMS, maxMS sql.NullInt64
-	if err = s.db.QueryRow(ctx, receiptsQuery).Scan(&minMS, &maxMS); err != nil {
-		return time.Time{}, time.Time{}, false, fmt.Errorf("failed to read the inbox: %w", err)
+// FirstReceipt returns when the first event ever stored arrived; ok is false
+// while the inbox is empty. Commands older than that were never meant for
+// this service (they predate it), so catch-up reads never go further back.
+func (s *Store) FirstReceipt(ctx context.Context) (first time.Time, ok bool, err error) {
+	return s.receipt(ctx, firstReceiptQuery)
+}
+
+// LastReceiptBefore returns when the last event stored before t arrived; ok
+// is false if there is none. A restarted service's first catch-up begins
+// there, as the previous run's catch-up may not have read that far.
+func (s *Store) LastReceiptBefore(ctx context.Context, t time.Time) (last time.Time, ok bool, err error) {
+	return s.receipt(ctx, lastReceiptQuery, t.UnixMilli())
+}
+
+func (s *Store) receipt(ctx context.Context, query string, args ...any) (time.Time, bool, error) {
+	var ms int64
+	err := s.db.QueryRow(ctx, query, args...).Scan(&ms)
+	if errors.Is(err, sql.ErrNoRows) {
+		return time.Time{}, false, nil
+	} else if err != nil {
+		return time.Time{}, false, fmt.Errorf("failed to read the inbox: %w", err)
 	}
-	if !minMS.Valid || !maxMS.Valid {
-		return time.Time{}, time.Time{}, false, nil
-	}
-	return time.UnixMilli(minMS.Int64), time.UnixMilli(maxMS.Int64), true, nil
+	return time.UnixMilli(ms), true, nil
 }

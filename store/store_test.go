@@ -182,22 +182,30 @@ func TestStore_InboxStoresEachEventOnce(t *testing.T) {
 	}
 }
 
-func TestStore_ReceiptsSpanTheInbox(t *testing.T) {
+func TestStore_ReceiptsBoundCatchUp(t *testing.T) {
 	st, _ := openTemp(t)
 	ctx := context.Background()
-	if _, _, ok, err := st.Receipts(ctx); err != nil || ok {
+	if _, ok, err := st.FirstReceipt(ctx); err != nil || ok {
 		t.Fatalf("empty inbox: ok %v, %v", ok, err)
 	}
-	before := time.Now().Add(-time.Millisecond)
-	for _, eventID := range []id.EventID{"$1", "$2"} {
+	var times []time.Time
+	for _, eventID := range []id.EventID{"$1", "$2", "$3"} {
 		if _, err := st.Enqueue(ctx, []InboxEvent{{EventID: eventID, RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{}`)}}); err != nil {
 			t.Fatal(err)
 		}
+		times = append(times, time.Now())
 		time.Sleep(5 * time.Millisecond)
 	}
-	first, last, ok, err := st.Receipts(ctx)
-	if err != nil || !ok || first.Before(before) || !last.After(first) || last.After(time.Now()) {
-		t.Fatalf("receipts %v..%v (ok %v, %v), want two ordered times after %v", first, last, ok, err, before)
+	first, ok, err := st.FirstReceipt(ctx)
+	if err != nil || !ok || first.After(times[0]) || !first.After(times[0].Add(-5*time.Millisecond)) {
+		t.Errorf("first receipt %v (ok %v, %v), want the first event's %v", first, ok, err, times[0])
+	}
+	last, ok, err := st.LastReceiptBefore(ctx, times[1].Add(time.Millisecond))
+	if err != nil || !ok || last.After(times[1]) || !last.After(times[0]) {
+		t.Errorf("last receipt before the third event: %v (ok %v, %v), want the second event's %v", last, ok, err, times[1])
+	}
+	if _, ok, _ = st.LastReceiptBefore(ctx, times[0].Add(-time.Second)); ok {
+		t.Error("a receipt before the first event")
 	}
 }
 
