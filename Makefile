@@ -15,12 +15,15 @@ all: build
 build:
 	go build -o $(BIN) .
 
-# A Python venv with Synapse, pytest and the adapter (editable).
+# A Python venv with Synapse, the adapter (editable) and the adapter's test
+# tools (pytest, mypy). Rebuilt when the Makefile or the adapter's
+# pyproject.toml changes; pip skips what is already installed.
+MYPY_VERSION = 1.13.0
 venv: $(VENV)/.stamp
-$(VENV)/.stamp: adapter/pyproject.toml
+$(VENV)/.stamp: adapter/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet --upgrade pip
-	$(VENV_PY) -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)" pytest
+	$(VENV_PY) -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)" pytest "mypy==$(MYPY_VERSION)"
 	$(VENV_PY) -m pip install --quiet -e ./adapter
 	touch $@
 
@@ -34,6 +37,7 @@ unit:
 	go test -race -count=1 ./...
 
 adapter-test: venv
+	$(VENV_PY) -m mypy --strict adapter/presence_router_adapter
 	$(VENV_PY) -m pytest -q adapter/tests
 
 e2e: build venv

@@ -63,7 +63,7 @@ class _StatsCollector:
         return [calls, cache]
 
 
-REGISTRY.register(_StatsCollector())  # type: ignore[arg-type]
+REGISTRY.register(_StatsCollector())
 ERRORS = Counter("presence_router_adapter_request_errors_total", "Failed routing API requests", ["endpoint"])
 VERSION = Gauge("presence_router_adapter_version", "Rules version the cache holds")
 LAG = Gauge(
@@ -213,7 +213,7 @@ class PresenceRouterAdapter:
                 STATS.ufs_hits += 1
                 if dests is cache.keys:
                     return dict.fromkeys(dests, set(states))
-                result = dict.fromkeys(cache.keys, set())
+                result: dict[str, set[Any]] = dict.fromkeys(cache.keys, set())
                 if dests:
                     routed = set(states)
                     for user in dests:
@@ -335,7 +335,10 @@ class PresenceRouterAdapter:
     async def _request(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
         import treq  # imported late so unit tests can run without a reactor
 
-        headers = {"Authorization": [f"Bearer {self._config.token}"], "Content-Type": ["application/json"]}
+        headers: dict[bytes | str, list[bytes | str]] = {
+            "Authorization": [f"Bearer {self._config.token}"],
+            "Content-Type": ["application/json"],
+        }
         data = json.dumps(payload).encode() if payload is not None else None
         try:
             resp = await treq.request(
@@ -375,7 +378,7 @@ class PresenceRouterAdapter:
         except ImportError:  # pragma: no cover
             return
         self._since: int | None = None
-        reactor.callWhenRunning(  # type: ignore[attr-defined]
+        reactor.callWhenRunning(
             self._api.run_as_background_process, "presence_router_adapter_changes", self._poll_forever
         )
 
