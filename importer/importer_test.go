@@ -23,6 +23,16 @@ func writeYAML(t *testing.T, text string) string {
 	return path
 }
 
+func openStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "pr.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return st
+}
+
 func TestRead_FindsTheStockRouterLists(t *testing.T) {
 	tests := []struct {
 		name           string
@@ -121,11 +131,7 @@ func TestRead_RejectsWholeFileOnAnyBadEntry(t *testing.T) {
 
 func TestImport_AddsOnceAndReportsWhatWasAlreadyThere(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "pr.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	path := writeYAML(t, "presence:\n  presence_router:\n    config:\n      always_send_to_users: [\"@dash:example.org\"]\n      blacklisted_users: [\"@ceo:example.org\"]\n")
 
 	first, err := Import(ctx, st, path)
@@ -164,11 +170,7 @@ func TestImport_AddsOnceAndReportsWhatWasAlreadyThere(t *testing.T) {
 
 func TestImport_EmptyListsChangeNothing(t *testing.T) {
 	ctx := context.Background()
-	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "pr.db"), zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
+	st := openStore(t)
 	path := writeYAML(t, "presence:\n  presence_router:\n    config:\n      always_send_to_users: []\n      blacklisted_users: []\n")
 	if _, err := Import(ctx, st, path); err == nil || !strings.Contains(err.Error(), "the lists are empty") {
 		t.Fatalf("err = %v", err)
