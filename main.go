@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/sirupsen/logrus"
 	flag "github.com/spf13/pflag"
+	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix/appservice"
 
 	"github.com/presence-router/presence-router/bot"
@@ -50,6 +51,38 @@ func newFlags(fs *flag.FlagSet) cliFlags {
 		registrationPath: fs.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration."),
 		importPath:       fs.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit."),
 		showVersion:      fs.Bool("version", false, "Print the version and exit."),
+	}
+}
+
+// serverTimeouts bound how long a connection may hold a listener's
+// resources.
+type serverTimeouts struct {
+	// ReadHeader and Read bound reading a request's headers and all of it.
+	ReadHeader, Read time.Duration
+	// Write bounds writing the answer, counted from the end of the request's
+	// headers: above the change feed's longest poll (60 s).
+	Write time.Duration
+	// Idle closes a kept-alive connection that sends no new request.
+	Idle time.Duration
+}
+
+var defaultServerTimeouts = serverTimeouts{
+	ReadHeader: 10 * time.Second,
+	Read:       30 * time.Second,
+	Write:      router.MaxPollTimeout + 30*time.Second,
+	Idle:       90 * time.Second,
+}
+
+// newHTTPServer returns a server for handler whose requests' contexts derive
+// from base (cancelled at shutdown, so that long polls end at once).
+func newHTTPServer(handler http.Handler, base context.Context, t serverTimeouts) *http.Server {
+	return &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: t.ReadHeader,
+		ReadTimeout:       t.Read,
+		WriteTimeout:      t.Write,
+		IdleTimeout:       t.Idle,
+		BaseContext:       func(net.Listener) context.Context { return base },
 	}
 }
 
@@ -89,31 +122,31 @@ func versionString() string {
 	return Version
 }
 
-// loadConfig loads and validates the config and sets up logging.
-func loadConfig(path string) (*config.Config, *logrus.Logger, error) {
+// loadConfig loads and validates the config, reads the router token (once:
+// an unreadable router.token_file stops the start) and sets up logging.
+func loadConfig(path string) (*config.Config, *logrus.Logger, string, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	if err = cfg.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("invalid config %s: %w", path, err)
+		return nil, nil, "", fmt.Errorf("invalid config %s: %w", path, err)
+	}
+	token, err := cfg.RouterToken()
+	if err != nil {
+		return nil, nil, "", fmt.Errorf("invalid config %s: %w", path, err)
 	}
 	log, err := logging.New(os.Stderr, cfg.Logging.Level, cfg.Logging.Format)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, "", err
 	}
 	redactor := logging.Redact(log)
-	redactor.Add(cfg.Appservice.ASToken, cfg.Appservice.HSToken)
-	token, err := cfg.RouterToken()
-	if err != nil {
-		return nil, nil, err
-	}
-	redactor.Add(token)
-	return cfg, log, nil
+	redactor.Add(cfg.Appservice.ASToken, cfg.Appservice.HSToken, token)
+	return cfg, log, token, nil
 }
 
 func runImport(configPath, homeserverYAML string) error {
-	cfg, log, err := loadConfig(configPath)
+	cfg, log, _, err := loadConfig(configPath)
 	if err != nil {
 		return err
 	}
@@ -132,13 +165,12 @@ func runImport(configPath, homeserverYAML string) error {
 }
 
 func run(configPath string) error {
-	cfg, log, err := loadConfig(configPath)
+	cfg, log, routerToken, err := loadConfig(configPath)
 	if err != nil {
 		return err
 	}
 	log.WithField("version", versionString()).Info("Starting presence-router")
 	zlog := logging.Zerolog(log)
-	routerToken, _ := cfg.RouterToken()
 
 	ctx := context.Background()
 	st, err := store.Open(ctx, cfg.Database.Path, zlog)
@@ -191,16 +223,19 @@ func run(configPath string) error {
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.HandleTransaction)
 	mux.HandleFunc("GET /_matrix/mau/live", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"ok": true})
 	})
 	mux.HandleFunc("GET /_matrix/mau/ready", func(w http.ResponseWriter, r *http.Request) {
 		pingCtx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := st.Ping(pingCtx); err != nil {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "store": err.Error()})
+			exhttp.WriteJSONResponse(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "store": err.Error()})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "version": engine.Version(), "bot_connected": b.Connected()})
+		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{
+			"ok": true, "version": engine.Version(), "bot_connected": b.Connected(),
+			"control_room": b.ControlRoom(), "problems": b.Problems(),
+		})
 	})
 	mux.Handle("/", as.Router)
 
@@ -213,11 +248,7 @@ func run(configPath string) error {
 		if err != nil {
 			return fmt.Errorf("%s: failed to listen for the %s on %s: %w", key, what, addr, err)
 		}
-		srv := &http.Server{
-			Handler:           handler,
-			ReadHeaderTimeout: 10 * time.Second,
-			BaseContext:       func(net.Listener) context.Context { return requestCtx },
-		}
+		srv := newHTTPServer(handler, requestCtx, defaultServerTimeouts)
 		servers = append(servers, srv)
 		go func() {
 			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {

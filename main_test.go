@@ -1,12 +1,19 @@
 package main
 
 import (
+	"context"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/presence-router/presence-router/router"
 )
 
 func TestRun_BrokenConfigNamesTheKey(t *testing.T) {
@@ -32,6 +39,8 @@ func TestRun_BrokenConfigNamesTheKey(t *testing.T) {
 		{"placeholder token", base("http://127.0.0.1:8008", "generate-with-g", goodDB, 1), "appservice.as_token"},
 		{"unreadable database path", base("http://127.0.0.1:8008", "aaaaaaaaaaaaaaaa", filepath.Join(dir, "missing", "x.db"), 1), "database.path"},
 		{"port in use", base("http://127.0.0.1:8008", "aaaaaaaaaaaaaaaa", goodDB, busyPort), "appservice.port"},
+		{"unreadable token file", strings.Replace(base("http://127.0.0.1:8008", "aaaaaaaaaaaaaaaa", goodDB, 1), "router: {token: cccccccccccccccc}", "router: {token_file: \""+filepath.Join(dir, "no-such-token")+"\"}", 1), "router.token_file"},
+		{"admin power level 0", strings.Replace(base("http://127.0.0.1:8008", "aaaaaaaaaaaaaaaa", goodDB, 1), "admins: [", "admin_power_level: 0, admins: [", 1), "bot.admin_power_level"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -48,3 +57,91 @@ func TestRun_BrokenConfigNamesTheKey(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestGenerate_WritesPrivateFiles(t *testing.T) {
+	dir := t.TempDir()
+	configPath := filepath.Join(dir, "config.yaml")
+	regPath := filepath.Join(dir, "registration.yaml")
+	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
+		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
+		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
+		"router: {token: generate-with-g}\n"
+	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, configPath+".tmp"); err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout, _ = os.Open(os.DevNull)
+	err := generateRegistration(configPath, regPath)
+	os.Stdout = stdout
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, path := range []string{configPath, regPath} {
+		info, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Mode().Perm() != 0o600 {
+			t.Errorf("%s has mode %v; want 0600 (it holds tokens)", filepath.Base(path), info.Mode().Perm())
+		}
+	}
+	if data, _ := os.ReadFile(victim); len(data) != 0 {
+		t.Errorf("-g wrote through a planted config.yaml.tmp symlink")
+	}
+	if data, _ := os.ReadFile(configPath); strings.Contains(string(data), "generate-with-g") {
+		t.Errorf("the config still holds placeholders: %s", data)
+	}
+}
+
+func TestHTTPServer_ClosesIdleConnections(t *testing.T) {
+	timeouts := defaultServerTimeouts
+	timeouts.Idle = 300 * time.Millisecond
+	timeouts.ReadHeader = 300 * time.Millisecond
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	srv.Config = newHTTPServer(srv.Config.Handler, context.Background(), timeouts)
+	srv.Start()
+	defer srv.Close()
+	addr := srv.Listener.Addr().String()
+	closedWithin := func(conn net.Conn, limit time.Duration) bool {
+		_ = conn.SetReadDeadline(time.Now().Add(limit))
+		buf := make([]byte, 4096)
+		for {
+			if _, err := conn.Read(buf); err != nil {
+				return err == io.EOF
+			}
+		}
+	}
+	t.Run("a connection that never sends a request", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if !closedWithin(conn, 5*time.Second) {
+			t.Error("an idle, unauthenticated connection stayed open")
+		}
+	})
+	t.Run("a kept-alive connection after a request", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err = io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		if !closedWithin(conn, 5*time.Second) {
+			t.Error("a kept-alive connection stayed open after the idle timeout")
+		}
+	})
+	if defaultServerTimeouts.Idle <= 0 || defaultServerTimeouts.Read <= 0 || defaultServerTimeouts.Write <= router.MaxPollTimeout {
+		t.Errorf("default timeouts %+v: idle and read must be set, write above the long poll's %s", defaultServerTimeouts, router.MaxPollTimeout)
+	}
+}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"net/http"
 	"regexp"
 
 	"go.mau.fi/util/random"
@@ -47,8 +45,12 @@ func generateRegistration(configPath, regPath string) error {
 	if newRouterToken {
 		secrets["router.token"] = random.String(48)
 	}
-	if err = registrationFor(cfg).Save(regPath); err != nil {
-		return fmt.Errorf("failed to write registration %s: %w", regPath, err)
+	regYAML, err := registrationFor(cfg).YAML()
+	if err != nil {
+		return fmt.Errorf("failed to encode registration: %w", err)
+	}
+	if err = config.WriteSecretFile(regPath, []byte(regYAML)); err != nil {
+		return fmt.Errorf("failed to write registration: %w", err)
 	}
 	if err = config.SetSecrets(configPath, secrets); err != nil {
 		return err
@@ -72,10 +74,4 @@ func adapterURL(cfg *config.Config) string {
 		return "http://" + cfg.Router.Listen
 	}
 	return cfg.Appservice.Address
-}
-
-func writeJSON(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
 }

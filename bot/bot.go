@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -53,7 +55,8 @@ type Bot struct {
 	wakeCatchUp chan struct{}
 
 	lock        sync.RWMutex
-	controlRoom id.RoomID // set once the control room is resolved
+	controlRoom id.RoomID         // set once the control room is resolved
+	problems    map[string]string // what an operator must know, by topic
 	connected   atomic.Bool
 
 	cancel context.CancelFunc
@@ -84,11 +87,39 @@ func New(opts Options) *Bot {
 		wakeWorker:  make(chan struct{}, 1),
 		wakeConnect: make(chan struct{}, 1),
 		wakeCatchUp: make(chan struct{}, 1),
-	}
-	if room := id.RoomID(opts.Config.Bot.ControlRoom); len(room) > 0 && room[0] == '!' {
-		b.controlRoom = room
+		problems:    map[string]string{},
 	}
 	return b
+}
+
+// Problem topics.
+const (
+	problemControlRoom = "control_room"
+	problemPowerLevel  = "admin_power_level"
+)
+
+// setProblem records (or, with an empty text, clears) a problem an operator
+// must know about; it shows in status and in /_matrix/mau/ready.
+func (b *Bot) setProblem(topic, text string) {
+	b.lock.Lock()
+	defer b.lock.Unlock()
+	if text == "" {
+		delete(b.problems, topic)
+	} else {
+		b.problems[topic] = text
+	}
+}
+
+// Problems returns what an operator must know about, sorted.
+func (b *Bot) Problems() []string {
+	b.lock.RLock()
+	defer b.lock.RUnlock()
+	out := make([]string, 0, len(b.problems))
+	for _, text := range b.problems {
+		out = append(out, text)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Start connects to the homeserver in the background (retrying with backoff
@@ -205,7 +236,15 @@ func (b *Bot) connect(ctx context.Context) error {
 		}
 		return fmt.Errorf("failed to join control room %s: %w", b.cfg.Bot.ControlRoom, err)
 	}
+	if err = b.store.PinControlRoom(ctx, room); err != nil {
+		return err
+	}
 	b.log.WithField("room_id", room).Info("Joined the control room")
+	if pl, err := b.readPowerLevels(ctx, room); err != nil {
+		b.log.WithError(err).Warn("Failed to read the control room's power levels")
+	} else {
+		b.checkPowerLevelFloor(pl)
+	}
 	pingCtx, pingCancel := context.WithTimeout(ctx, 10*time.Second)
 	defer pingCancel()
 	if _, err = intent.AppservicePing(pingCtx, b.as.Registration.ID, "presence-router-start-"+fmt.Sprint(time.Now().UnixNano())); err != nil {
@@ -216,15 +255,44 @@ func (b *Bot) connect(ctx context.Context) error {
 	return nil
 }
 
+// resolveControlRoom decides which room is the control room. The room the
+// bot first joined is pinned in the database: when bot.control_room is an
+// alias that now points elsewhere (whoever may change the alias could
+// otherwise take the bot over), the bot stays in the pinned room and
+// reports the conflict. Setting bot.control_room to a room ID moves the
+// pin deliberately.
 func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 	if room := b.ControlRoom(); room != "" {
 		return room, nil
 	}
-	alias := id.RoomAlias(b.cfg.Bot.ControlRoom)
-	resp, err := b.as.BotIntent().ResolveAlias(ctx, alias)
+	pinned, havePin, err := b.store.ControlRoom(ctx)
 	if err != nil {
-		return "", fmt.Errorf("failed to resolve control room alias %s (does it exist?): %w", alias, err)
+		return "", err
 	}
-	b.setControlRoom(resp.RoomID)
-	return resp.RoomID, nil
+	configured := b.cfg.Bot.ControlRoom
+	if room := id.RoomID(configured); strings.HasPrefix(configured, "!") {
+		if havePin && pinned != room {
+			b.log.WithFields(logrus.Fields{"pinned_room_id": pinned, "room_id": room}).Warn("Moving the control room to the room ID in bot.control_room")
+		}
+		b.setControlRoom(room)
+		return room, nil
+	}
+	alias := id.RoomAlias(configured)
+	resp, err := b.as.BotIntent().ResolveAlias(ctx, alias)
+	switch {
+	case err != nil && !havePin:
+		return "", fmt.Errorf("failed to resolve control room alias %s (does it exist?): %w", alias, err)
+	case err != nil:
+		b.log.WithError(err).WithFields(logrus.Fields{"alias": alias, "pinned_room_id": pinned}).Warn("Failed to resolve the control room alias; staying in the pinned control room")
+	case havePin && resp.RoomID != pinned:
+		msg := fmt.Sprintf("bot.control_room %s now points to %s, but the control room is pinned to %s, where presence-router stays. "+
+			"Whoever changed the alias could otherwise have taken over the bot. If the move is deliberate, set bot.control_room to %s and restart.",
+			alias, resp.RoomID, pinned, resp.RoomID)
+		b.log.WithFields(logrus.Fields{"alias": alias, "alias_room_id": resp.RoomID, "pinned_room_id": pinned}).Error(msg)
+		b.setProblem(problemControlRoom, msg)
+	case !havePin:
+		pinned = resp.RoomID
+	}
+	b.setControlRoom(pinned)
+	return pinned, nil
 }

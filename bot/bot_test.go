@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -58,6 +59,10 @@ type fakeHomeserver struct {
 	pages    int              // /messages requests answered
 	// failMessages makes /messages fail, as while Synapse is busy.
 	failMessages bool
+	// aliases maps room aliases to room IDs; joins records joined rooms.
+	aliases      map[string]id.RoomID
+	joins        []string
+	usersDefault int
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
@@ -74,7 +79,19 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case strings.HasSuffix(path, "/register"):
 		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
 	case strings.HasSuffix(path, "/join"):
-		fmt.Fprintf(w, `{"room_id":%q}`, testRoom)
+		parts := strings.Split(path, "/")
+		room := parts[len(parts)-2]
+		hs.joins = append(hs.joins, room)
+		fmt.Fprintf(w, `{"room_id":%q}`, room)
+	case strings.Contains(path, "/directory/room/"):
+		alias, _ := url.PathUnescape(path[strings.LastIndex(path, "/")+1:])
+		room, ok := hs.aliases[alias]
+		if !ok {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"errcode":"M_NOT_FOUND","error":"no such alias"}`)
+			return
+		}
+		fmt.Fprintf(w, `{"room_id":%q,"servers":["test"]}`, room)
 	case strings.HasSuffix(path, "/leave"):
 		hs.leaves = append(hs.leaves, path)
 		fmt.Fprint(w, `{}`)
@@ -97,7 +114,7 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		_ = json.NewEncoder(w).Encode(resp)
 	case strings.Contains(path, "/state/m.room.power_levels"):
-		pl := map[string]any{"users": hs.userPL, "users_default": 0}
+		pl := map[string]any{"users": hs.userPL, "users_default": hs.usersDefault}
 		_ = json.NewEncoder(w).Encode(pl)
 	case strings.Contains(path, "/send/"):
 		if hs.failSend {
@@ -147,6 +164,12 @@ func newTestBot(t *testing.T, dbPath string, adminPL *int) *testBot {
 // newTestBotWith starts a bot against hs, prepared by the caller.
 func newTestBotWith(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver) *testBot {
 	t.Helper()
+	return newTestBotIn(t, dbPath, adminPL, hs, string(testRoom))
+}
+
+// newTestBotIn starts a bot whose bot.control_room is controlRoom.
+func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver, controlRoom string) *testBot {
+	t.Helper()
 	srv := httptest.NewServer(hs)
 	t.Cleanup(srv.Close)
 	if dbPath == "" {
@@ -162,7 +185,7 @@ func newTestBotWith(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserve
 	cfg := config.Default()
 	cfg.Homeserver = config.Homeserver{Address: srv.URL, Domain: "test"}
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = "as-token-for-tests-0123456789", hsToken
-	cfg.Bot.ControlRoom = string(testRoom)
+	cfg.Bot.ControlRoom = controlRoom
 	cfg.Bot.Admins = []id.UserID{testAdmin}
 	cfg.Bot.AdminPowerLevel = adminPL
 	reg := appservice.CreateRegistration()

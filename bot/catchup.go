@@ -102,12 +102,13 @@ func (b *Bot) catchUp(ctx context.Context) error {
 			Warn("The control room's timeline since the last catch-up is longer than one catch-up reads; older undelivered commands, if any, were not recovered")
 	}
 	keep := b.keepEvents(candidates)
-	added, err := b.store.Enqueue(ctx, keep)
+	res, err := b.store.Enqueue(ctx, keep)
 	if err != nil {
 		return err
 	}
+	b.logTooOld(res)
 	b.caughtUpTo = until
-	if added > 0 {
+	if added := res.New; added > 0 {
 		b.log.WithField("commands", added).Warn("Recovered commands the homeserver had not delivered (read from the control room's timeline)")
 		b.metrics.countRecovered(added)
 		signal(b.wakeWorker)
@@ -173,7 +174,11 @@ func (b *Bot) keepEvents(raws []json.RawMessage) []store.InboxEvent {
 			continue
 		}
 		if b.wanted(&hdr) {
-			keep = append(keep, store.InboxEvent{EventID: hdr.ID, RoomID: hdr.RoomID, Sender: hdr.Sender, JSON: raw})
+			evt := store.InboxEvent{EventID: hdr.ID, RoomID: hdr.RoomID, Sender: hdr.Sender, JSON: raw}
+			if hdr.SentAt > 0 {
+				evt.SentAt = time.UnixMilli(hdr.SentAt)
+			}
+			keep = append(keep, evt)
 		}
 	}
 	return keep

@@ -40,17 +40,20 @@ const (
 	maxUsers        = 1000
 	defaultHistory  = 10
 	maxHistory      = 100
+	// maxArgErrors bounds the bad arguments an error lists one by one.
+	maxArgErrors = 10
 )
 
 // Command is a parsed, validated chat command.
 type Command struct {
-	Verb   Verb
-	List   ListName    // add, remove, list
-	Users  []id.UserID // add, remove (deduplicated, in order); explain (one)
-	Reason string      // add, remove (optional free text)
-	Count  int         // history
-	Topic  string      // help: "" for the overview
-	Raw    string      // the text after the prefix, for the audit log
+	Verb      Verb
+	List      ListName    // add, remove, list
+	Users     []id.UserID // add, remove (deduplicated, in order); explain (one)
+	Reason    string      // add, remove (optional free text, sanitized and cut to MaxReasonRunes)
+	ReasonCut bool        // the reason was longer and was cut
+	Count     int         // history
+	Topic     string      // help: "" for the overview
+	Raw       string      // the text after the prefix, for the audit log
 }
 
 // ArgError names one bad argument and why it is bad.
@@ -72,8 +75,12 @@ func (e *ParseError) Error() string {
 	sb.WriteString(e.Msg)
 	if len(e.Args) > 0 {
 		sb.WriteString(":")
-		for _, a := range e.Args {
-			fmt.Fprintf(&sb, "\n* `%s`: %s", strings.ReplaceAll(a.Arg, "`", "'"), a.Reason)
+		for i, a := range e.Args {
+			if i == maxArgErrors {
+				fmt.Fprintf(&sb, "\n* and %d more", len(e.Args)-maxArgErrors)
+				break
+			}
+			fmt.Fprintf(&sb, "\n* %s: %s", code(a.Arg), literal(a.Reason, maxEchoRunes))
 		}
 		sb.WriteString("\n\nNothing was changed.")
 	}
@@ -169,14 +176,15 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 			if len(users) > maxUsers {
 				return fail(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers), topic)
 			}
-			cmd.Users, cmd.Reason = users, reason
+			cmd.Users = users
+			cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
 		case "list":
 			cmd.Verb = VerbList
 			if len(args) > 0 {
 				return fail(fmt.Sprintf("`%s list` takes no arguments", list), topic)
 			}
 		default:
-			return fail(fmt.Sprintf("Unknown %s action %q: use add, remove or list", list, args0(sub)), topic)
+			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, code(sub)), topic)
 		}
 		return cmd, nil
 	}
@@ -189,7 +197,7 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 				topic = string(list)
 			}
 			if _, ok := helpTopics[topic]; !ok {
-				return fail(fmt.Sprintf("No help topic %q", args[0].text), "")
+				return fail(fmt.Sprintf("No help topic %s", code(args[0].text)), "")
 			}
 			cmd.Topic = topic
 		}
@@ -225,12 +233,10 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 			return fail("`status` takes no arguments", "status")
 		}
 	default:
-		return fail(fmt.Sprintf("Unknown command %q", toks[0].text), "")
+		return fail(fmt.Sprintf("Unknown command %s", code(toks[0].text)), "")
 	}
 	return cmd, nil
 }
-
-func args0(s string) string { return s }
 
 // looksLikeUser says whether a token is meant as a user argument: it starts
 // with @, is a matrix.to or matrix: link, or looks like an ID without its

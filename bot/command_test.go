@@ -59,7 +59,7 @@ func TestParseCommand(t *testing.T) {
 		{"only a reason", "!presence always-send add because", "", nil, "Missing user", 0},
 		{"missing action", "!presence always-send", "", nil, "add, remove or list", 0},
 		{"unknown action", "!presence blacklist purge", "", nil, "Unknown blacklist action", 0},
-		{"unknown command points to help", "!presence frobnicate", "", nil, `Unknown command "frobnicate"`, 0},
+		{"unknown command points to help", "!presence frobnicate", "", nil, "Unknown command `frobnicate`", 0},
 		{"explain", "!presence explain @alice:x.org", "", &Command{Verb: VerbExplain, Users: []id.UserID{"@alice:x.org"}}, "", 0},
 		{"explain needs one user", "!presence explain", "", nil, "exactly one user", 0},
 		{"explain a bad user", "!presence explain @alice", "", nil, "missing the :server part", 1},
@@ -74,7 +74,7 @@ func TestParseCommand(t *testing.T) {
 			got, err := ParseCommand(p, tt.body, tt.html)
 			if tt.wantErr != "" {
 				var perr *ParseError
-				if !errors.As(err, &perr) || !strings.Contains(err.Error(), tt.wantErr) {
+				if !errors.As(err, &perr) || !strings.Contains(renderedText(err.Error()), tt.wantErr) {
 					t.Fatalf("err = %v; want a ParseError mentioning %q", err, tt.wantErr)
 				}
 				if len(perr.Args) != tt.wantBadN {

@@ -20,27 +20,58 @@ func (b *Bot) isListedAdmin(user id.UserID) bool {
 
 // mayCommand decides whether sender may run cmd: help is open to everyone
 // in the control room; everything else needs bot.admins, or a power level of
-// at least bot.admin_power_level in the control room. It returns the reason
-// for a refusal.
+// at least bot.admin_power_level in the control room. The power levels are
+// read from the homeserver for every such check, so a demotion or a
+// promotion counts from the next command on. It returns the reason for a
+// refusal.
 func (b *Bot) mayCommand(ctx context.Context, sender id.UserID, cmd *Command) (bool, string) {
 	if cmd == nil || cmd.Verb == VerbHelp || b.isListedAdmin(sender) {
 		return true, ""
 	}
-	refusal := fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins may use this command.", sender)
-	if need := b.cfg.Bot.AdminPowerLevel; need != nil {
-		refusal = fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins or with power level %d or more in this room may use this command.", sender, *need)
-		plCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		pl, err := b.as.BotIntent().PowerLevels(plCtx, b.ControlRoom())
-		if err != nil {
-			b.log.WithError(err).Warn("Failed to read the control room's power levels")
-			return false, "Could not read this room's power levels to check your permission; try again later."
-		}
-		if pl.GetUserLevel(sender) >= *need {
-			return true, ""
-		}
+	need := b.cfg.Bot.AdminPowerLevel
+	if need == nil {
+		return false, fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins may use this command.", codeUser(sender))
 	}
-	return false, refusal
+	plCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	pl, err := b.readPowerLevels(plCtx, b.ControlRoom())
+	if err != nil {
+		b.log.WithError(err).Warn("Failed to read the control room's power levels")
+		return false, "Could not read this room's power levels to check your permission; try again later."
+	}
+	b.checkPowerLevelFloor(pl)
+	if level := pl.GetUserLevel(sender); level < *need {
+		return false, fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins or with power level %d or more in this room may use this command (yours is %d).", codeUser(sender), *need, level)
+	}
+	return true, ""
+}
+
+// readPowerLevels reads a room's power levels from the homeserver. It does
+// not use mautrix's state store, which would keep the first answer.
+func (b *Bot) readPowerLevels(ctx context.Context, room id.RoomID) (*event.PowerLevelsEventContent, error) {
+	var pl event.PowerLevelsEventContent
+	if err := b.as.BotClient().StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+		return nil, fmt.Errorf("failed to read the power levels of %s: %w", room, err)
+	}
+	return &pl, nil
+}
+
+// checkPowerLevelFloor warns when bot.admin_power_level lets every member
+// of the control room command: it is at or below the room's users_default.
+func (b *Bot) checkPowerLevelFloor(pl *event.PowerLevelsEventContent) {
+	need := b.cfg.Bot.AdminPowerLevel
+	if need == nil || *need > pl.UsersDefault {
+		b.setProblem(problemPowerLevel, "")
+		return
+	}
+	msg := fmt.Sprintf("bot.admin_power_level (%d) is at or below the control room's default power level (users_default %d): every member of the room may change the lists. Raise bot.admin_power_level or the room's users_default.", *need, pl.UsersDefault)
+	b.lock.RLock()
+	known := b.problems[problemPowerLevel] == msg
+	b.lock.RUnlock()
+	if !known {
+		b.log.Warn(msg)
+		b.setProblem(problemPowerLevel, msg)
+	}
 }
 
 // execute runs a permitted command inside the caller's store transaction.
@@ -95,7 +126,11 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 	if res.Change != nil {
 		fmt.Fprintf(&sb, "%s %s %s %s", verb, userList(entryUsers(res.Change.Entries), 20), prep, listPhrase(cmd.List))
 		if cmd.Reason != "" {
-			fmt.Fprintf(&sb, " (reason: %s)", escapeMarkdown(cmd.Reason))
+			cut := ""
+			if cmd.ReasonCut {
+				cut = fmt.Sprintf(", cut to its first %d characters", MaxReasonRunes)
+			}
+			fmt.Fprintf(&sb, " (reason%s: %s)", cut, literal(cmd.Reason, MaxReasonRunes))
 		}
 		fmt.Fprintf(&sb, ". Version %d.", res.Change.Version)
 		switch {
@@ -109,7 +144,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		if sb.Len() > 0 {
 			sb.WriteString("\n\n")
 		}
-		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), pluralVerb(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
+		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
 	return success(sb.String()), res.Change, nil
 }
@@ -129,7 +164,7 @@ func (b *Bot) list(name ListName) (*reply, error) {
 	fmt.Fprintf(&sb, "%s has %d %s (version %d). %s\n\n", capitalize(listPhrase(name)), len(users), plural(len(users), "user", "users"), version, meaning)
 	shown := 0
 	for _, user := range users {
-		line := fmt.Sprintf("* `%s`\n", user)
+		line := "* " + codeUser(user) + "\n"
 		if sb.Len()+len(line) > listBudget || shown == listMaxLines {
 			break
 		}
@@ -145,7 +180,7 @@ func (b *Bot) list(name ListName) (*reply, error) {
 func (b *Bot) explain(user id.UserID) *reply {
 	ex := b.engine.Explain(user)
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "**`%s`** (version %d)\n\n", user, ex.Version)
+	fmt.Fprintf(&sb, "**%s** (version %d)\n\n", codeUser(user), ex.Version)
 	switch {
 	case ex.Blacklisted:
 		sb.WriteString("* **Their presence**: blacklisted, so it is not routed to anyone. Users who share a room with them still see it.\n")
@@ -170,19 +205,24 @@ func (b *Bot) history(ctx context.Context, count int) (*reply, error) {
 	if len(changes) == 0 {
 		return success("No changes yet."), nil
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n", len(changes), plural(len(changes), "change", "changes"))
+	var lines strings.Builder
+	shown := 0
 	for _, c := range changes {
-		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), c.Sender, describeEntries(c.Entries))
+		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), codeUser(c.Sender), describeEntries(c.Entries))
 		if c.Reason != "" {
-			line += " — reason: " + escapeMarkdown(c.Reason)
+			line += " — reason: " + literal(c.Reason, MaxReasonRunes)
 		}
 		line += "\n"
-		if sb.Len()+len(line) > listBudget {
-			sb.WriteString("* …older entries not shown to keep this message under Matrix's size limit.\n")
+		if shown > 0 && lines.Len()+len(line) > listBudget {
 			break
 		}
-		sb.WriteString(line)
+		lines.WriteString(line)
+		shown++
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n%s", shown, plural(shown, "change", "changes"), lines.String())
+	if shown < len(changes) {
+		fmt.Fprintf(&sb, "\n%d older %s not shown to keep this message under Matrix's size limit; ask for fewer with `%s history <count>`.\n", len(changes)-shown, plural(len(changes)-shown, "change is", "changes are"), b.cfg.Bot.CommandPrefix)
 	}
 	return success(sb.String()), nil
 }
@@ -206,6 +246,10 @@ func (b *Bot) status(ctx context.Context) (*reply, error) {
 	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
 	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
 	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(b.started).Round(time.Second))
+	fmt.Fprintf(&sb, "* Control room: %s (pinned)\n", code(b.ControlRoom()))
+	for _, problem := range b.Problems() {
+		fmt.Fprintf(&sb, "* ⚠️ %s\n", literal(problem, 1000))
+	}
 	return success(sb.String()), nil
 }
 
@@ -258,7 +302,7 @@ func userList(users []id.UserID, limit int) string {
 			parts = append(parts, fmt.Sprintf("%d more", len(users)-limit))
 			break
 		}
-		parts = append(parts, "`"+string(user)+"`")
+		parts = append(parts, codeUser(user))
 	}
 	switch len(parts) {
 	case 1:
@@ -276,18 +320,9 @@ func plural(n int, one, many string) string {
 	return many
 }
 
-func pluralVerb(n int, one, many string) string { return plural(n, one, many) }
-
 func capitalize(s string) string {
 	if s == "" || s[0] == '`' {
 		return s
 	}
 	return strings.ToUpper(s[:1]) + s[1:]
-}
-
-var markdownEscaper = strings.NewReplacer(`\`, `\\`, "`", "\\`", "*", `\*`, "_", `\_`, "[", `\[`, "]", `\]`, "<", "&lt;", ">", "&gt;", "#", `\#`)
-
-// escapeMarkdown makes user-supplied text render literally.
-func escapeMarkdown(s string) string {
-	return markdownEscaper.Replace(s)
 }

@@ -13,6 +13,8 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/store"
 )
 
 // MaxTransactionBytes is the largest appservice transaction body accepted.
@@ -30,6 +32,7 @@ type eventHeader struct {
 	Sender   id.UserID  `json:"sender"`
 	Type     string     `json:"type"`
 	StateKey *string    `json:"state_key"`
+	SentAt   int64      `json:"origin_server_ts"`
 	Content  struct {
 		MsgType    string `json:"msgtype"`
 		Body       string `json:"body"`
@@ -74,10 +77,19 @@ func (b *Bot) HandleTransaction(w http.ResponseWriter, r *http.Request) {
 		mautrix.MUnknown.WithMessage("Failed to store events").Write(w)
 		return
 	}
-	log.WithField("events", len(txn.Events)).WithField("new_commands", added).Debug("Accepted transaction")
+	b.logTooOld(added)
+	log.WithField("events", len(txn.Events)).WithField("new_commands", added.New).Debug("Accepted transaction")
 	exhttp.WriteEmptyJSONResponse(w, http.StatusOK)
-	if added > 0 {
+	if added.New > 0 {
 		signal(b.wakeWorker)
+	}
+}
+
+// logTooOld warns about events dropped because they were sent before the
+// inbox was last pruned.
+func (b *Bot) logTooOld(res store.Enqueued) {
+	if res.TooOld > 0 {
+		b.log.WithField("events", res.TooOld).Warn("Ignored events sent before the inbox's memory begins (older than the inbox retention before the newest event): they may have been applied already")
 	}
 }
 

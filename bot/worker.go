@@ -19,12 +19,31 @@ import (
 // woken, to retry replies that could not be sent.
 const retryInterval = 15 * time.Second
 
+// InboxRetention is how long done inbox items are kept, counted back from
+// the newest item. It is far longer than any catch-up reads back (the
+// previous read, or about 1.5 minutes before the last event received) and
+// than Synapse takes to redeliver what it sent just before a crash; an
+// event sent before the retention is ignored (see store.PruneInbox).
+const InboxRetention = 24 * time.Hour
+
+// pruneInterval is how often the worker prunes the inbox.
+const pruneInterval = 10 * time.Minute
+
 // workerLoop processes the inbox in arrival order whenever woken.
 func (b *Bot) workerLoop(ctx context.Context) {
 	ticker := time.NewTicker(retryInterval)
 	defer ticker.Stop()
+	var pruned time.Time
 	for {
 		b.processInbox(ctx)
+		if time.Since(pruned) >= pruneInterval {
+			pruned = time.Now()
+			if n, err := b.store.PruneInbox(ctx, InboxRetention); err != nil {
+				b.log.WithError(err).Warn("Failed to prune the inbox")
+			} else if n > 0 {
+				b.log.WithField("items", n).Debug("Pruned done inbox items")
+			}
+		}
 		select {
 		case <-ctx.Done():
 			return

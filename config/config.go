@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -196,6 +197,9 @@ func (c *Config) validate(secrets bool) error {
 	if strings.TrimSpace(c.Bot.CommandPrefix) == "" || strings.ContainsAny(c.Bot.CommandPrefix, " \t\n") {
 		return keyErr("bot.command_prefix", "must be one word, e.g. !presence")
 	}
+	if pl := c.Bot.AdminPowerLevel; pl != nil && *pl < 1 {
+		return keyErr("bot.admin_power_level", "is %d: it must be at least 1 (at 0 or below, every member of the control room, or anyone who can join it, could change the lists); leave it unset to allow only bot.admins", *pl)
+	}
 	if len(c.Bot.Admins) == 0 && c.Bot.AdminPowerLevel == nil {
 		return keyErr("bot.admins", "no admins: list at least one user ID in bot.admins or set bot.admin_power_level")
 	}
@@ -284,16 +288,32 @@ func SetSecrets(path string, values map[string]string) error {
 	if err != nil {
 		return fmt.Errorf("failed to encode config: %w", err)
 	}
-	info, err := os.Stat(path)
+	return WriteSecretFile(path, out)
+}
+
+// WriteSecretFile replaces path with data, readable by its owner only
+// (0600). It writes a temporary file created exclusively in the same
+// directory (so a file or symlink planted at a predictable name is never
+// followed), syncs it and renames it into place.
+func WriteSecretFile(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("failed to stat config: %w", err)
+		return fmt.Errorf("failed to create a temporary file next to %s: %w", path, err)
 	}
-	tmp := path + ".tmp"
-	if err = os.WriteFile(tmp, out, info.Mode().Perm()); err != nil {
-		return fmt.Errorf("failed to write config: %w", err)
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if err = tmp.Chmod(0o600); err == nil {
+		if _, err = tmp.Write(data); err == nil {
+			err = tmp.Sync()
+		}
 	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("failed to replace config: %w", err)
+	if closeErr := tmp.Close(); err == nil {
+		err = closeErr
+	}
+	if err != nil {
+		return fmt.Errorf("failed to write %s: %w", path, err)
+	}
+	if err = os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("failed to replace %s: %w", path, err)
 	}
 	return nil
 }

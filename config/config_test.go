@@ -49,6 +49,8 @@ func TestValidate_NamesTheBrokenKey(t *testing.T) {
 		{"bad log level", func(c *Config) { c.Logging.Level = "loud" }, "logging.level"},
 		{"bad log format", func(c *Config) { c.Logging.Format = "xml" }, "logging.format"},
 		{"empty database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
+		{"admin power level 0", func(c *Config) { zero := 0; c.Bot.AdminPowerLevel = &zero }, "bot.admin_power_level"},
+		{"negative admin power level", func(c *Config) { n := -10; c.Bot.AdminPowerLevel = &n }, "bot.admin_power_level"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,5 +100,61 @@ func TestSetSecrets_KeepsCommentsAndSetsValues(t *testing.T) {
 	}
 	if !strings.Contains(string(data), "# top comment") {
 		t.Errorf("comments lost: %q", data)
+	}
+}
+
+func TestWriteSecretFile_PrivateAndNeverThroughALink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte("old"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Someone plants symlinks at the names a naive writer would use.
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{path + ".tmp", filepath.Join(dir, ".config.yaml.tmp")} {
+		if err := os.Symlink(victim, name); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := WriteSecretFile(path, []byte("secret")); err != nil {
+		t.Fatal(err)
+	}
+	info, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if perm := info.Mode().Perm(); perm != 0o600 || !info.Mode().IsRegular() {
+		t.Errorf("%s has mode %v; want a regular file with 0600", path, info.Mode())
+	}
+	if data, _ := os.ReadFile(path); string(data) != "secret" {
+		t.Errorf("content = %q", data)
+	}
+	if data, _ := os.ReadFile(victim); string(data) != "untouched" {
+		t.Errorf("the write went through a planted symlink: victim holds %q", data)
+	}
+	leftovers, _ := filepath.Glob(filepath.Join(dir, ".config.yaml.tmp-*"))
+	if len(leftovers) != 0 {
+		t.Errorf("temporary files left: %v", leftovers)
+	}
+}
+
+func TestWriteSecretFile_ReplacingASymlinkDoesNotWriteItsTarget(t *testing.T) {
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("untouched"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "registration.yaml")
+	if err := os.Symlink(victim, path); err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteSecretFile(path, []byte("secret")); err != nil {
+		t.Fatal(err)
+	}
+	if data, _ := os.ReadFile(victim); string(data) != "untouched" {
+		t.Errorf("the symlink's target was written: %q", data)
 	}
 }

@@ -56,13 +56,21 @@ func startStack(t *testing.T, legacy bool) *env {
 // stack is stopped when the test ends, with the logs' tails printed if it
 // failed.
 func newEnv(t *testing.T, legacy bool) *env {
+	return newEnvWith(t, harness.Options{Legacy: legacy, Admins: []string{"admin"}})
+}
+
+// newEnvWith is newEnv with more options; Dir, Python and Binary are set
+// here.
+func newEnvWith(t *testing.T, opts harness.Options) *env {
+	legacy := opts.Legacy
 	python, binary := os.Getenv("PR_PYTHON"), os.Getenv("PR_BINARY")
 	if python == "" || binary == "" {
 		t.Skip("PR_PYTHON and PR_BINARY are not set: run the e2e tests through `make test`, which builds the venv with Synapse and the binary")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	t.Cleanup(cancel)
-	stack, err := harness.Prepare(harness.Options{Dir: t.TempDir(), Python: python, Binary: binary, Legacy: legacy, Admins: []string{"admin"}})
+	opts.Dir, opts.Python, opts.Binary = t.TempDir(), python, binary
+	stack, err := harness.Prepare(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

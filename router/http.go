@@ -24,8 +24,8 @@ const Prefix = "/_presence_router/v1/"
 // DefaultMaxBodyBytes is the default request body limit: 16 MiB.
 const DefaultMaxBodyBytes = 16 << 20
 
-// maxPollTimeout caps the change feed's long poll.
-const maxPollTimeout = 60 * time.Second
+// MaxPollTimeout caps the change feed's long poll.
+const MaxPollTimeout = 60 * time.Second
 
 // HandlerOptions configures the routing API.
 type HandlerOptions struct {
@@ -44,6 +44,32 @@ type Handler struct {
 	metrics     *Metrics
 	lastContact atomic.Int64 // unix nanoseconds
 	mux         *http.ServeMux
+	authWarn    warnLimiter
+}
+
+// authWarnInterval is how often at most a failed authentication is logged.
+const authWarnInterval = 10 * time.Second
+
+// warnLimiter lets one warning through per interval and counts the ones it
+// held back, so that a flood of bad requests cannot flood the log.
+type warnLimiter struct {
+	lock sync.Mutex
+	last time.Time
+	held int
+}
+
+// allow reports whether a warning may be logged now and, if so, how many
+// were held back since the last one.
+func (l *warnLimiter) allow(now time.Time, interval time.Duration) (bool, int) {
+	l.lock.Lock()
+	defer l.lock.Unlock()
+	if !l.last.IsZero() && now.Sub(l.last) < interval {
+		l.held++
+		return false, 0
+	}
+	held := l.held
+	l.last, l.held = now, 0
+	return true, held
 }
 
 // NewHandler returns the routing API handler for engine.
@@ -108,16 +134,24 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	auth := r.Header.Get("Authorization")
 	token, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || token == "" {
-		h.log.WithField("remote_addr", r.RemoteAddr).Warn("Routing API request without a token")
+		h.warnAuth(r, "Routing API request without a token")
 		writeError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing router token: send Authorization: Bearer <router.token>")
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(token), h.token) != 1 {
-		h.log.WithField("remote_addr", r.RemoteAddr).Warn("Routing API request with a wrong token")
+		h.warnAuth(r, "Routing API request with a wrong token")
 		writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown router token")
 		return false
 	}
 	return true
+}
+
+// warnAuth logs a failed authentication, at most once per authWarnInterval
+// with the count of those not logged since.
+func (h *Handler) warnAuth(r *http.Request, msg string) {
+	if ok, held := h.authWarn.allow(time.Now(), authWarnInterval); ok {
+		h.log.WithFields(logrus.Fields{"remote_addr": r.RemoteAddr, "not_logged_since_last": held}).Warn(msg)
+	}
 }
 
 var allowed = map[string]string{
@@ -245,9 +279,7 @@ func decodeStatesFast(body []byte) (states []State, ok bool) {
 				return nil, false
 			}
 			found = true
-			// Every state is an object, so there are at most as many
-			// states as '{' (a one-byte count is vectorized).
-			if states, ok = readStates(d, string(body), bytes.Count(body, openBrace)); !ok {
+			if states, ok = readStates(d, string(body), stateCapacity(body)); !ok {
 				return nil, false
 			}
 		case bytes.EqualFold(name, statesName) || bytes.IndexByte(name, '\\') >= 0:
@@ -265,6 +297,23 @@ func decodeStatesFast(body []byte) (states []State, ok bool) {
 		return nil, false
 	}
 	return states, true
+}
+
+// minStateBytes is the size of the smallest state a body can hold,
+// {"user_id":"@a:b"}.
+const minStateBytes = len(`{"user_id":"@a:b"}`)
+
+// maxStateCapacity bounds the states reserved before any is read; a larger
+// batch grows as it is read.
+const maxStateCapacity = 1 << 16
+
+// stateCapacity estimates how many states body holds without reserving more
+// than it can hold: every state is an object, so there are at most as many
+// states as '{' (a one-byte count is vectorized), and at most one per
+// minStateBytes of body. A body of nothing but '{' reserves no more than a
+// well-formed one of the same size.
+func stateCapacity(body []byte) int {
+	return min(bytes.Count(body, openBrace), len(body)/minStateBytes, maxStateCapacity)
 }
 
 // readStates reads the states list; user IDs are cut from text, the body as
@@ -382,7 +431,7 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter timeout must be a non-negative integer (milliseconds)")
 			return
 		}
-		timeout = min(time.Duration(ms)*time.Millisecond, maxPollTimeout)
+		timeout = min(time.Duration(ms)*time.Millisecond, MaxPollTimeout)
 	}
 	version, pushTo, reset := h.engine.Changes(r.Context(), since, timeout)
 	writeJSON(w, http.StatusOK, map[string]any{"version": version, "push_to": pushTo, "reset": reset})

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -17,7 +18,19 @@ type InboxEvent struct {
 	EventID id.EventID
 	RoomID  id.RoomID
 	Sender  id.UserID
-	JSON    json.RawMessage
+	// SentAt is the event's origin_server_ts (zero if unknown).
+	SentAt time.Time
+	JSON   json.RawMessage
+}
+
+// Enqueued counts what Enqueue did with a batch of events.
+type Enqueued struct {
+	// New events were stored; the rest were stored before.
+	New int
+	// TooOld events were sent before the inbox was last pruned: the inbox
+	// no longer remembers whether it processed them, so they are dropped
+	// rather than risk applying a command twice.
+	TooOld int
 }
 
 // InboxItem is a stored event that is not done yet.
@@ -36,8 +49,13 @@ const (
 		SELECT seq, event_id, room_id, sender, event_json, reply_json
 		FROM inbox WHERE state <> 'done' ORDER BY seq LIMIT $1`
 	markAppliedQuery = `UPDATE inbox SET state='applied', reply_json=$2 WHERE seq=$1 AND state='pending'`
-	markDoneQuery    = `UPDATE inbox SET state='done' WHERE seq=$1`
-	inboxStatsQuery  = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
+	// A done item keeps only its event ID (so that a redelivery is
+	// recognised) and when it arrived (for pruning): not the event, which a
+	// member could make 64 KB, nor the reply.
+	markDoneQuery   = `UPDATE inbox SET state='done', event_json='', reply_json=NULL WHERE seq=$1`
+	lastSeqQuery    = `SELECT received_at FROM inbox ORDER BY seq DESC LIMIT 1`
+	pruneQuery      = `DELETE FROM inbox WHERE state='done' AND received_at < $1`
+	inboxStatsQuery = `SELECT COUNT(*) FROM inbox WHERE state <> 'done'`
 	// By seq (the rowid), which follows arrival, rather than MIN/MAX over
 	// the whole inbox: both read a row or a few, however long the inbox.
 	firstReceiptQuery = `SELECT received_at FROM inbox ORDER BY seq LIMIT 1`
@@ -45,28 +63,67 @@ const (
 )
 
 // Enqueue stores events in one transaction. An event already stored (same
-// event ID) is skipped, so redelivery stores nothing twice. It returns how
-// many events were new.
-func (s *Store) Enqueue(ctx context.Context, events []InboxEvent) (int, error) {
+// event ID) is skipped, so redelivery stores nothing twice; so is one sent
+// before the inbox was last pruned (see PruneInbox).
+func (s *Store) Enqueue(ctx context.Context, events []InboxEvent) (Enqueued, error) {
+	var res Enqueued
 	if len(events) == 0 {
-		return 0, nil
+		return res, nil
 	}
-	added := 0
 	err := s.InTxn(ctx, func(ctx context.Context) error {
-		added = 0
+		res = Enqueued{}
+		horizon, err := s.prunedBefore(ctx)
+		if err != nil {
+			return err
+		}
 		now := time.Now().UnixMilli()
 		for _, evt := range events {
-			res, err := s.db.Exec(ctx, enqueueQuery, evt.EventID, evt.RoomID, evt.Sender, string(evt.JSON), now)
+			if !evt.SentAt.IsZero() && evt.SentAt.Before(horizon) {
+				res.TooOld++
+				continue
+			}
+			added, err := s.db.Exec(ctx, enqueueQuery, evt.EventID, evt.RoomID, evt.Sender, string(evt.JSON), now)
 			if err != nil {
 				return fmt.Errorf("failed to store event %s: %w", evt.EventID, err)
 			}
-			if n, _ := res.RowsAffected(); n > 0 {
-				added++
+			if n, _ := added.RowsAffected(); n > 0 {
+				res.New++
 			}
 		}
 		return nil
 	})
-	return added, err
+	return res, err
+}
+
+// PruneInbox deletes done items that arrived more than retention before the
+// newest item, and returns how many it deleted. Measuring from the newest
+// item rather than the clock keeps the items of a run that stopped long
+// ago: Synapse redelivers what it sent just before a crash when the service
+// is back, however late that is. From then on, Enqueue drops events sent
+// before the deleted items arrived, so exactly-once holds for them too.
+func (s *Store) PruneInbox(ctx context.Context, retention time.Duration) (int, error) {
+	deleted := 0
+	err := s.InTxn(ctx, func(ctx context.Context) error {
+		var lastMS int64
+		err := s.db.QueryRow(ctx, lastSeqQuery).Scan(&lastMS)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("failed to read the inbox: %w", err)
+		}
+		cutoff := time.UnixMilli(lastMS).Add(-retention)
+		res, err := s.db.Exec(ctx, pruneQuery, cutoff.UnixMilli())
+		if err != nil {
+			return fmt.Errorf("failed to prune the inbox: %w", err)
+		}
+		n, _ := res.RowsAffected()
+		deleted = int(n)
+		if before, err := s.prunedBefore(ctx); err != nil || deleted == 0 || !cutoff.After(before) {
+			return err
+		}
+		return s.setMeta(ctx, metaPrunedBefore, strconv.FormatInt(cutoff.UnixMilli(), 10))
+	})
+	return deleted, err
 }
 
 // Unfinished returns up to limit items that are pending or applied but not

@@ -65,7 +65,9 @@ func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 }
 
 // checkWritable fails early and clearly when SQLite could not create its
-// files next to the database.
+// files next to the database. A new database file is created here, readable
+// by its owner only (0600); SQLite gives its -wal and -shm files the same
+// mode.
 func checkWritable(dir, path string) error {
 	if _, err := os.Stat(path); err == nil {
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -80,7 +82,14 @@ func checkWritable(dir, path string) error {
 	}
 	name := probe.Name()
 	_ = probe.Close()
-	return os.Remove(name)
+	if err = os.Remove(name); err != nil {
+		return fmt.Errorf("failed to open database: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("failed to create database %s: %w", path, err)
+	}
+	return f.Close()
 }
 
 // Close closes the database.

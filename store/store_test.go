@@ -150,11 +150,11 @@ func TestStore_InboxStoresEachEventOnce(t *testing.T) {
 	ctx := context.Background()
 	evt := InboxEvent{EventID: "$1", RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{"event_id":"$1"}`)}
 	n, err := st.Enqueue(ctx, []InboxEvent{evt, evt})
-	if err != nil || n != 1 {
-		t.Fatalf("first enqueue = %d, %v; want 1", n, err)
+	if err != nil || n.New != 1 {
+		t.Fatalf("first enqueue = %+v, %v; want 1", n, err)
 	}
-	if n, _ = st.Enqueue(ctx, []InboxEvent{evt}); n != 0 {
-		t.Fatalf("redelivery stored %d events", n)
+	if n, _ = st.Enqueue(ctx, []InboxEvent{evt}); n.New != 0 {
+		t.Fatalf("redelivery stored %d events", n.New)
 	}
 	items, _ := st.Unfinished(ctx, 10)
 	if len(items) != 1 || items[0].Reply != nil {

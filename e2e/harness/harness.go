@@ -36,6 +36,8 @@ type Options struct {
 	Legacy bool
 	// Admins are the bot.admins localparts.
 	Admins []string
+	// AdminPowerLevel, when set, is bot.admin_power_level.
+	AdminPowerLevel *int
 	// SynapsePort, RouterPort and MetricsPort: 0 picks a free port.
 	SynapsePort, RouterPort, MetricsPort int
 }
@@ -125,6 +127,9 @@ func (s *Stack) writeRouterConfig(tokenFile string) error {
 	var admins strings.Builder
 	for _, a := range s.Opts.Admins {
 		fmt.Fprintf(&admins, "    - \"@%s:%s\"\n", a, ServerName)
+	}
+	if pl := s.Opts.AdminPowerLevel; pl != nil {
+		fmt.Fprintf(&admins, "  admin_power_level: %d\n", *pl)
 	}
 	cfg := fmt.Sprintf(`homeserver:
   address: %s

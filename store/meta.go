@@ -1,0 +1,68 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"maunium.net/go/mautrix/id"
+)
+
+// The meta table's keys.
+const (
+	metaControlRoom  = "control_room"
+	metaPrunedBefore = "inbox_pruned_before"
+)
+
+const (
+	getMetaQuery = `SELECT value FROM meta WHERE key = $1`
+	setMetaQuery = `INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+)
+
+func (s *Store) getMeta(ctx context.Context, key string) (string, bool, error) {
+	var value string
+	err := s.db.QueryRow(ctx, getMetaQuery, key).Scan(&value)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	} else if err != nil {
+		return "", false, fmt.Errorf("failed to read %s: %w", key, err)
+	}
+	return value, true, nil
+}
+
+func (s *Store) setMeta(ctx context.Context, key, value string) error {
+	if _, err := s.db.Exec(ctx, setMetaQuery, key, value); err != nil {
+		return fmt.Errorf("failed to store %s: %w", key, err)
+	}
+	return nil
+}
+
+// ControlRoom returns the pinned control room: the room the bot first
+// joined, or the one an operator moved it to. ok is false before the first
+// join.
+func (s *Store) ControlRoom(ctx context.Context) (room id.RoomID, ok bool, err error) {
+	value, ok, err := s.getMeta(ctx, metaControlRoom)
+	return id.RoomID(value), ok, err
+}
+
+// PinControlRoom stores room as the control room.
+func (s *Store) PinControlRoom(ctx context.Context, room id.RoomID) error {
+	return s.setMeta(ctx, metaControlRoom, string(room))
+}
+
+// prunedBefore returns the time before which the inbox no longer remembers
+// the events it processed (zero if it was never pruned).
+func (s *Store) prunedBefore(ctx context.Context) (time.Time, error) {
+	value, ok, err := s.getMeta(ctx, metaPrunedBefore)
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	ms, err := strconv.ParseInt(value, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("failed to read %s: %w", metaPrunedBefore, err)
+	}
+	return time.UnixMilli(ms), nil
+}
