@@ -48,7 +48,16 @@ func TestRun_BrokenConfigNamesTheKey(t *testing.T) {
 			if err := os.WriteFile(path, []byte(tt.config), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			err := run(path)
+			// A config that should be refused but is not would run the
+			// service until a signal: give it 10 s.
+			result := make(chan error, 1)
+			go func() { result <- run(path) }()
+			var err error
+			select {
+			case err = <-result:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("run started with a config that must be refused; want a one-line error naming %s", tt.key)
+			}
 			if err == nil || !strings.Contains(err.Error(), tt.key) || strings.Contains(err.Error(), "\n") {
 				t.Fatalf("run = %v; want a one-line error naming %s", err, tt.key)
 			}
