@@ -35,9 +35,6 @@ import (
 // Version is set at build time with -ldflags "-X main.Version=...".
 var Version = "dev"
 
-// feedHistory is how many recent changes the change feed can replay.
-const feedHistory = 10000
-
 // cliFlags are the command-line flags.
 type cliFlags struct {
 	configPath, registrationPath, importPath *string
@@ -182,13 +179,13 @@ func run(configPath string) error {
 	if err != nil {
 		return err
 	}
-	history, err := st.RecentChanges(ctx, feedHistory)
+	history, err := st.RecentChanges(ctx, router.FeedLimit, router.MaxFeedSources)
 	if err != nil {
 		return err
 	}
-	feed := make([]router.FeedEntry, len(history))
-	for i, h := range history {
-		feed[i] = router.FeedEntry{Version: h.Version, PushTo: h.PushTo}
+	feed := make([]router.Update, len(history))
+	for i := range history {
+		feed[i] = router.UpdateOf(&history[i])
 	}
 	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
 	log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
@@ -290,7 +287,7 @@ func run(configPath string) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	go st.Watch(watchCtx, 2*time.Second, engine.Version, func(c store.Change) {
-		engine.Apply(bot.RouterUpdate(&c))
+		engine.Apply(router.UpdateOf(&c))
 		log.WithField("version", c.Version).Info("Applied a change committed by another process")
 	}, func(err error) {
 		log.WithError(err).Warn("Failed to check the database for new changes")

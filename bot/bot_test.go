@@ -426,7 +426,7 @@ func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tb.engine.Apply(RouterUpdate(res.Change))
+			tb.engine.Apply(router.UpdateOf(res.Change))
 			tb.deliver(t, "t", hsToken, message("$list", testAdmin, "!presence always-send list"))
 			reply := tb.replies(t, 1)[0]
 			if reply.Size >= 65536 {

@@ -10,6 +10,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -33,7 +34,7 @@ func TestScale_ListAndHistory(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tb.engine.Apply(RouterUpdate(res.Change))
+			tb.engine.Apply(router.UpdateOf(res.Change))
 		}
 	}
 	seed(store.Blacklist, "blocked", 1_000_000)

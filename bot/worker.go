@@ -145,29 +145,11 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	}
 	b.metrics.countCommand(rep.Result)
 	if change != nil {
-		b.engine.Apply(RouterUpdate(change))
+		b.engine.Apply(router.UpdateOf(change))
 		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": change.PushCount}).Info("Applied rule change")
 	}
 	item.Reply, _ = json.Marshal(rep)
 	return b.deliver(ctx, log, item)
-}
-
-// RouterUpdate turns a committed change into the router's update.
-func RouterUpdate(c *store.Change) router.Update {
-	u := router.Update{Version: c.Version, PushTo: c.PushTo, PushToAllAlwaysSend: c.PushToAll}
-	for _, e := range c.Entries {
-		switch {
-		case e.List == store.AlwaysSend && e.Action == store.Add:
-			u.AddAlwaysSend = append(u.AddAlwaysSend, e.UserID)
-		case e.List == store.AlwaysSend:
-			u.RemoveAlwaysSend = append(u.RemoveAlwaysSend, e.UserID)
-		case e.Action == store.Add:
-			u.AddBlacklist = append(u.AddBlacklist, e.UserID)
-		default:
-			u.RemoveBlacklist = append(u.RemoveBlacklist, e.UserID)
-		}
-	}
-	return u
 }
 
 // deliver sends an applied item's reply and marks it done. When sending

@@ -11,11 +11,13 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/store"
 )
 
-// feedLimit is how many changes the feed retains at least for `since`
+// FeedLimit is how many changes the feed retains at least for `since`
 // replays (up to twice as many between trims).
-const feedLimit = 10000
+const FeedLimit = 10000
 
 // State is one presence update as Synapse sends it; only UserID matters for
 // routing.
@@ -40,12 +42,63 @@ type Update struct {
 	// PushToAllAlwaysSend: every always-send user after this update gained
 	// presence (a user left the blacklist); PushTo is then ignored.
 	PushToAllAlwaysSend bool
+	// EntriesOmitted: the lists above are not known (a large change read
+	// back from the store); the feed then says every source changed.
+	EntriesOmitted bool
 }
 
-// FeedEntry is a retained change of the feed.
+// FeedEntry is a retained change of the feed: what a client caching
+// answers needs to know about it.
 type FeedEntry struct {
 	Version int64
 	PushTo  []id.UserID
+	// Sources are users whose own presence is routed differently now
+	// (blacklist entries added or removed). AllSources: too many to list,
+	// or not known.
+	Sources    []id.UserID
+	AllSources bool
+	// DestinationsAdded and DestinationsRemoved are users who now receive,
+	// or no longer receive, the presence of every routed user
+	// (always-send entries added or removed).
+	DestinationsAdded, DestinationsRemoved []id.UserID
+}
+
+// MaxFeedSources bounds the sources one change (and one answer of the
+// feed) lists; past it, the feed says every source changed.
+const MaxFeedSources = 10000
+
+// UpdateOf turns a committed change into the router's update: the one
+// conversion from the store to the router.
+func UpdateOf(c *store.Change) Update {
+	u := Update{Version: c.Version, PushTo: c.PushTo, PushToAllAlwaysSend: c.PushToAll, EntriesOmitted: c.EntriesOmitted}
+	for _, e := range c.Entries {
+		switch {
+		case e.List == store.AlwaysSend && e.Action == store.Add:
+			u.AddAlwaysSend = append(u.AddAlwaysSend, e.UserID)
+		case e.List == store.AlwaysSend:
+			u.RemoveAlwaysSend = append(u.RemoveAlwaysSend, e.UserID)
+		case e.Action == store.Add:
+			u.AddBlacklist = append(u.AddBlacklist, e.UserID)
+		default:
+			u.RemoveBlacklist = append(u.RemoveBlacklist, e.UserID)
+		}
+	}
+	return u
+}
+
+// feedEntry is what the feed keeps of an update.
+func feedEntry(u Update, pushTo []id.UserID) FeedEntry {
+	f := FeedEntry{Version: u.Version, PushTo: pushTo, AllSources: u.EntriesOmitted}
+	if n := len(u.AddBlacklist) + len(u.RemoveBlacklist); n > MaxFeedSources {
+		f.AllSources = true
+	} else if n > 0 {
+		f.Sources = slices.Concat(u.AddBlacklist, u.RemoveBlacklist)
+	}
+	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > MaxFeedSources {
+		f.AllSources = true
+	}
+	f.DestinationsAdded, f.DestinationsRemoved = u.AddAlwaysSend, u.RemoveAlwaysSend
+	return f
 }
 
 // Explanation says where a user's presence goes and what the user receives.
@@ -73,8 +126,8 @@ type Engine struct {
 }
 
 // NewEngine returns an engine at version with the given lists and retained
-// feed history (oldest first).
-func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []FeedEntry) *Engine {
+// feed history (oldest first, as UpdateOf makes them).
+func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []Update) *Engine {
 	e := &Engine{
 		version:       version,
 		blacklist:     make(map[id.UserID]struct{}, len(blacklist)),
@@ -88,10 +141,13 @@ func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []FeedE
 		e.alwaysSendSet[u] = struct{}{}
 	}
 	e.setAlwaysSend()
-	if len(history) > feedLimit {
-		history = history[len(history)-feedLimit:]
+	if len(history) > FeedLimit {
+		history = history[len(history)-FeedLimit:]
 	}
-	e.feed = slices.Clone(history)
+	e.feed = make([]FeedEntry, len(history))
+	for i, u := range history {
+		e.feed[i] = feedEntry(u, u.PushTo)
+	}
 	return e
 }
 
@@ -133,11 +189,11 @@ func (e *Engine) Apply(u Update) {
 	if u.PushToAllAlwaysSend {
 		pushTo = e.alwaysSend // immutable: replaced, never changed in place
 	}
-	e.feed = append(e.feed, FeedEntry{Version: u.Version, PushTo: pushTo})
-	if len(e.feed) >= 2*feedLimit {
+	e.feed = append(e.feed, feedEntry(u, pushTo))
+	if len(e.feed) >= 2*FeedLimit {
 		// Trimmed in one go once it doubles, so a change costs O(1)
 		// amortized instead of a copy of the whole feed.
-		e.feed = slices.Clone(e.feed[len(e.feed)-feedLimit:])
+		e.feed = slices.Clone(e.feed[len(e.feed)-FeedLimit:])
 	}
 	close(e.changed)
 	e.changed = make(chan struct{})
@@ -239,11 +295,33 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 	return ex
 }
 
+// FeedAnswer is the change feed's answer: what changed after since.
+type FeedAnswer struct {
+	Version int64 `json:"version"`
+	// PushTo: users who gained presence they did not get before, sorted.
+	PushTo []id.UserID `json:"push_to"`
+	// Reset: since is unknown or too old; drop every cached answer.
+	Reset bool `json:"reset"`
+	// Sources: users whose users_for_states answers changed (sorted), or
+	// AllSources when they are too many to list.
+	Sources    []id.UserID `json:"sources"`
+	AllSources bool        `json:"all_sources"`
+	// DestinationsAdded and DestinationsRemoved: users who now receive, or
+	// no longer receive, the presence of every routed user (sorted; their
+	// interested_users answers changed too).
+	DestinationsAdded   []id.UserID `json:"destinations_added"`
+	DestinationsRemoved []id.UserID `json:"destinations_removed"`
+}
+
+func emptyAnswer(version int64, reset bool) FeedAnswer {
+	none := []id.UserID{}
+	return FeedAnswer{Version: version, PushTo: none, Reset: reset, Sources: none, DestinationsAdded: none, DestinationsRemoved: none}
+}
+
 // Changes waits until the version is above since, or timeout passes, or ctx
-// ends. It returns the version, the sorted users who gained presence in the
-// changes after since, and reset when since is nil, above the version, or
-// older than the retained history.
-func (e *Engine) Changes(ctx context.Context, since *int64, timeout time.Duration) (version int64, pushTo []id.UserID, reset bool) {
+// ends, and says what changed after since. It answers reset when since is
+// nil, above the version, or older than the retained history.
+func (e *Engine) Changes(ctx context.Context, since *int64, timeout time.Duration) FeedAnswer {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
@@ -252,19 +330,19 @@ func (e *Engine) Changes(ctx context.Context, since *int64, timeout time.Duratio
 		switch {
 		case since == nil || *since > version || e.tooOld(*since):
 			e.lock.RUnlock()
-			return version, []id.UserID{}, true
+			return emptyAnswer(version, true)
 		case *since < version:
-			pushTo = e.pushToSince(*since)
+			answer := e.changesSince(*since)
 			e.lock.RUnlock()
-			return version, pushTo, false
+			return answer
 		}
 		e.lock.RUnlock()
 		select {
 		case <-changed:
 		case <-timer.C:
-			return version, []id.UserID{}, false
+			return emptyAnswer(version, false)
 		case <-ctx.Done():
-			return version, []id.UserID{}, false
+			return emptyAnswer(version, false)
 		}
 	}
 }
@@ -277,7 +355,8 @@ func (e *Engine) tooOld(since int64) bool {
 	return len(e.feed) == 0 || e.feed[0].Version > since+1
 }
 
-func (e *Engine) pushToSince(since int64) []id.UserID {
+// changesSince sums up the retained changes after since.
+func (e *Engine) changesSince(since int64) FeedAnswer {
 	start, _ := slices.BinarySearchFunc(e.feed, since+1, func(f FeedEntry, v int64) int {
 		switch {
 		case f.Version < v:
@@ -287,15 +366,49 @@ func (e *Engine) pushToSince(since int64) []id.UserID {
 		}
 		return 0
 	})
-	seen := make(map[id.UserID]struct{})
-	out := []id.UserID{}
+	answer := emptyAnswer(e.version, false)
+	pushTo := make(map[id.UserID]struct{})
+	sources := make(map[id.UserID]struct{})
+	// Net destination changes: the last change of each user wins.
+	destinations := make(map[id.UserID]bool)
 	for _, f := range e.feed[start:] {
 		for _, u := range f.PushTo {
-			if _, ok := seen[u]; !ok {
-				seen[u] = struct{}{}
-				out = append(out, u)
-			}
+			pushTo[u] = struct{}{}
 		}
+		answer.AllSources = answer.AllSources || f.AllSources
+		if !answer.AllSources {
+			for _, u := range f.Sources {
+				sources[u] = struct{}{}
+			}
+			answer.AllSources = len(sources) > MaxFeedSources
+		}
+		for _, u := range f.DestinationsAdded {
+			destinations[u] = true
+		}
+		for _, u := range f.DestinationsRemoved {
+			destinations[u] = false
+		}
+	}
+	answer.PushTo = sortedKeys(pushTo)
+	if !answer.AllSources {
+		answer.Sources = sortedKeys(sources)
+	}
+	for u, added := range destinations {
+		if added {
+			answer.DestinationsAdded = append(answer.DestinationsAdded, u)
+		} else {
+			answer.DestinationsRemoved = append(answer.DestinationsRemoved, u)
+		}
+	}
+	slices.Sort(answer.DestinationsAdded)
+	slices.Sort(answer.DestinationsRemoved)
+	return answer
+}
+
+func sortedKeys(set map[id.UserID]struct{}) []id.UserID {
+	out := make([]id.UserID, 0, len(set))
+	for u := range set {
+		out = append(out, u)
 	}
 	slices.Sort(out)
 	return out

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
@@ -99,7 +100,7 @@ func TestEngine_ApplyAndExplain(t *testing.T) {
 func ptr(v int64) *int64 { return &v }
 
 func TestEngine_Changes(t *testing.T) {
-	history := []FeedEntry{{Version: 3, PushTo: []id.UserID{"@a:x"}}, {Version: 4, PushTo: []id.UserID{"@b:x", "@a:x"}}}
+	history := []Update{{Version: 3, PushTo: []id.UserID{"@a:x"}}, {Version: 4, PushTo: []id.UserID{"@b:x", "@a:x"}}}
 	tests := []struct {
 		name      string
 		since     *int64
@@ -115,7 +116,8 @@ func TestEngine_Changes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := NewEngine(4, nil, nil, history)
-			v, push, reset := e.Changes(context.Background(), tt.since, time.Second)
+			a := e.Changes(context.Background(), tt.since, time.Second)
+			v, push, reset := a.Version, a.PushTo, a.Reset
 			if v != 4 || reset != tt.wantReset || !slices.Equal(push, tt.wantPush) {
 				t.Errorf("= %d, %v, %v; want 4, %v, %v", v, push, reset, tt.wantPush, tt.wantReset)
 			}
@@ -124,7 +126,8 @@ func TestEngine_Changes(t *testing.T) {
 	t.Run("waits, then times out with no change", func(t *testing.T) {
 		e := NewEngine(4, nil, nil, history)
 		start := time.Now()
-		v, push, reset := e.Changes(context.Background(), ptr(4), 100*time.Millisecond)
+		a := e.Changes(context.Background(), ptr(4), 100*time.Millisecond)
+		v, push, reset := a.Version, a.PushTo, a.Reset
 		if v != 4 || len(push) != 0 || reset || time.Since(start) < 100*time.Millisecond {
 			t.Errorf("= %d, %v, %v after %s", v, push, reset, time.Since(start))
 		}
@@ -135,9 +138,54 @@ func TestEngine_Changes(t *testing.T) {
 			time.Sleep(50 * time.Millisecond)
 			e.Apply(Update{Version: 5, AddAlwaysSend: []id.UserID{"@c:x"}, PushTo: []id.UserID{"@c:x"}})
 		}()
-		v, push, _ := e.Changes(context.Background(), ptr(4), 10*time.Second)
+		a := e.Changes(context.Background(), ptr(4), 10*time.Second)
+		v, push := a.Version, a.PushTo
 		if v != 5 || !slices.Equal(push, []id.UserID{"@c:x"}) {
 			t.Errorf("= %d, %v", v, push)
+		}
+	})
+}
+
+func TestEngine_ChangesSayWhatChanged(t *testing.T) {
+	e := NewEngine(0, nil, nil, nil)
+	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x", "@mon:x"}})
+	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@ceo:x"}})
+	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}, RemoveBlacklist: []id.UserID{"@old:x"}})
+	e.Apply(Update{Version: 4, AddAlwaysSend: []id.UserID{"@desk:x"}})
+	tests := []struct {
+		name               string
+		since              int64
+		sources            []id.UserID
+		added, removed     []id.UserID
+		allSources, isNone bool
+	}{
+		{"a blacklist change names its user", 1, []id.UserID{"@ceo:x", "@old:x"}, []id.UserID{"@desk:x"}, []id.UserID{"@mon:x"}, false, false},
+		{"the net destination change wins", 0, []id.UserID{"@ceo:x", "@old:x"}, []id.UserID{"@dash:x", "@desk:x"}, []id.UserID{"@mon:x"}, false, false},
+		{"only destinations", 3, []id.UserID{}, []id.UserID{"@desk:x"}, nil, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			a := e.Changes(context.Background(), ptr(tt.since), time.Second)
+			if a.Reset || a.AllSources != tt.allSources || !slices.Equal(a.Sources, tt.sources) ||
+				!slices.Equal(a.DestinationsAdded, tt.added) || !slices.Equal(a.DestinationsRemoved, tt.removed) && len(tt.removed)+len(a.DestinationsRemoved) > 0 {
+				t.Errorf("answer = %+v; want sources %v, added %v, removed %v", a, tt.sources, tt.added, tt.removed)
+			}
+		})
+	}
+	t.Run("a change too large to list says every source changed", func(t *testing.T) {
+		many := make([]id.UserID, MaxFeedSources+1)
+		for i := range many {
+			many[i] = id.UserID(fmt.Sprintf("@u%d:x", i))
+		}
+		e.Apply(Update{Version: 5, AddBlacklist: many})
+		if a := e.Changes(context.Background(), ptr(4), time.Second); !a.AllSources || len(a.Sources) != 0 {
+			t.Errorf("answer has all_sources %v and %d sources; want all_sources", a.AllSources, len(a.Sources))
+		}
+	})
+	t.Run("a change read back without its entries says every source changed", func(t *testing.T) {
+		e := NewEngine(2, nil, nil, []Update{{Version: 2, EntriesOmitted: true}})
+		if a := e.Changes(context.Background(), ptr(1), time.Second); !a.AllSources {
+			t.Errorf("answer = %+v; want all_sources", a)
 		}
 	})
 }
@@ -148,7 +196,8 @@ func TestEngine_PushToAllAlwaysSendServesTheListAfterTheChange(t *testing.T) {
 	// same change: everyone on always-send afterwards gains presence.
 	e.Apply(Update{Version: 2, RemoveBlacklist: []id.UserID{"@alice:x"}, AddAlwaysSend: []id.UserID{"@new:x"}, PushToAllAlwaysSend: true, PushTo: []id.UserID{"@ignored:x"}})
 	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}})
-	_, push, reset := e.Changes(context.Background(), ptr(1), time.Second)
+	a := e.Changes(context.Background(), ptr(1), time.Second)
+	push, reset := a.PushTo, a.Reset
 	if reset || !slices.Equal(push, []id.UserID{"@dash:x", "@mon:x", "@new:x"}) {
 		t.Errorf("push_to since 1 = %v (reset %v), want the always-send list after version 2", push, reset)
 	}

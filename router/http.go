@@ -433,8 +433,7 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, MaxPollTimeout)
 	}
-	version, pushTo, reset := h.engine.Changes(r.Context(), since, timeout)
-	writeJSON(w, http.StatusOK, map[string]any{"version": version, "push_to": pushTo, "reset": reset})
+	writeJSON(w, http.StatusOK, h.engine.Changes(r.Context(), since, timeout))
 }
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {

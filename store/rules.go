@@ -69,6 +69,9 @@ type Change struct {
 	// PushCount is how many users gain presence (len(PushTo), or the
 	// always-send list's size with PushToAll).
 	PushCount int
+	// EntriesOmitted is set on a change read by RecentChanges that has more
+	// entries than it was asked to load.
+	EntriesOmitted bool
 }
 
 // Result says what Apply did.
@@ -94,7 +97,14 @@ const (
 	setPushToAllQuery    = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
 	countAlwaysSendQuery = `SELECT COUNT(*) FROM rule WHERE list='always_send'`
 	recentChangesQuery   = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
-	historyQuery         = `
+	// The entries of the changes from $1 on, but those of a change with more
+	// than $2 entries.
+	recentEntriesQuery = `
+		SELECT version, list, user_id, action FROM change_entry
+		WHERE version >= $1 AND version NOT IN (
+			SELECT version FROM change_entry WHERE version >= $1 GROUP BY version HAVING COUNT(*) > $2)
+		ORDER BY version`
+	historyQuery = `
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
 		FROM change ORDER BY version DESC LIMIT $1`
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
@@ -280,37 +290,61 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 	return res, nil
 }
 
-// FeedEntry is the part of a change the change feed needs.
-type FeedEntry struct {
-	Version int64
-	PushTo  []id.UserID
-}
-
 // RecentChanges returns up to limit of the newest changes, oldest first,
-// for the router's change feed.
-func (s *Store) RecentChanges(ctx context.Context, limit int) ([]FeedEntry, error) {
+// for the router's change feed: each with its version, PushTo and entries.
+// A change of more than maxEntries entries (an import) comes without them,
+// with EntriesOmitted set.
+func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]Change, error) {
 	rows, err := s.db.Query(ctx, recentChangesQuery, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
-	defer rows.Close()
-	var entries []FeedEntry
+	var changes []Change
 	for rows.Next() {
-		var entry FeedEntry
+		var c Change
 		var pushJSON string
-		if err = rows.Scan(&entry.Version, &pushJSON); err != nil {
+		if err = rows.Scan(&c.Version, &pushJSON); err != nil {
+			_ = rows.Close()
 			return nil, fmt.Errorf("failed to read change: %w", err)
 		}
-		if err = json.Unmarshal([]byte(pushJSON), &entry.PushTo); err != nil {
-			return nil, fmt.Errorf("failed to decode push_to of change %d: %w", entry.Version, err)
+		if err = json.Unmarshal([]byte(pushJSON), &c.PushTo); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("failed to decode push_to of change %d: %w", c.Version, err)
 		}
-		entries = append(entries, entry)
+		c.EntriesOmitted = true
+		changes = append(changes, c)
 	}
-	if err = rows.Err(); err != nil {
+	if err = errors.Join(rows.Err(), rows.Close()); err != nil {
 		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
-	slices.Reverse(entries)
-	return entries, nil
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	slices.Reverse(changes)
+	byVersion := make(map[int64]*Change, len(changes))
+	for i := range changes {
+		byVersion[changes[i].Version] = &changes[i]
+	}
+	rows, err = s.db.Query(ctx, recentEntriesQuery, changes[0].Version, maxEntries)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read change entries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var version int64
+		var e Entry
+		if err = rows.Scan(&version, &e.List, &e.UserID, &e.Action); err != nil {
+			return nil, fmt.Errorf("failed to read change entry: %w", err)
+		}
+		if c := byVersion[version]; c != nil {
+			c.Entries = append(c.Entries, e)
+			c.EntriesOmitted = false
+		}
+	}
+	if err = rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to read change entries: %w", err)
+	}
+	return changes, nil
 }
 
 // History returns up to limit changes with their entries, newest first.

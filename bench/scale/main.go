@@ -30,7 +30,6 @@ import (
 	"github.com/spf13/pflag"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/bot"
 	"github.com/presence-router/presence-router/e2e/harness"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/store"
@@ -190,7 +189,7 @@ logging: {level: warn}
 		if res.Change == nil {
 			return fmt.Errorf("change %d changed nothing", i)
 		}
-		engine.Apply(bot.RouterUpdate(res.Change))
+		engine.Apply(router.UpdateOf(res.Change))
 		took[action] = append(took[action], time.Since(began))
 	}
 	for _, action := range []store.Action{store.Add, store.Remove} {
