@@ -1,20 +1,26 @@
 """Synapse presence router module backed by presence-router.
 
 presence-router (Go) owns the routing rules and answers the routing API; this
-module answers Synapse's two presence-router callbacks from a cache keyed by
-the rules' version, long-polls the change feed to drop stale answers, and
-pushes current presence to users who just gained it.
+module answers Synapse's two presence-router callbacks from a cache, follows
+presence-router's change feed to drop (or patch) only the answers a change
+affects, and pushes current presence to users who just gained it.
 
 Load it either way (each registers the callbacks exactly once):
 
     modules:
       - module: presence_router_adapter.PresenceRouterAdapter
-        config: {url: "http://127.0.0.1:29330", token_file: /etc/presence-router/token, push: true}
+        config: {url: "http://127.0.0.1:29330", token_file: /etc/presence-router/token}
 
     presence:
       presence_router:
         module: presence_router_adapter.PresenceRouterAdapter
         config: {...same keys...}
+
+It lives on Synapse's reactor: every Deferred it awaits is made yieldable the
+way Synapse requires (so no logging context is lost), its change-feed loop is
+a Synapse background process, every request has a whole-request deadline and
+a size cap, and after a failed request it answers "no extra routing" at once,
+without the network, until the change feed reaches presence-router again.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Literal, Union
 from urllib.parse import urlencode
 
 from prometheus_client import REGISTRY, Counter, Gauge
@@ -34,6 +40,13 @@ logger = logging.getLogger(__name__)
 ALL_USERS = "ALL"  # synapse.events.presence_router.PresenceRouter.ALL_USERS
 WARN_INTERVAL = 30.0
 MAX_POLL_BACKOFF = 2.0
+# The most distinct users one users_for_states request asks about; a bigger
+# batch is split (the routing API refuses bodies over 16 MiB).
+MAX_STATES_PER_REQUEST = 10_000
+# The largest answer read; a longer one fails the request (the routing API's
+# answers to MAX_STATES_PER_REQUEST states are well below 1 MiB).
+MAX_RESPONSE_BYTES = 16 << 20
+
 
 class _Stats:
     """Hot-path counts as plain integers (a prometheus Counter's lock would
@@ -65,11 +78,22 @@ class _StatsCollector:
 
 REGISTRY.register(_StatsCollector())
 ERRORS = Counter("presence_router_adapter_request_errors_total", "Failed routing API requests", ["endpoint"])
+INVALID = Counter(
+    "presence_router_adapter_invalid_answers_total",
+    "Routing API answers of the wrong shape (each also counts as a failed request)",
+    ["endpoint"],
+)
+SKIPPED = Counter(
+    "presence_router_adapter_skipped_requests_total",
+    "Cache misses answered without asking, because presence-router was unreachable",
+    ["callback"],
+)
 VERSION = Gauge("presence_router_adapter_version", "Rules version the cache holds")
 LAG = Gauge(
     "presence_router_adapter_version_lag_seconds",
     "Seconds since the change feed last confirmed the cached version (grows while presence-router is unreachable)",
 )
+CACHE_ENTRIES = Gauge("presence_router_adapter_cache_entries", "Cached answers", ["callback"])
 
 
 def _config_error(msg: str) -> Exception:
@@ -81,16 +105,20 @@ def _config_error(msg: str) -> Exception:
         return ValueError(msg)
 
 
+PushMode = Literal["auto", "on", "off"]
+
+
 @dataclass(frozen=True)
 class AdapterConfig:
     url: str
     token: str
     timeout: float = 5.0
-    push: bool = False
+    push: PushMode = "auto"
     poll_timeout_ms: int = 30000
+    cache_size: int = 1_000_000
 
 
-_CONFIG_KEYS = frozenset({"url", "token", "token_file", "timeout", "push", "poll_timeout"})
+_CONFIG_KEYS = frozenset({"url", "token", "token_file", "timeout", "push", "poll_timeout", "cache_size"})
 
 
 def parse_config(config: dict[str, Any]) -> AdapterConfig:
@@ -120,17 +148,125 @@ def parse_config(config: dict[str, Any]) -> AdapterConfig:
     timeout = config.get("timeout", 5)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise _config_error("presence_router_adapter: 'timeout' must be a positive number of seconds")
-    push = config.get("push", False)
-    if not isinstance(push, bool):
-        raise _config_error("presence_router_adapter: 'push' must be true or false")
+    push_value = config.get("push", "auto")
+    push: PushMode
+    if push_value is True:
+        push = "on"
+    elif push_value is False:
+        push = "off"
+    elif push_value == "auto":
+        push = "auto"
+    else:
+        raise _config_error("presence_router_adapter: 'push' must be auto, true or false")
     poll = config.get("poll_timeout", 30000)
     if not isinstance(poll, int) or isinstance(poll, bool) or not 0 <= poll <= 60000:
         raise _config_error("presence_router_adapter: 'poll_timeout' must be milliseconds from 0 to 60000")
-    return AdapterConfig(url.rstrip("/"), token, float(timeout), push, poll)
+    cache_size = config.get("cache_size", 1_000_000)
+    if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1000:
+        raise _config_error("presence_router_adapter: 'cache_size' must be a whole number of users, at least 1000")
+    return AdapterConfig(url.rstrip("/"), token, float(timeout), push, poll, cache_size)
 
 
 class RoutingAPIError(Exception):
     """The routing API could not be reached or answered an error."""
+
+
+class InvalidAnswer(RoutingAPIError):
+    """The routing API answered JSON of the wrong shape."""
+
+
+# -- answers ---------------------------------------------------------------
+
+
+def _version(body: Any) -> int:
+    if not isinstance(body, dict):
+        raise InvalidAnswer("the answer is not a JSON object")
+    version = body.get("version")
+    if type(version) is not int or version < 0:
+        raise InvalidAnswer(f"version {version!r} is not a non-negative integer")
+    return version
+
+
+def _users(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not all(type(u) is str for u in value):
+        raise InvalidAnswer(f"{what} is not a list of user IDs")
+    return value
+
+
+def _flag(body: dict[str, Any], key: str) -> bool:
+    value = body.get(key, False)
+    if type(value) is not bool:
+        raise InvalidAnswer(f"{key} {value!r} is not a boolean")
+    return value
+
+
+@dataclass(frozen=True)
+class _Feed:
+    """An answer of the change feed, checked."""
+
+    version: int
+    reset: bool
+    push_to: list[str]
+    sources: list[str]
+    all_sources: bool
+    added: list[str]
+    removed: list[str]
+
+
+def _feed_answer(body: Any) -> _Feed:
+    version = _version(body)
+    return _Feed(
+        version,
+        _flag(body, "reset"),
+        _users(body.get("push_to", []), "push_to"),
+        _users(body.get("sources", []), "sources"),
+        _flag(body, "all_sources"),
+        _users(body.get("destinations_added", []), "destinations_added"),
+        _users(body.get("destinations_removed", []), "destinations_removed"),
+    )
+
+
+def _interested_answer(body: Any) -> tuple[int, bool, list[str]]:
+    version = _version(body)
+    everyone = _flag(body, "all")
+    return version, everyone, [] if everyone else _users(body.get("users", []), "users")
+
+
+def _routes_answer(body: Any, n: int) -> tuple[int, list[tuple[list[str], list[int]]]]:
+    version = _version(body)
+    routes = body.get("routes")
+    if not isinstance(routes, list):
+        raise InvalidAnswer("routes is not a list")
+    out = []
+    for route in routes:
+        if not isinstance(route, dict):
+            raise InvalidAnswer("a route is not an object")
+        users = _users(route.get("users"), "a route's users")
+        states = route.get("states")
+        if not isinstance(states, list) or not all(type(i) is int and 0 <= i < n for i in states):
+            raise InvalidAnswer(f"a route's states are not indices of the {n} states asked about")
+        out.append((users, states))
+    return version, out
+
+
+# -- cache -----------------------------------------------------------------
+
+
+class _Route:
+    """The destination users of every source user routed to it. Shared, so
+    that a cache miss costs one set per distinct route, not one per user;
+    patched in place when the change feed adds or removes destinations."""
+
+    __slots__ = ("users",)
+
+    def __init__(self, users: frozenset[str]) -> None:
+        self.users = users
+
+
+# The answer for a user whose presence goes nowhere extra; never patched.
+_NOWHERE = _Route(frozenset())
+
+Interest = Union[str, frozenset[str]]  # ALL_USERS or the users
 
 
 class _Cache:
@@ -138,11 +274,43 @@ class _Cache:
 
     def __init__(self, version: int) -> None:
         self.version = version
-        self.interested: dict[str, Any] = {}  # user -> ALL_USERS or frozenset
-        self.dests: dict[str, frozenset[str]] = {}  # source user -> destinations
-        self.keys: frozenset[str] | None = None  # users in every answer
+        self.routes_of: dict[str, _Route] = {}  # source user -> route
+        self.interned: dict[frozenset[str], _Route] = {}
+        # Users who must be keys of every users_for_states answer (those
+        # interested_users answers ALL), as the last answer said; None
+        # until one came.
+        self.keys: _Route | None = None
+        self.interested: dict[str, Interest] = {}
         self.all_users: set[str] = set()  # users answered ALL
-        self.interned: dict[frozenset[str], frozenset[str]] = {}
+
+    def route(self, users: frozenset[str]) -> _Route:
+        if not users:
+            return _NOWHERE
+        route = self.interned.get(users)
+        if route is None:
+            route = self.interned[users] = _Route(users)
+        return route
+
+    def patch_destinations(self, added: list[str], removed: list[str]) -> None:
+        """Every routed source user now also goes to added, and no longer to
+        removed (the change feed's destinations_added/_removed)."""
+        if added and (self.keys is None or not self.keys.users):
+            # All cached answers are empty: routed users cannot be told from
+            # the others, so ask again.
+            self.routes_of.clear()
+            self.keys = None
+        routes = {id(r): r for r in self.interned.values()}
+        if self.keys is not None:
+            routes[id(self.keys)] = self.keys
+        plus, minus = frozenset(added), frozenset(removed)
+        for route in routes.values():
+            if route.users:
+                route.users = (route.users | plus) - minus
+        self.interned = {r.users: r for r in routes.values() if r.users}
+        for user in added:
+            self.interested.pop(user, None)
+        for user in removed:
+            self.interested.pop(user, None)
 
 
 class PresenceRouterAdapter:
@@ -162,11 +330,16 @@ class PresenceRouterAdapter:
         self._config: AdapterConfig = config if isinstance(config, AdapterConfig) else parse_config(config)
         self._api = params["module_api"]
         self._cache = _Cache(-1)
-        self._fallback_keys: frozenset[str] = frozenset()
+        self._since: int | None = None
         self._last_warning = 0.0
-        self._failing = False
+        # Open after a failed request: misses answer at once without asking,
+        # until the change feed reaches presence-router again.
+        self._open = False
+        self._push_writer: bool | None = None if self._config.push == "auto" else self._config.push == "on"
         self._confirmed = time.monotonic()
         LAG.set_function(lambda: time.monotonic() - self._confirmed)
+        CACHE_ENTRIES.labels("get_users_for_states").set_function(lambda: len(self._cache.routes_of))
+        CACHE_ENTRIES.labels("get_interested_users").set_function(lambda: len(self._cache.interested))
         if not legacy:
             self._api.register_presence_router_callbacks(
                 get_users_for_states=self.get_users_for_states,
@@ -182,19 +355,23 @@ class PresenceRouterAdapter:
         answer = cache.interested.get(user_id)
         if answer is None:
             STATS.giu_misses += 1
+            if self._open:
+                SKIPPED.labels("get_interested_users").inc()
+                return set()
             try:
                 body = await self._request("GET", "interested_users?" + urlencode({"user_id": user_id}))
-                answer = ALL_USERS if body.get("all") else frozenset(body.get("users") or ())
-
-                def fill(c: _Cache) -> None:
-                    c.interested[user_id] = answer
-                    if answer == ALL_USERS:
-                        c.all_users.add(user_id)
-
-                self._store(int(body["version"]), fill)
+                version, everyone, users = _interested_answer(body)
             except Exception as e:  # never raise into Synapse
-                self._warn("interested_users", e)
+                self._failed("interested_users", e)
                 return set()
+            answer = ALL_USERS if everyone else frozenset(users)
+            cache = self._cache
+            if version == cache.version:
+                if len(cache.interested) >= self._config.cache_size:
+                    cache.interested.clear()
+                cache.interested[user_id] = answer
+            if everyone:
+                cache.all_users.add(user_id)
         else:
             STATS.giu_hits += 1
         if answer == ALL_USERS:
@@ -205,168 +382,174 @@ class PresenceRouterAdapter:
         STATS.ufs_calls += 1
         states = state_updates if isinstance(state_updates, list) else list(state_updates)
         cache = self._cache
-        if len(states) == 1 and cache.keys is not None:
+        keys_route = cache.keys
+        if len(states) == 1 and keys_route is not None:
             # One state, the most common call (Synapse routes a user's own
             # change as it happens): no grouping needed.
-            dests = cache.dests.get(states[0].user_id)
-            if dests is not None:
+            route = cache.routes_of.get(states[0].user_id)
+            if route is not None:
                 STATS.ufs_hits += 1
-                if dests is cache.keys:
-                    return dict.fromkeys(dests, set(states))
-                result: dict[str, set[Any]] = dict.fromkeys(cache.keys, set())
-                if dests:
+                if route is keys_route:
+                    return dict.fromkeys(route.users, set(states))
+                result: dict[str, set[Any]] = dict.fromkeys(keys_route.users, set())
+                if route.users:
                     routed = set(states)
-                    for user in dests:
+                    for user in route.users:
                         result[user] = routed
                 return result
-        # The warm path, inlined (a call to _group costs ~10% of a one-state
-        # call; bench/adapter_bench.py): group states by their (interned)
-        # destination set, noting users that are not cached. Keep it in step
-        # with _group, which the miss path uses.
-        dests_of = cache.dests.get
-        groups: dict[frozenset[str], list[Any]] = {}
-        missing: list[Any] = []
-        for s in states:
-            dests = dests_of(s.user_id)
-            if dests is None:
-                missing.append(s)
-            elif dests:
-                group = groups.get(dests)
-                if group is None:
-                    groups[dests] = [s]
-                else:
-                    group.append(s)
-        keys = cache.keys
-        if missing or keys is None:
+        groups, missing = self._group(cache.routes_of.get, states)
+        if missing or keys_route is None:
             STATS.ufs_misses += 1
-            try:
-                cache = await self._fetch_routes(list({s.user_id: s for s in missing}.values()))
-                groups, _ = self._group(cache, states)
-                keys = cache.keys
-            except Exception as e:
-                self._warn("users_for_states", e)
-            if keys is None:
-                # presence-router is unreachable: users who were told ALL must
-                # still be keys, or Synapse fails their /sync with a KeyError.
-                keys = self._fallback_keys | cache.all_users
+            found: dict[str, _Route] = {}
+            if self._open:
+                SKIPPED.labels("get_users_for_states").inc()
+            else:
+                try:
+                    keys_route = await self._fetch_routes([s.user_id for s in missing], found)
+                except Exception as e:
+                    self._failed("users_for_states", e)
+            if found:
+                cached = cache.routes_of.get
+                groups, _ = self._group(lambda u: found.get(u) or cached(u), states)
+            if keys_route is None:
+                keys_route = self._cache.keys
         else:
             STATS.ufs_hits += 1
+        # Users who were told ALL must be keys, or Synapse fails their /sync
+        # with a KeyError; more keys with nothing in them are harmless.
+        keys = keys_route.users if keys_route is not None else frozenset()
+        if self._cache.all_users:
+            keys = keys | self._cache.all_users
         # Synapse copies every answer into its own sets, so one set object
         # may serve several keys.
         if len(groups) == 1:
-            ((dests, group),) = groups.items()
+            ((route, group),) = groups.items()
             shared = set(group)
-            if dests == keys:
+            if route.users == keys:
                 return dict.fromkeys(keys, shared)
             result = dict.fromkeys(keys, set())
-            for user in dests:
+            for user in route.users:
                 result[user] = shared
             return result
         nothing: set[Any] = set()
         result = dict.fromkeys(keys, nothing)
-        for dests, group in groups.items():
+        for route, group in groups.items():
             routed = set(group)
-            for user in dests:
+            for user in route.users:
                 have = result.get(user)
                 result[user] = routed if not have else have | routed
         return result
 
     @staticmethod
-    def _group(cache: _Cache, states: list[Any]) -> tuple[dict[frozenset[str], list[Any]], list[Any]]:
-        """Group states by their (interned) destination set; list the states
-        whose user is not cached."""
-        dests_of = cache.dests.get
-        groups: dict[frozenset[str], list[Any]] = {}
-        missing: list[Any] = []
+    def _group(route_of: Callable[[str], _Route | None], states: list[Any]) -> tuple[dict[_Route, list[Any]], list[Any]]:
+        """Group states by their route; list the states whose user has none
+        cached (each user once)."""
+        groups: dict[_Route, list[Any]] = {}
+        missing: dict[str, Any] = {}
+        nowhere = _NOWHERE
         for s in states:
-            dests = dests_of(s.user_id)
-            if dests is None:
-                missing.append(s)
-            elif dests:
-                group = groups.get(dests)
+            route = route_of(s.user_id)
+            if route is None:
+                missing[s.user_id] = s
+            elif route is not nowhere:
+                group = groups.get(route)
                 if group is None:
-                    groups[dests] = [s]
+                    groups[route] = [s]
                 else:
                     group.append(s)
-        return groups, missing
+        return groups, list(missing.values())
 
-    # -- cache -------------------------------------------------------------
-
-    def _store(self, version: int, fill: Any) -> _Cache:
-        """Store an answer at version: a newer version replaces the cache, an
-        older one is not stored. Returns the cache the answer belongs to."""
-        cache = self._cache
-        if version > cache.version:
-            self._invalidate(version)
+    async def _fetch_routes(self, users: list[str], found: dict[str, _Route]) -> _Route | None:
+        """Ask where each user's presence goes, in requests of at most
+        MAX_STATES_PER_REQUEST users; fill found (this call's answers) and
+        the cache (answers of its version). Returns the route of the users
+        who must be keys of every answer."""
+        keys: _Route | None = None
+        for start in range(0, max(len(users), 1), MAX_STATES_PER_REQUEST):
+            chunk = users[start : start + MAX_STATES_PER_REQUEST]
+            body = await self._request("POST", "users_for_states", {"states": [{"user_id": u} for u in chunk]})
+            version, routes = _routes_answer(body, len(chunk))
             cache = self._cache
-        elif version < cache.version:
-            cache = _Cache(version)  # answer this call only
-        fill(cache)
-        return cache
-
-    def _invalidate(self, version: int) -> None:
-        if self._cache.keys is not None:
-            self._fallback_keys = self._cache.keys | self._cache.all_users
-        self._cache = _Cache(version)
-        VERSION.set(version)
-
-    async def _fetch_routes(self, missing: list[Any]) -> _Cache:
-        payload = {"states": [{"user_id": s.user_id, "state": getattr(s, "state", None)} for s in missing]}
-        body = await self._request("POST", "users_for_states", payload)
-        found: dict[str, set[str]] = {s.user_id: set() for s in missing}
-        keys: set[str] = set()
-        for route in body["routes"]:
-            users = route["users"]
-            keys.update(users)
-            for i in route["states"]:
-                found[missing[i].user_id].update(users)
-
-        def fill(cache: _Cache) -> None:
-            for user, d in found.items():
-                fs = frozenset(d)
-                cache.dests[user] = cache.interned.setdefault(fs, fs)
-            fk = frozenset(keys)
-            cache.keys = cache.interned.setdefault(fk, fk)  # `dests is keys` in the one-state path
-
-        return self._store(int(body["version"]), fill)
+            # Answers of another version serve this call only.
+            target = cache if version == cache.version else _Cache(version)
+            assigned: list[_Route | None] = [None] * len(chunk)
+            every: set[str] = set()
+            for route_users, indices in routes:
+                every.update(route_users)
+                route = target.route(frozenset(route_users))
+                for i in indices:
+                    prev = assigned[i]
+                    assigned[i] = route if prev is None else target.route(prev.users | route.users)
+            chunk_keys = target.route(frozenset(every))
+            if chunk_keys is _NOWHERE:
+                chunk_keys = _Route(frozenset())  # patchable, unlike _NOWHERE
+            keys = chunk_keys
+            if target is cache:
+                if len(cache.routes_of) + len(chunk) > self._config.cache_size:
+                    cache.routes_of.clear()
+                cache.keys = chunk_keys
+            routes_of = target.routes_of
+            for user, answer in zip(chunk, assigned):
+                found[user] = routes_of[user] = answer if answer is not None else _NOWHERE
+        return keys
 
     # -- HTTP --------------------------------------------------------------
 
     async def _request(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
-        import treq  # imported late so unit tests can run without a reactor
+        """One routing API request, bounded as a whole (headers and body) by
+        timeout and in size by MAX_RESPONSE_BYTES; its Deferred is made
+        yieldable so that Synapse's logging context survives the wait."""
+        from synapse.logging.context import make_deferred_yieldable
+
+        endpoint = path.split("?")[0]
+        try:
+            d = self._request_deferred(method, path, payload, timeout or self._config.timeout)
+            code, content = await make_deferred_yieldable(d)
+        except Exception as e:
+            ERRORS.labels(endpoint).inc()
+            raise RoutingAPIError(f"{type(e).__name__}: {e}") from e
+        if code != 200:
+            ERRORS.labels(endpoint).inc()
+            raise RoutingAPIError(f"HTTP {code}: {content[:200]!r}")
+        try:
+            return json.loads(content)
+        except ValueError as e:
+            ERRORS.labels(endpoint).inc()
+            INVALID.labels(endpoint).inc()
+            raise InvalidAnswer(f"the answer is not JSON: {e}") from e
+
+    def _request_deferred(self, method: str, path: str, payload: Any, timeout: float) -> Any:
+        """The request as one Deferred of (status, body), cancelled (and its
+        connection closed) when timeout passes."""
+        import treq
+        from twisted.internet import reactor
 
         headers: dict[bytes | str, list[bytes | str]] = {
             "Authorization": [f"Bearer {self._config.token}"],
             "Content-Type": ["application/json"],
         }
         data = json.dumps(payload).encode() if payload is not None else None
-        try:
-            resp = await treq.request(
-                method,
-                f"{self._config.url}/_presence_router/v1/{path}",
-                headers=headers,
-                data=data,
-                timeout=timeout or self._config.timeout,
-            )
-            content = await treq.content(resp)
-        except Exception as e:
-            ERRORS.labels(path.split("?")[0]).inc()
-            raise RoutingAPIError(f"{type(e).__name__}: {e}") from e
-        if resp.code != 200:
-            ERRORS.labels(path.split("?")[0]).inc()
-            raise RoutingAPIError(f"HTTP {resp.code}: {content[:200]!r}")
-        if self._failing:
-            self._failing = False
-            logger.info("presence-router at %s answers again", self._config.url)
-        return json.loads(content)
+        d = treq.request(method, f"{self._config.url}/_presence_router/v1/{path}", headers=headers, data=data)
 
-    def _warn(self, what: str, error: Exception) -> None:
-        self._failing = True
+        def read_body(response: Any) -> Any:
+            return _read_body(response).addCallback(lambda content: (response.code, content))
+
+        d.addCallback(read_body)
+        d.addTimeout(timeout, reactor)
+        return d
+
+    def _failed(self, what: str, error: Exception) -> None:
+        """A request failed: open the breaker, count, warn at most once per
+        WARN_INTERVAL."""
+        self._open = True
+        if isinstance(error, InvalidAnswer) or isinstance(error.__cause__, InvalidAnswer):
+            INVALID.labels(what).inc()
         now = time.monotonic()
         if now - self._last_warning >= WARN_INTERVAL:
             self._last_warning = now
             logger.warning(
-                "presence-router at %s is unreachable (%s: %s); answering from the cache (version %d) until it is back",
+                "presence-router at %s failed (%s: %s); answering from the cache (version %d), and with no extra "
+                "routing for what it does not hold, until the change feed reaches presence-router again",
                 self._config.url, what, error, self._cache.version,
             )
 
@@ -377,7 +560,6 @@ class PresenceRouterAdapter:
             from twisted.internet import reactor
         except ImportError:  # pragma: no cover
             return
-        self._since: int | None = None
         reactor.callWhenRunning(
             self._api.run_as_background_process, "presence_router_adapter_changes", self._poll_forever
         )
@@ -389,32 +571,119 @@ class PresenceRouterAdapter:
                 await self.poll_once()
                 backoff = 0.5
             except Exception as e:
-                self._warn("changes", e)
+                self._failed("changes", e)
                 await self._api.sleep(backoff)
                 # Capped low so that a restarted presence-router is seen
                 # within seconds; warnings stay rate-limited.
                 backoff = min(backoff * 2, MAX_POLL_BACKOFF)
 
     async def poll_once(self) -> None:
-        """One long poll of the change feed: invalidate, then push."""
-        since = getattr(self, "_since", None)
+        """One long poll of the change feed: apply what changed, then push."""
+        since = self._since
         query = {"timeout": self._config.poll_timeout_ms}
         if since is not None:
             query["since"] = since
-        body = await self._request(
-            "GET", "changes?" + urlencode(query), timeout=self._config.poll_timeout_ms / 1000 + 10
-        )
-        version = int(body["version"])
+        body = await self._request("GET", "changes?" + urlencode(query), timeout=self._config.poll_timeout_ms / 1000 + 10)
+        feed = _feed_answer(body)
+        if since is not None and feed.version < since and not feed.reset:
+            # presence-router went back (its database was replaced?): start over.
+            self._since = None
+            self._replace_cache(feed.version)
+            raise InvalidAnswer(f"version {feed.version} is below {since} without reset")
         if since is None:
-            logger.info("Connected to presence-router at %s, rules version %d", self._config.url, version)
-        if body.get("reset") or version != self._cache.version:
-            if body.get("reset") or version > self._cache.version:
-                if since is not None:
-                    logger.info("Rules changed to version %d", version)
-                self._invalidate(version)
-        self._since = version
+            logger.info("Connected to presence-router at %s, rules version %d", self._config.url, feed.version)
+        if since is None or feed.reset:
+            self._replace_cache(feed.version)
+        elif feed.version > since:
+            logger.info("Rules changed to version %d", feed.version)
+            self._apply(feed)
+        self._since = feed.version
         self._confirmed = time.monotonic()
-        push_to = body.get("push_to") or []
-        if push_to and self._config.push and since is not None and not body.get("reset"):
-            logger.info("Sending current presence to %d users who gained it", len(push_to))
-            await self._api.send_local_online_presence_to(push_to)
+        if self._open:
+            self._open = False
+            logger.info("presence-router at %s answers again", self._config.url)
+        if feed.push_to and since is not None and not feed.reset:
+            await self._push(feed.push_to)
+
+    def _replace_cache(self, version: int) -> None:
+        self._cache = _Cache(version)
+        VERSION.set(version)
+
+    def _apply(self, feed: _Feed) -> None:
+        """Drop or patch the cached answers a change affects."""
+        cache = self._cache
+        if feed.all_sources:
+            cache.routes_of.clear()
+        else:
+            for user in feed.sources:
+                cache.routes_of.pop(user, None)
+        if feed.added or feed.removed:
+            cache.patch_destinations(feed.added, feed.removed)
+        cache.version = feed.version
+        VERSION.set(feed.version)
+
+    async def _push(self, users: list[str]) -> None:
+        """Send current presence to users who gained it: with push auto, only
+        where Synapse allows it (the process that writes the presence
+        stream), which the first try finds out."""
+        if self._push_writer is False:
+            return
+        logger.info("Sending current presence to %d users who gained it", len(users))
+        try:
+            await self._api.send_local_online_presence_to(users)
+            self._push_writer = True
+        except Exception as e:
+            if self._config.push == "auto" and "presence stream" in str(e):
+                self._push_writer = False
+                logger.info(
+                    "This process does not write the presence stream, so it does not push (push: auto); "
+                    "the presence writer does"
+                )
+            else:
+                logger.warning("Failed to send current presence to %d users: %s", len(users), e)
+
+
+def _read_body(response: Any) -> Any:
+    """A Deferred of the response's body, failing when it is longer than
+    MAX_RESPONSE_BYTES; cancelling it closes the connection."""
+    from twisted.internet.defer import Deferred
+    from twisted.internet.protocol import Protocol
+    from twisted.web.client import ResponseDone
+
+    class Reader(Protocol):
+        def __init__(self) -> None:
+            self.chunks: list[bytes] = []
+            self.size = 0
+
+        def connectionMade(self) -> None:
+            if finished.called:  # refused by its Content-Length: stop reading
+                self.transport.stopProducing()  # type: ignore[union-attr]
+
+        def dataReceived(self, data: bytes) -> None:
+            self.size += len(data)
+            if self.size > MAX_RESPONSE_BYTES:
+                self.transport.stopProducing()  # type: ignore[union-attr]
+                if not finished.called:
+                    finished.errback(RoutingAPIError(f"the answer is over {MAX_RESPONSE_BYTES} bytes"))
+                return
+            self.chunks.append(data)
+
+        def connectionLost(self, reason: Any = None) -> None:
+            if finished.called:
+                return
+            if reason is not None and reason.check(ResponseDone):
+                finished.callback(b"".join(self.chunks))
+            else:
+                finished.errback(reason)
+
+    reader = Reader()
+
+    def cancel(_: Any) -> None:
+        if reader.transport is not None:
+            reader.transport.stopProducing()
+
+    finished: Deferred[bytes] = Deferred(cancel)
+    if isinstance(response.length, int) and response.length > MAX_RESPONSE_BYTES:
+        finished.errback(RoutingAPIError(f"the answer is over {MAX_RESPONSE_BYTES} bytes"))
+    response.deliverBody(reader)
+    return finished

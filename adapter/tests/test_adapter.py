@@ -19,10 +19,22 @@ class State:
     state: str = "online"
 
 
-class FakeModuleApi:
+class NotTheWriter(Exception):
+    """What Synapse raises from send_local_online_presence_to elsewhere."""
+
     def __init__(self) -> None:
+        super().__init__(
+            "send_local_online_presence_to can only be run on the process that is configured to write to the "
+            "presence stream (by default this is the main process)"
+        )
+
+
+class FakeModuleApi:
+    def __init__(self, writer: bool = True) -> None:
         self.registrations: list[dict[str, Any]] = []
         self.pushed: list[list[str]] = []
+        self.push_calls = 0
+        self.writer = writer
 
     def register_presence_router_callbacks(self, **kwargs: Any) -> None:
         self.registrations.append(kwargs)
@@ -31,6 +43,9 @@ class FakeModuleApi:
         pass
 
     async def send_local_online_presence_to(self, users: list[str]) -> None:
+        self.push_calls += 1
+        if not self.writer:
+            raise NotTheWriter()
         self.pushed.append(list(users))
 
     async def sleep(self, seconds: float) -> None:
@@ -38,15 +53,29 @@ class FakeModuleApi:
 
 
 class FakeRoutingAPI:
-    """Evaluates the stock semantics like presence-router does, and counts requests."""
+    """Evaluates the stock semantics like presence-router does, keeps a change
+    log for the feed, and counts requests."""
 
     def __init__(self) -> None:
         self.version = 1
         self.always_send = {"@dash:x"}
         self.blacklist: set[str] = set()
         self.requests: list[str] = []
+        self.batch_sizes: list[int] = []
         self.down = False
-        self.changes: dict[str, Any] = {}
+        self.log: list[dict[str, Any]] = []  # one entry per version after 1
+        self.answer: dict[str, Any] | None = None  # the next changes answer, as is
+
+    def change(self, add_always: tuple[str, ...] = (), remove_always: tuple[str, ...] = (),
+               add_black: tuple[str, ...] = (), remove_black: tuple[str, ...] = ()) -> None:
+        push_to = sorted(set(add_always) - self.always_send)
+        if remove_black and set(remove_black) & self.blacklist:
+            push_to = sorted((self.always_send | set(add_always)) - set(remove_always))
+        self.always_send = (self.always_send | set(add_always)) - set(remove_always)
+        self.blacklist = (self.blacklist | set(add_black)) - set(remove_black)
+        self.version += 1
+        self.log.append({"version": self.version, "push_to": push_to, "sources": sorted(set(add_black) | set(remove_black)),
+                         "added": list(add_always), "removed": list(remove_always)})
 
     async def request(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
         self.requests.append(path.split("?")[0])
@@ -58,11 +87,29 @@ class FakeRoutingAPI:
                 return {"version": self.version, "all": True}
             return {"version": self.version, "all": False, "users": []}
         if path == "users_for_states":
+            self.batch_sizes.append(len(payload["states"]))
             idx = [i for i, s in enumerate(payload["states"]) if s["user_id"] not in self.blacklist]
             routes = [{"users": sorted(self.always_send), "states": idx}] if self.always_send else []
             return {"version": self.version, "routes": routes}
         if path.startswith("changes"):
-            return self.changes
+            if self.answer is not None:
+                answer, self.answer = self.answer, None
+                return answer
+            since = int(path.split("since=")[1]) if "since=" in path else None
+            if since is None:
+                return {"version": self.version, "push_to": [], "reset": True}
+            entries = [e for e in self.log if e["version"] > since]
+            added: dict[str, bool] = {}
+            for e in entries:
+                added.update({u: True for u in e["added"]})
+                added.update({u: False for u in e["removed"]})
+            return {
+                "version": self.version, "reset": False,
+                "push_to": sorted({u for e in entries for u in e["push_to"]}),
+                "sources": sorted({u for e in entries for u in e["sources"]}), "all_sources": False,
+                "destinations_added": sorted(u for u, a in added.items() if a),
+                "destinations_removed": sorted(u for u, a in added.items() if not a),
+            }
         raise AssertionError(path)
 
 
@@ -70,15 +117,19 @@ def run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
+def make(push: Any = True, writer: bool = True) -> tuple[PresenceRouterAdapter, FakeModuleApi, FakeRoutingAPI]:
+    api = FakeModuleApi(writer)
+    routing = FakeRoutingAPI()
+    adapter = PresenceRouterAdapter(parse_config({"url": "http://127.0.0.1:1", "token": "t", "push": push}), api)
+    adapter._request = routing.request  # type: ignore[method-assign]
+    logging.getLogger("presence_router_adapter").propagate = True
+    run(adapter.poll_once())  # connects to the feed: the cache is at the current version
+    return adapter, api, routing
+
+
 @pytest.fixture
 def setup() -> tuple[PresenceRouterAdapter, FakeModuleApi, FakeRoutingAPI]:
-    api = FakeModuleApi()
-    routing = FakeRoutingAPI()
-    adapter = PresenceRouterAdapter(parse_config({"url": "http://127.0.0.1:1", "token": "t", "push": True}), api)
-    adapter._request = routing.request  # type: ignore[method-assign]
-    pra_logger = logging.getLogger("presence_router_adapter")
-    pra_logger.propagate = True
-    return adapter, api, routing
+    return make()
 
 
 def test_modules_style_registers_once() -> None:
@@ -133,6 +184,27 @@ def test_users_for_states_routes_and_caches(setup: Any) -> None:
     assert len(routing.requests) == n, "a warm cache makes no request"
     run(adapter.get_users_for_states([State("@carol:y")]))
     assert len(routing.requests) == n + 1, "a miss fetches only what is missing, in one request"
+    assert routing.batch_sizes[-1] == 1
+
+
+def test_a_miss_shares_one_route_among_its_users(setup: Any) -> None:
+    adapter, _, routing = setup
+    routing.always_send = {f"@dash{i}:x" for i in range(100)}
+    routing.blacklist = {"@b0:x", "@b1:x"}
+    run(adapter.get_users_for_states([State(f"@u{i}:x") for i in range(500)] + [State("@b0:x"), State("@b1:x")]))
+    cache = adapter._cache
+    routed = {id(cache.routes_of[f"@u{i}:x"]) for i in range(500)}
+    assert len(routed) == 1, "every routed user shares one destination set"
+    assert cache.routes_of["@b0:x"] is cache.routes_of["@b1:x"] is pra._NOWHERE, "one shared empty answer"
+    assert cache.routes_of["@u0:x"] is cache.keys
+
+
+def test_a_big_batch_is_split_and_asks_about_each_user_once(setup: Any) -> None:
+    adapter, _, routing = setup
+    states = [State(f"@u{i}:x") for i in range(25_000)] * 2
+    result = run(adapter.get_users_for_states(states))
+    assert routing.batch_sizes == [10_000, 10_000, 5_000]
+    assert len(result["@dash:x"]) == 25_000
 
 
 def test_one_state_from_a_warm_cache_answers_like_a_batch(setup: Any) -> None:
@@ -175,58 +247,208 @@ def test_all_users_are_keys_even_when_nothing_routes(setup: Any) -> None:
     assert run(adapter.get_users_for_states([])) == {"@dash:x": set()}
 
 
-def test_version_change_invalidates(setup: Any) -> None:
-    adapter, api, routing = setup
-    routing.changes = {"version": 1, "push_to": [], "reset": True}
+def test_a_blacklist_change_drops_only_that_users_answer(setup: Any) -> None:
+    adapter, _, routing = setup
+    states = [State(f"@u{i}:x") for i in range(100)]
+    run(adapter.get_users_for_states(states))
+    routing.change(add_black=("@u7:x",))
     run(adapter.poll_once())
+    n = len(routing.requests)
+    result = run(adapter.get_users_for_states(states))
+    assert routing.requests[n:] == ["users_for_states"] and routing.batch_sizes[-1] == 1, "only @u7 is asked again"
+    assert State("@u7:x") not in result["@dash:x"] and len(result["@dash:x"]) == 99
+    routing.change(remove_black=("@u7:x",))
+    run(adapter.poll_once())
+    assert State("@u7:x") in run(adapter.get_users_for_states(states))["@dash:x"]
+
+
+def test_an_always_send_change_patches_answers_without_asking(setup: Any) -> None:
+    adapter, api, routing = setup
+    routing.blacklist = {"@ceo:x"}
+    states = [State(f"@u{i}:x") for i in range(100)] + [State("@ceo:x")]
+    run(adapter.get_users_for_states(states))
     assert run(adapter.get_interested_users("@mon:x")) == set()
-    routing.always_send.add("@mon:x")
-    routing.version = 2
-    routing.changes = {"version": 2, "push_to": ["@mon:x"], "reset": False}
+    assert run(adapter.get_interested_users("@dash:x")) == ALL_USERS
+    routing.change(add_always=("@mon:x",))
+    run(adapter.poll_once())
+    n = len(routing.requests)
+    result = run(adapter.get_users_for_states(states))
+    assert routing.requests[n:] == [], "a destination change is patched in, not asked again"
+    assert set(result) == {"@dash:x", "@mon:x"} and len(result["@mon:x"]) == 100 and State("@ceo:x") not in result["@mon:x"]
+    assert run(adapter.get_interested_users("@mon:x")) == ALL_USERS, "the added user's interest was dropped and asked again"
+    assert api.pushed == [["@mon:x"]]
+    routing.change(remove_always=("@dash:x",))
+    run(adapter.poll_once())
+    assert set(run(adapter.get_users_for_states(states))) == {"@mon:x", "@dash:x"}, "a user once told ALL stays a key"
+    assert run(adapter.get_users_for_states(states))["@dash:x"] == set()
+
+
+def test_destinations_added_to_an_empty_list_ask_again() -> None:
+    adapter, _, routing = make()
+    routing.change(remove_always=("@dash:x",))
+    run(adapter.poll_once())
+    routing.blacklist = {"@ceo:x"}
+    assert run(adapter.get_users_for_states([State("@bob:x"), State("@ceo:x")])) == {}
+    routing.change(add_always=("@mon:x",))
+    run(adapter.poll_once())
+    result = run(adapter.get_users_for_states([State("@bob:x"), State("@ceo:x")]))
+    assert result["@mon:x"] == {State("@bob:x")}, "with every answer empty, routed users could not be told apart"
+
+
+def test_version_change_and_push(setup: Any) -> None:
+    adapter, api, routing = setup
+    assert run(adapter.get_interested_users("@mon:x")) == set()
+    routing.change(add_always=("@mon:x",))
     run(adapter.poll_once())
     assert run(adapter.get_interested_users("@mon:x")) == ALL_USERS
     assert api.pushed == [["@mon:x"]]
 
 
-def test_push_only_when_enabled_and_not_on_reset() -> None:
-    api = FakeModuleApi()
-    routing = FakeRoutingAPI()
-    adapter = PresenceRouterAdapter({"url": "http://h", "token": "t"}, api)
-    adapter._request = routing.request  # type: ignore[method-assign]
-    routing.changes = {"version": 1, "push_to": [], "reset": True}
+def test_push_off_and_not_on_reset() -> None:
+    adapter, api, routing = make(push=False)
+    routing.change(add_always=("@mon:x",))
     run(adapter.poll_once())
-    routing.changes = {"version": 2, "push_to": ["@mon:x"], "reset": False}
+    assert api.pushed == [], "push: false never pushes"
+    adapter, api, routing = make(push=True)
+    routing.answer = {"version": 5, "push_to": ["@mon:x"], "reset": True}
     run(adapter.poll_once())
-    assert api.pushed == [], "push is off by default"
+    assert api.pushed == []
+
+
+def test_push_auto_pushes_on_the_writer_only() -> None:
+    adapter, api, routing = make(push="auto", writer=True)
+    routing.change(add_always=("@mon:x",))
+    run(adapter.poll_once())
+    assert api.pushed == [["@mon:x"]], "auto pushes where Synapse allows it"
+    adapter, api, routing = make(push="auto", writer=False)
+    for user in ("@mon:x", "@desk:x"):
+        routing.change(add_always=(user,))
+        run(adapter.poll_once())
+    assert api.push_calls == 1, "after Synapse says this process does not write presence, auto stops trying"
+    adapter, api, routing = make(push=True, writer=False)
+    for user in ("@mon:x", "@desk:x"):
+        routing.change(add_always=(user,))
+        run(adapter.poll_once())
+    assert api.push_calls == 2, "push: true keeps trying (and warns)"
 
 
 def test_reset_drops_cache(setup: Any) -> None:
     adapter, _, routing = setup
-    routing.changes = {"version": 1, "push_to": [], "reset": True}
-    run(adapter.poll_once())
     run(adapter.get_interested_users("@dash:x"))
-    routing.changes = {"version": 1, "push_to": [], "reset": True}
+    routing.answer = {"version": 1, "push_to": [], "reset": True}
     run(adapter.poll_once())
     n = len(routing.requests)
     run(adapter.get_interested_users("@dash:x"))
     assert len(routing.requests) == n + 1
 
 
-def test_router_down_fails_open_and_warns_once(setup: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_breaker_answers_misses_at_once_until_the_feed_is_back(setup: Any, caplog: pytest.LogCaptureFixture) -> None:
     adapter, _, routing = setup
     assert run(adapter.get_interested_users("@dash:x")) == ALL_USERS
     run(adapter.get_users_for_states([State("@bob:x")]))
     routing.down = True
-    routing.version = 2
-    routing.changes = {}
-    adapter._invalidate(2)  # a change arrived, then presence-router went away
+    skipped = pra.SKIPPED.labels("get_users_for_states")._value.get()
     with caplog.at_level(logging.WARNING, logger="presence_router_adapter"):
-        for _ in range(5):
-            assert run(adapter.get_interested_users("@new:x")) == set()
-            result = run(adapter.get_users_for_states([State("@bob:x")]))
-            assert "@dash:x" in result, "a user told ALL must stay a key"
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
+        assert run(adapter.get_interested_users("@new:x")) == set()  # fails, opens the breaker
+        n = len(routing.requests)
+        for i in range(5):
+            assert run(adapter.get_interested_users(f"@new{i}:x")) == set()
+            result = run(adapter.get_users_for_states([State("@bob:x"), State(f"@other{i}:x")]))
+            assert result == {"@dash:x": {State("@bob:x")}}, "cached answers still serve; a user told ALL stays a key"
+        assert len(routing.requests) == n, "no request while the breaker is open"
+    assert pra.SKIPPED.labels("get_users_for_states")._value.get() == skipped + 5
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1, "one warning per 30 s"
+    with pytest.raises(pra.RoutingAPIError):
+        run(adapter.poll_once())  # the feed still fails: still open
+    assert run(adapter.get_interested_users("@new:x")) == set() and len(routing.requests) == n + 1
+    routing.down = False
+    run(adapter.poll_once())  # the feed reaches presence-router: closed again
+    assert run(adapter.get_users_for_states([State("@other0:x")])) == {"@dash:x": {State("@other0:x")}}
+    assert routing.requests[-1] == "users_for_states"
+
+
+def _answers(kind: str, body: Any) -> Any:
+    async def answer(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        if path.startswith(kind):
+            return body
+        raise AssertionError(path)
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    "kind,body",
+    [
+        ("users_for_states", {"version": 1, "routes": [{"users": ["@dash:x"], "states": [1]}]}),  # index outside the request
+        ("users_for_states", {"version": 1, "routes": [{"users": ["@dash:x"], "states": [-1]}]}),  # negative index
+        ("users_for_states", {"version": 1, "routes": [{"users": [7], "states": [0]}]}),  # user ID not a string
+        ("users_for_states", {"version": 1, "routes": [{"users": ["@dash:x"], "states": [True]}]}),  # bool index
+        ("users_for_states", {"version": -7, "routes": []}),  # negative version
+        ("users_for_states", {"version": "1", "routes": []}),  # version not an integer
+        ("users_for_states", {"version": 1.5, "routes": []}),
+        ("users_for_states", {"version": 1}),  # no routes
+        ("users_for_states", ["not", "an", "object"]),
+        ("interested_users", {"version": 1, "all": "no"}),  # non-boolean all
+        ("interested_users", {"version": 1, "all": False, "users": [None]}),
+        ("interested_users", {"version": -1, "all": True}),
+    ],
+)
+def test_an_invalid_answer_fails_open(kind: str, body: Any, caplog: pytest.LogCaptureFixture) -> None:
+    adapter, _, _ = make()
+    adapter._request = _answers(kind, body)  # type: ignore[method-assign]
+    invalid = pra.INVALID.labels(kind)._value.get()
+    with caplog.at_level(logging.WARNING, logger="presence_router_adapter"):
+        if kind == "users_for_states":
+            assert run(adapter.get_users_for_states([State("@bob:x")])) == {}
+        else:
+            assert run(adapter.get_interested_users("@bob:x")) == set()
+    assert pra.INVALID.labels(kind)._value.get() == invalid + 1
+    assert adapter._open, "an invalid answer counts as a failed request"
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"version": -7, "push_to": [], "reset": False},
+        {"version": "2", "push_to": [], "reset": False},
+        {"version": 2, "push_to": [1], "reset": False},
+        {"version": 2, "push_to": [], "reset": "no"},
+        {"version": 2, "push_to": [], "reset": False, "sources": "@a:x"},
+    ],
+)
+def test_an_invalid_feed_answer_does_not_wedge_the_feed(body: Any) -> None:
+    adapter, _, routing = make()
+    routing.answer = body
+    with pytest.raises(pra.InvalidAnswer):
+        run(adapter.poll_once())
+    run(adapter.poll_once())  # the next answer is fine
+    assert adapter._cache.version == routing.version
+
+
+def test_a_version_going_back_resets_the_cache() -> None:
+    adapter, _, routing = make()
+    routing.change(add_always=("@mon:x",))
+    run(adapter.poll_once())
+    run(adapter.get_users_for_states([State("@bob:x")]))
+    routing.answer = {"version": 1, "push_to": [], "reset": False}  # presence-router's database was replaced
+    with pytest.raises(pra.InvalidAnswer):
+        run(adapter.poll_once())
+    assert adapter._cache.routes_of == {} and adapter._since is None
+    routing.version = 1
+    run(adapter.poll_once())  # starts over without since: reset
+    assert adapter._cache.version == 1 and adapter._since == 1
+
+
+def test_the_cache_is_bounded() -> None:
+    api = FakeModuleApi()
+    routing = FakeRoutingAPI()
+    adapter = PresenceRouterAdapter(parse_config({"url": "http://h", "token": "t", "cache_size": 1000}), api)
+    adapter._request = routing.request  # type: ignore[method-assign]
+    run(adapter.poll_once())
+    for start in range(0, 5000, 500):
+        run(adapter.get_users_for_states([State(f"@u{i}:x") for i in range(start, start + 500)]))
+        assert len(adapter._cache.routes_of) <= 1000
 
 
 @pytest.mark.parametrize(
@@ -240,6 +462,7 @@ def test_router_down_fails_open_and_warns_once(setup: Any, caplog: pytest.LogCap
         ({"url": "http://x", "token": "t", "timeout": 0}, "timeout"),
         ({"url": "http://x", "token": "t", "push": "yes"}, "push"),
         ({"url": "http://x", "token": "t", "poll_timeout": 120000}, "poll_timeout"),
+        ({"url": "http://x", "token": "t", "cache_size": 10}, "cache_size"),
         ({"url": "http://x", "token": "t", "timout": 5}, "timout"),
     ],
 )
@@ -247,6 +470,12 @@ def test_parse_config_names_the_key(config: dict[str, Any], key: str) -> None:
     with pytest.raises(Exception) as e:
         parse_config(config)
     assert key in str(e.value)
+
+
+def test_parse_config_push() -> None:
+    assert parse_config({"url": "http://x", "token": "t"}).push == "auto"
+    assert parse_config({"url": "http://x", "token": "t", "push": True}).push == "on"
+    assert parse_config({"url": "http://x", "token": "t", "push": False}).push == "off"
 
 
 def test_token_file(tmp_path: Any) -> None:

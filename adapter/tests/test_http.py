@@ -1,0 +1,200 @@
+"""The adapter's HTTP layer on a real Twisted reactor, against peers that
+misbehave: a body that stalls after its headers, an endless body, a peer that
+accepts and never answers. Also checks that Synapse's logging context
+survives every wait (make_deferred_yieldable)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+import pytest
+from twisted.internet import defer, reactor, threads
+
+import presence_router_adapter as pra
+from presence_router_adapter import PresenceRouterAdapter, parse_config
+
+
+class NoModuleApi:
+    def register_presence_router_callbacks(self, **kwargs: Any) -> None:
+        pass
+
+    def run_as_background_process(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def running_reactor() -> Iterator[None]:
+    """The global reactor, running in a thread for the whole session."""
+    if not reactor.running:  # type: ignore[attr-defined]
+        thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True)  # type: ignore[attr-defined]
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not reactor.running:  # type: ignore[attr-defined]
+            assert time.monotonic() < deadline, "the reactor did not start"
+            time.sleep(0.01)
+    yield
+
+
+def on_reactor(fn: Callable[[], Any]) -> Any:
+    """Run a coroutine function on the reactor thread and wait for it."""
+    return threads.blockingCallFromThread(reactor, lambda: defer.ensureDeferred(fn()))
+
+
+class Peer:
+    """A raw TCP peer on loopback that answers each connection with handler."""
+
+    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.handler = handler
+        self.closed_by_client = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            conn.recv(65536)  # the request
+            self.handler(conn)
+        except OSError:
+            self.closed_by_client.set()
+        finally:
+            conn.close()
+
+    def wait_for_client_close(self, conn: socket.socket, seconds: float) -> None:
+        conn.settimeout(seconds)
+        try:
+            if conn.recv(1) == b"":
+                self.closed_by_client.set()
+        except OSError:
+            self.closed_by_client.set()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def adapter_for(url: str, timeout: float = 0.5) -> PresenceRouterAdapter:
+    return PresenceRouterAdapter(parse_config({"url": url, "token": "t", "timeout": timeout}), NoModuleApi())
+
+
+def timed_request(adapter: PresenceRouterAdapter) -> tuple[float, Exception | None]:
+    start = time.monotonic()
+    try:
+        on_reactor(lambda: adapter._request("GET", "rules"))
+    except Exception as e:
+        return time.monotonic() - start, e
+    return time.monotonic() - start, None
+
+
+def test_a_body_that_stalls_is_cut_at_the_deadline() -> None:
+    holder: dict[str, Peer] = {}
+
+    def stall(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"version\"")
+        holder["peer"].wait_for_client_close(conn, 20)
+
+    peer = holder["peer"] = Peer(stall)
+    try:
+        elapsed, error = timed_request(adapter_for(peer.url, timeout=0.5))
+        assert isinstance(error, pra.RoutingAPIError), error
+        assert elapsed < 3, f"a stalled body held the request for {elapsed:.1f} s with timeout 0.5 s"
+        assert peer.closed_by_client.wait(5), "the stalled connection was left open"
+    finally:
+        peer.close()
+
+
+def test_a_peer_that_never_answers_is_cut_at_the_deadline() -> None:
+    holder: dict[str, Peer] = {}
+    peer = holder["peer"] = Peer(lambda conn: holder["peer"].wait_for_client_close(conn, 20))
+    try:
+        elapsed, error = timed_request(adapter_for(peer.url, timeout=0.5))
+        assert isinstance(error, pra.RoutingAPIError), error
+        assert elapsed < 3, f"waited {elapsed:.1f} s for headers with timeout 0.5 s"
+    finally:
+        peer.close()
+
+
+def test_an_endless_body_is_cut_at_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pra, "MAX_RESPONSE_BYTES", 1 << 20)
+    sent = [0]
+
+    def endless(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"x" * 65536
+        while sent[0] < 300 << 20:
+            conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent[0] += len(chunk)
+
+    peer = Peer(endless)
+    try:
+        elapsed, error = timed_request(adapter_for(peer.url, timeout=30))
+        assert isinstance(error, pra.RoutingAPIError) and "bytes" in str(error), error
+        assert peer.closed_by_client.wait(5), "the connection was not closed"
+        assert sent[0] < 20 << 20, f"{sent[0]} bytes were read for a 1 MiB cap"
+    finally:
+        peer.close()
+
+
+def test_a_declared_oversized_body_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pra, "MAX_RESPONSE_BYTES", 1 << 20)
+    holder: dict[str, Peer] = {}
+
+    def huge(conn: socket.socket) -> None:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 300000000\r\n\r\n" + b"x" * 1000)
+        holder["peer"].wait_for_client_close(conn, 20)
+
+    peer = holder["peer"] = Peer(huge)
+    try:
+        elapsed, error = timed_request(adapter_for(peer.url, timeout=30))
+        assert isinstance(error, pra.RoutingAPIError) and "bytes" in str(error), error
+        assert elapsed < 3
+    finally:
+        peer.close()
+
+
+def test_a_good_answer_keeps_the_callers_logging_context() -> None:
+    from synapse.logging.context import LoggingContext, current_context
+
+    def ok(conn: socket.socket) -> None:
+        body = b'{"version": 3, "always_send": [], "blacklist": []}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    peer = Peer(ok)
+    adapter = adapter_for(peer.url, timeout=5)
+
+    async def in_a_request() -> tuple[Any, bool, bool]:
+        with LoggingContext(name="GET-1", server_name="test") as ctx:
+            body = await adapter._request("GET", "rules")
+            kept = current_context() is ctx
+            try:
+                await adapter._request("GET", "rules", timeout=0.001)
+            except pra.RoutingAPIError:
+                pass
+            kept_after_failure = current_context() is ctx
+        return body, kept, kept_after_failure
+
+    def start() -> Any:
+        # As Synapse runs a request: the reactor's sentinel context is put
+        # back while the request waits, and each wait must restore it.
+        from synapse.logging.context import run_in_background
+
+        return run_in_background(in_a_request)
+
+    try:
+        body, kept, kept_after_failure = threads.blockingCallFromThread(reactor, start)
+        assert body["version"] == 3
+        assert kept, "the logging context was lost across the request"
+        assert kept_after_failure, "the logging context was lost across a failed request"
+    finally:
+        peer.close()
