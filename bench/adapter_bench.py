@@ -14,6 +14,7 @@ for the same batches: p50 and p99.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -86,10 +87,11 @@ def main() -> None:
         if path.startswith("interested_users"):
             user = path.split("user_id=")[1].replace("%40", "@").replace("%3A", ":")
             return {"version": 1, "all": user in always, "users": []}
-        idx = [i for i, s in enumerate(payload["states"]) if s["user_id"] not in blacklisted]
+        idx = [i for i, s in enumerate(json.loads(payload)["states"]) if s["user_id"] not in blacklisted]
         return {"version": 1, "routes": [{"users": always, "states": idx}]}
 
     adapter._request = fake_request  # type: ignore[method-assign]
+    adapter._replace_cache(1)  # as the change feed does when it connects
     batches = {
         f"{n} states": [State(blacklisted[0] if i % 50 == 0 else f"@user{i}:example.org") for i in range(n)] for n in (100, 5000)
     }
@@ -180,6 +182,7 @@ def cold_path(binary: str, quick: bool) -> None:
             adapter = PresenceRouterAdapter({"url": url, "token": token}, NoModuleApi())
 
             async def measure() -> None:
+                await adapter.poll_once()  # connects to the change feed
                 print(f"\ncold path: cache misses over loopback to {binary}")
                 print(f"{'case':36} {'calls':>6} {'p50':>10} {'p99':>10}")
                 cases: list[tuple[str, Any]] = [
@@ -192,7 +195,7 @@ def cold_path(binary: str, quick: bool) -> None:
                         calls = 5
                     samples = []
                     for _ in range(calls + 3):
-                        adapter._invalidate(adapter._cache.version)  # every call misses
+                        adapter._replace_cache(adapter._cache.version)  # every call misses
                         start = time.perf_counter()
                         await call()
                         samples.append(time.perf_counter() - start)
@@ -201,6 +204,7 @@ def cold_path(binary: str, quick: bool) -> None:
                     print(f"{name:36} {calls:6d} {p50 * 1e3:8.2f}ms {p99 * 1e3:8.2f}ms")
                 if adapter._cache.version < 1:
                     raise RuntimeError("the adapter never got an answer from presence-router")
+                await huge_batch(adapter, quick)
 
             task.react(lambda _reactor: defer.ensureDeferred(measure()))
         finally:
@@ -208,7 +212,158 @@ def cold_path(binary: str, quick: bool) -> None:
             proc.wait(10)
 
 
+async def huge_batch(adapter: PresenceRouterAdapter, quick: bool) -> None:
+    """A batch bigger than one routing API request may carry (the routing
+    API answers 413 over 16 MiB, about 260,000 states): it must succeed."""
+    n = 30_000 if quick else 300_000
+    states = [State(f"@huge{i}:example.org") for i in range(n)]
+    adapter._replace_cache(adapter._cache.version)
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = await adapter.get_users_for_states(states)
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    routed = len(result.get("@dash0:example.org", ()))
+    verdict = "ok" if routed == n else f"FAILED ({routed} routed)"
+    print(f"\nuncached batch of {n} states against the real binary: {verdict}; adapter CPU {cpu * 1e3:.0f} ms, wall {wall * 1e3:.0f} ms")
+    if routed != n:
+        raise SystemExit(f"the {n}-state batch was not routed")
+
+
+def served_from_memory(adapter: PresenceRouterAdapter, always: list[str], blacklisted: set[str], keep: bool = True) -> dict[tuple[bool, bytes], bytes]:
+    """Answer the adapter's routing API requests from memory: the answers are
+    encoded beforehand (the server's work), so only the adapter's own work
+    (encoding the request, decoding and caching the answer) is timed."""
+    from twisted.internet import defer
+
+    answers: dict[tuple[bool, bytes], bytes] = {}
+
+    def answer_for(states: list[dict[str, str]], version: int, known: bool) -> bytes:
+        indices = [i for i, st in enumerate(states) if st["user_id"] not in blacklisted]
+        route: dict[str, Any] = {"all_recipients": True} if known else {"users": always}
+        return json.dumps({"version": version, "routes": [{**route, "states": indices}]}).encode()
+
+    def request_deferred(method: str, path: str, payload: bytes, timeout: float) -> Any:
+        version = adapter._cache.version
+        known = path.endswith(f"?known_version={version}")
+        body = answers.get((known, payload))  # the request as the adapter encoded it
+        if body is None:  # not prepared: encode it now (untimed runs), and keep it
+            body = answer_for(json.loads(payload)["states"], version, known)
+            if keep:
+                answers[(known, payload)] = body
+        return defer.succeed((200, body))
+
+    adapter._request_deferred = request_deferred  # type: ignore[method-assign]
+    return answers
+
+
+def timed(call: Any, setup: Any, runs: int) -> float:
+    """The median time of call over runs, each after an untimed setup."""
+    samples = []
+    for _ in range(runs):
+        setup()
+        start = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - start)
+    samples.sort()
+    return samples[len(samples) // 2]
+
+
+def costs(quick: bool) -> None:
+    """The issue's cost targets, against the example router on the same batch."""
+    import gc
+    import tracemalloc
+
+    from presence_router_adapter import _Cache, _Feed
+
+    print("\ncosts against the example router (same batch, same process; answers served from memory)")
+    print(f"{'case':64} {'example':>10} {'adapter':>10} {'ratio':>7}")
+
+    # 1. 10,000 always-send users x 2,000 uncached states.
+    always = [f"@dash{i}:example.org" for i in range(10_000)]
+    blacklisted = {f"@user{i}:example.org" for i in range(0, 2000, 50)}
+    example = ExamplePresenceRouter(always, sorted(blacklisted))
+    example.blacklisted_users = blacklisted  # type: ignore[assignment]  # a set, in fairness to the example
+    adapter = PresenceRouterAdapter({"url": "http://127.0.0.1:1", "token": "x"}, NoModuleApi())
+    adapter._replace_cache(1)
+    served_from_memory(adapter, always, blacklisted)
+    batch = [State(f"@user{i}:example.org") for i in range(2000)]
+    def uncached() -> None:  # the recipients stay known, as across changes
+        adapter._cache.routes_of.clear()
+
+    fresh = lambda: adapter._replace_cache(1)  # noqa: E731  # nothing known, as at start or after a reset
+    fresh()
+    assert drive(adapter.get_users_for_states(batch)) == drive(example.get_users_for_states(batch))
+    uncached()
+    assert drive(adapter.get_users_for_states(batch)) == drive(example.get_users_for_states(batch))
+    runs = 5 if quick else 31
+    t_example = timed(lambda: drive(example.get_users_for_states(batch)), lambda: None, runs)
+    t_adapter = timed(lambda: drive(adapter.get_users_for_states(batch)), uncached, runs)
+    uncached()
+    gc.collect()
+    tracemalloc.start()
+    drive(adapter.get_users_for_states(batch))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    report("cold: 10,000 always-send x 2,000 uncached states", t_example, t_adapter, 2.0, f"peak memory added {peak / 1e6:.1f} MB")
+    t_first = timed(lambda: drive(adapter.get_users_for_states(batch)), fresh, runs)
+    fresh()
+    gc.collect()
+    tracemalloc.start()
+    drive(adapter.get_users_for_states(batch))
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(f"{'  the first miss after a start or reset (recipients not held yet)':64} {t_example * 1e3:8.2f}ms {t_first * 1e3:8.2f}ms {t_first / t_example:6.2f}x  (no target: once per start)  peak memory added {peak / 1e6:.1f} MB")
+
+    # 2. After a one-user blacklist change, 100,000 states of users seen before.
+    n = 100_000
+    always = [f"@dash{i}:example.org" for i in range(10)]
+    blacklisted = {f"@seen{i}:example.org" for i in range(0, n, 50)}
+    example = ExamplePresenceRouter(always, [])
+    example.blacklisted_users = blacklisted  # type: ignore[assignment]
+    adapter = PresenceRouterAdapter({"url": "http://127.0.0.1:1", "token": "x"}, NoModuleApi())
+    adapter._replace_cache(1)
+    served_from_memory(adapter, always, blacklisted)
+    batch = [State(f"@seen{i}:example.org") for i in range(n)]
+    drive(adapter.get_users_for_states(batch))  # every user seen once
+    changed = batch[7].user_id
+    blacklisted.add(changed)
+    adapter._apply(_Feed(2, False, [], [changed], False, [], []))
+
+    def one_user_changed() -> None:
+        adapter._cache.routes_of.pop(changed, None)  # as the change feed drops it
+
+    assert drive(adapter.get_users_for_states(batch)) == drive(example.get_users_for_states(batch))
+    t_example = timed(lambda: drive(example.get_users_for_states(batch)), lambda: None, runs)
+    t_adapter = timed(lambda: drive(adapter.get_users_for_states(batch)), one_user_changed, runs)
+    report("after a one-user blacklist change: 100,000 states seen before", t_example, t_adapter, 2.0, "")
+
+    # 3. Memory per cached user.
+    n = 100_000 if quick else 1_000_000
+    adapter = PresenceRouterAdapter({"url": "http://127.0.0.1:1", "token": "x", "cache_size": n}, NoModuleApi())
+    adapter._replace_cache(1)
+    served_from_memory(adapter, always, set(), keep=False)  # nothing kept but the adapter's cache
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for start in range(0, n, 100_000):
+        states = [State(f"@member{i}:example.org") for i in range(start, start + 100_000)]
+        drive(adapter.get_users_for_states(states))
+    del states
+    gc.collect()
+    per_user = (tracemalloc.get_traced_memory()[0] - before) / n
+    tracemalloc.stop()
+    assert len(adapter._cache.routes_of) == n
+    verdict = "ok" if per_user <= 150 else "MISSED"
+    print(f"{'memory: ' + format(n, ',') + ' cached users (the user IDs included)':64} {per_user:8.0f} B/user  target <= 150  {verdict}")
+
+
+def report(name: str, t_example: float, t_adapter: float, target: float, extra: str) -> None:
+    ratio = t_adapter / t_example
+    verdict = "ok" if ratio <= target else "MISSED"
+    print(f"{name:64} {t_example * 1e3:8.2f}ms {t_adapter * 1e3:8.2f}ms {ratio:6.2f}x  target <= {target}x {verdict}  {extra}")
+
+
 if __name__ == "__main__":
     main()
+    costs("--quick" in sys.argv)
     if "--cold" in sys.argv:
         cold_path(sys.argv[sys.argv.index("--cold") + 1], "--quick" in sys.argv)

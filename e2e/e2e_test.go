@@ -80,6 +80,11 @@ func newEnvWith(t *testing.T, opts harness.Options) *env {
 			s.Stop()
 		}
 		stack.Stop()
+		// A good Synapse module loses no logging context: Synapse's log
+		// says so when one does.
+		if warnings, err := stack.LogContextWarnings("synapse.log"); err == nil && len(warnings) > 0 {
+			t.Errorf("Synapse logged %d logging-context warnings, e.g.:\n%s", len(warnings), strings.Join(warnings[:min(len(warnings), 10)], "\n"))
+		}
 		if t.Failed() {
 			t.Log(stack.Tail("synapse.log", 60))
 			t.Log(stack.Tail("presence-router.log", 60))

@@ -177,6 +177,15 @@ type usersForStatesRequest struct {
 var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
+	known := int64(-1) // the version whose recipients the client holds
+	if raw := r.URL.Query().Get("known_version"); raw != "" {
+		v, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || v < 0 {
+			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter known_version must be a non-negative integer")
+			return
+		}
+		known = v
+	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 1<<20 { // keep small buffers only
@@ -213,8 +222,14 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 	if usersJSON == nil {
 		buf.WriteString(`,"routes":[]}`)
 	} else {
-		buf.WriteString(`,"routes":[{"users":`)
-		buf.Write(usersJSON)
+		if version == known {
+			// The client holds this version's recipients: they are not
+			// sent again (10,000 always-send users are 300 KB to decode).
+			buf.WriteString(`,"routes":[{"all_recipients":true`)
+		} else {
+			buf.WriteString(`,"routes":[{"users":`)
+			buf.Write(usersJSON)
+		}
 		buf.WriteString(`,"states":[`)
 		for i, idx := range indices {
 			if i > 0 {

@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _encode_string
 from typing import Any, Callable, Iterable, Literal, Union
 from urllib.parse import urlencode
 
@@ -188,9 +189,15 @@ def _version(body: Any) -> int:
 
 
 def _users(value: Any, what: str) -> list[str]:
-    if not isinstance(value, list) or not all(type(u) is str for u in value):
+    # The types of a list's items, counted in C: an answer may carry
+    # thousands of users.
+    if not isinstance(value, list) or not set(map(type, value)) <= _STR:
         raise InvalidAnswer(f"{what} is not a list of user IDs")
     return value
+
+
+_STR: frozenset[type] = frozenset({str})
+_INT: frozenset[type] = frozenset({int})
 
 
 def _flag(body: dict[str, Any], key: str) -> bool:
@@ -232,7 +239,15 @@ def _interested_answer(body: Any) -> tuple[int, bool, list[str]]:
     return version, everyone, [] if everyone else _users(body.get("users", []), "users")
 
 
-def _routes_answer(body: Any, n: int) -> tuple[int, list[tuple[list[str], list[int]]]]:
+# A route's users when the answer says all_recipients: the users every
+# answer lists, which the client holds for the version it named.
+_ALL_RECIPIENTS: list[str] = []
+
+
+def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tuple[list[str], list[int]]]]:
+    """Check a users_for_states answer to n states. A route with
+    all_recipients (allowed only at the version the request said it knows)
+    has _ALL_RECIPIENTS as its users."""
     version = _version(body)
     routes = body.get("routes")
     if not isinstance(routes, list):
@@ -241,9 +256,14 @@ def _routes_answer(body: Any, n: int) -> tuple[int, list[tuple[list[str], list[i
     for route in routes:
         if not isinstance(route, dict):
             raise InvalidAnswer("a route is not an object")
-        users = _users(route.get("users"), "a route's users")
+        if route.get("all_recipients") is True:
+            if version != known:
+                raise InvalidAnswer(f"all_recipients at version {version}, but the request knew version {known}")
+            users = _ALL_RECIPIENTS
+        else:
+            users = _users(route.get("users"), "a route's users")
         states = route.get("states")
-        if not isinstance(states, list) or not all(type(i) is int and 0 <= i < n for i in states):
+        if not isinstance(states, list) or not set(map(type, states)) <= _INT or (states and not 0 <= min(states) <= max(states) < n):
             raise InvalidAnswer(f"a route's states are not indices of the {n} states asked about")
         out.append((users, states))
     return version, out
@@ -282,6 +302,19 @@ class _Cache:
         self.keys: _Route | None = None
         self.interested: dict[str, Interest] = {}
         self.all_users: set[str] = set()  # users answered ALL
+        # The users answered ALL who are not in keys (someone removed from
+        # always-send, or asked before any answer came): usually none.
+        self.extra_keys: frozenset[str] = frozenset()
+
+    def told_all(self, user: str) -> None:
+        """user was answered ALL: Synapse will look for them as a key."""
+        self.all_users.add(user)
+        if self.keys is None or user not in self.keys.users:
+            self.extra_keys = self.extra_keys | {user}
+
+    def set_keys(self, keys: _Route) -> None:
+        self.keys = keys
+        self.extra_keys = frozenset(self.all_users - keys.users) if self.all_users else frozenset()
 
     def route(self, users: frozenset[str]) -> _Route:
         if not users:
@@ -311,6 +344,8 @@ class _Cache:
             self.interested.pop(user, None)
         for user in removed:
             self.interested.pop(user, None)
+        if self.keys is not None:
+            self.set_keys(self.keys)
 
 
 class PresenceRouterAdapter:
@@ -337,6 +372,7 @@ class PresenceRouterAdapter:
         self._open = False
         self._push_writer: bool | None = None if self._config.push == "auto" else self._config.push == "on"
         self._confirmed = time.monotonic()
+        self._agent: Any = None  # made on the first request
         LAG.set_function(lambda: time.monotonic() - self._confirmed)
         CACHE_ENTRIES.labels("get_users_for_states").set_function(lambda: len(self._cache.routes_of))
         CACHE_ENTRIES.labels("get_interested_users").set_function(lambda: len(self._cache.interested))
@@ -371,7 +407,7 @@ class PresenceRouterAdapter:
                     cache.interested.clear()
                 cache.interested[user_id] = answer
             if everyone:
-                cache.all_users.add(user_id)
+                cache.told_all(user_id)
         else:
             STATS.giu_hits += 1
         if answer == ALL_USERS:
@@ -400,17 +436,30 @@ class PresenceRouterAdapter:
         groups, missing = self._group(cache.routes_of.get, states)
         if missing or keys_route is None:
             STATS.ufs_misses += 1
-            found: dict[str, _Route] = {}
             if self._open:
                 SKIPPED.labels("get_users_for_states").inc()
             else:
+                users = [s.user_id for s in missing]
+                unique = list(dict.fromkeys(users))
+                answers: list[_Route] = []
                 try:
-                    keys_route = await self._fetch_routes([s.user_id for s in missing], found)
+                    keys_route = await self._fetch_routes(unique, answers)
                 except Exception as e:
                     self._failed("users_for_states", e)
-            if found:
-                cached = cache.routes_of.get
-                groups, _ = self._group(lambda u: found.get(u) or cached(u), states)
+                if answers:
+                    # Only the states that missed are grouped again.
+                    if len(unique) == len(missing):
+                        pairs = zip(missing, answers)
+                    else:
+                        pairs = zip(missing, map(dict(zip(unique, answers)).__getitem__, users))
+                    nowhere = _NOWHERE
+                    for s, route in pairs:
+                        if route is not nowhere:
+                            group = groups.get(route)
+                            if group is None:
+                                groups[route] = [s]
+                            else:
+                                group.append(s)
             if keys_route is None:
                 keys_route = self._cache.keys
         else:
@@ -418,14 +467,14 @@ class PresenceRouterAdapter:
         # Users who were told ALL must be keys, or Synapse fails their /sync
         # with a KeyError; more keys with nothing in them are harmless.
         keys = keys_route.users if keys_route is not None else frozenset()
-        if self._cache.all_users:
-            keys = keys | self._cache.all_users
+        if self._cache.extra_keys:
+            keys = keys | self._cache.extra_keys
         # Synapse copies every answer into its own sets, so one set object
         # may serve several keys.
         if len(groups) == 1:
             ((route, group),) = groups.items()
             shared = set(group)
-            if route.users == keys:
+            if route.users is keys or route.users == keys:
                 return dict.fromkeys(keys, shared)
             result = dict.fromkeys(keys, set())
             for user in route.users:
@@ -443,54 +492,67 @@ class PresenceRouterAdapter:
     @staticmethod
     def _group(route_of: Callable[[str], _Route | None], states: list[Any]) -> tuple[dict[_Route, list[Any]], list[Any]]:
         """Group states by their route; list the states whose user has none
-        cached (each user once)."""
+        cached."""
         groups: dict[_Route, list[Any]] = {}
-        missing: dict[str, Any] = {}
+        missing: list[Any] = []
         nowhere = _NOWHERE
         for s in states:
             route = route_of(s.user_id)
             if route is None:
-                missing[s.user_id] = s
+                missing.append(s)
             elif route is not nowhere:
                 group = groups.get(route)
                 if group is None:
                     groups[route] = [s]
                 else:
                     group.append(s)
-        return groups, list(missing.values())
+        return groups, missing
 
-    async def _fetch_routes(self, users: list[str], found: dict[str, _Route]) -> _Route | None:
+    async def _fetch_routes(self, users: list[str], answers: list[_Route]) -> _Route | None:
         """Ask where each user's presence goes, in requests of at most
-        MAX_STATES_PER_REQUEST users; fill found (this call's answers) and
-        the cache (answers of its version). Returns the route of the users
-        who must be keys of every answer."""
+        MAX_STATES_PER_REQUEST users; append each user's route to answers
+        (all of them, or none if a request fails) and store them in the
+        cache (those of its version). Returns the route of the users who
+        must be keys of every answer."""
+        routes_so_far: list[_Route] = []
         keys: _Route | None = None
         for start in range(0, max(len(users), 1), MAX_STATES_PER_REQUEST):
             chunk = users[start : start + MAX_STATES_PER_REQUEST]
-            body = await self._request("POST", "users_for_states", {"states": [{"user_id": u} for u in chunk]})
-            version, routes = _routes_answer(body, len(chunk))
+            # The recipients of the cached version are not sent again.
+            cache = self._cache
+            known, known_keys = (cache.version, cache.keys) if cache.keys is not None else (None, None)
+            path = "users_for_states" if known is None else f"users_for_states?known_version={known}"
+            body = await self._request("POST", path, _states_body(chunk))
+            version, routes = _routes_answer(body, len(chunk), known)
             cache = self._cache
             # Answers of another version serve this call only.
             target = cache if version == cache.version else _Cache(version)
-            assigned: list[_Route | None] = [None] * len(chunk)
-            every: set[str] = set()
-            for route_users, indices in routes:
-                every.update(route_users)
-                route = target.route(frozenset(route_users))
+            nowhere = _NOWHERE
+            assigned: list[_Route] = [nowhere] * len(chunk)
+            route_objs = [
+                known_keys if users is _ALL_RECIPIENTS and known_keys is not None else target.route(frozenset(users))
+                for users, _ in routes
+            ]
+            for route, (_, indices) in zip(route_objs, routes):
                 for i in indices:
                     prev = assigned[i]
-                    assigned[i] = route if prev is None else target.route(prev.users | route.users)
-            chunk_keys = target.route(frozenset(every))
+                    assigned[i] = route if prev is nowhere else target.route(prev.users | route.users)
+            # Every user who must be a key is in some route (the answer lists
+            # them all); with one route, that route is the keys.
+            if len(route_objs) == 1:
+                chunk_keys = route_objs[0]
+            else:
+                chunk_keys = target.route(frozenset().union(*(r.users for r in route_objs)))
             if chunk_keys is _NOWHERE:
                 chunk_keys = _Route(frozenset())  # patchable, unlike _NOWHERE
             keys = chunk_keys
             if target is cache:
                 if len(cache.routes_of) + len(chunk) > self._config.cache_size:
                     cache.routes_of.clear()
-                cache.keys = chunk_keys
-            routes_of = target.routes_of
-            for user, answer in zip(chunk, assigned):
-                found[user] = routes_of[user] = answer if answer is not None else _NOWHERE
+                cache.set_keys(chunk_keys)
+            target.routes_of.update(zip(chunk, assigned))
+            routes_so_far += assigned
+        answers += routes_so_far
         return keys
 
     # -- HTTP --------------------------------------------------------------
@@ -528,8 +590,12 @@ class PresenceRouterAdapter:
             "Authorization": [f"Bearer {self._config.token}"],
             "Content-Type": ["application/json"],
         }
-        data = json.dumps(payload).encode() if payload is not None else None
-        d = treq.request(method, f"{self._config.url}/_presence_router/v1/{path}", headers=headers, data=data)
+        data = payload if isinstance(payload, bytes) or payload is None else json.dumps(payload).encode()
+        if self._agent is None:
+            self._agent = _agent()
+        d = treq.request(
+            method, f"{self._config.url}/_presence_router/v1/{path}", headers=headers, data=data, agent=self._agent
+        )
 
         def read_body(response: Any) -> Any:
             return _read_body(response).addCallback(lambda content: (response.code, content))
@@ -641,6 +707,42 @@ class PresenceRouterAdapter:
                 )
             else:
                 logger.warning("Failed to send current presence to %d users: %s", len(users), e)
+
+
+def _states_body(users: list[str]) -> bytes:
+    """The users_for_states request for users, encoded. User IDs that need
+    no escaping (all but odd historical ones) are joined in one go, a tenth
+    of what json.dumps of the same objects costs; a /sync of an always-send
+    user can bring thousands."""
+    joined = "".join(users)
+    if joined.isascii() and joined.isprintable() and '"' not in joined and "\\" not in joined:
+        return ('{"states":[{"user_id":"' + '"},{"user_id":"'.join(users) + '"}]}').encode() if users else b'{"states":[]}'
+    return ('{"states":[' + ",".join(['{"user_id":' + _encode_string(u) + "}" for u in users]) + "]}").encode()
+
+
+def _agent() -> Any:
+    """An HTTP agent (persistent connections) whose connection attempts fail
+    as soon as they fail: Twisted's default HostnameEndpoint notices a
+    refused connection only at its next 0.3 s attempt tick, which every
+    request would wait while presence-router is down."""
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+    from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool
+    from twisted.web.iweb import IAgentEndpointFactory
+    from zope.interface import implementer  # type: ignore[import-untyped]
+
+    tls = BrowserLikePolicyForHTTPS()  # type: ignore[no-untyped-call]
+
+    @implementer(IAgentEndpointFactory)
+    class Endpoints:
+        def endpointForURI(self, uri: Any) -> Any:
+            endpoint = HostnameEndpoint(reactor, uri.host, uri.port, attemptDelay=0.01)
+            if uri.scheme == b"https":
+                return wrapClientTLS(tls.creatorForNetloc(uri.host, uri.port), endpoint)  # type: ignore[arg-type]
+            return endpoint
+
+    pool = HTTPConnectionPool(reactor, persistent=True)  # type: ignore[no-untyped-call]
+    return Agent.usingEndpointFactory(reactor, Endpoints(), pool=pool)  # type: ignore[no-untyped-call]
 
 
 def _read_body(response: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -65,6 +66,7 @@ class FakeRoutingAPI:
         self.down = False
         self.log: list[dict[str, Any]] = []  # one entry per version after 1
         self.answer: dict[str, Any] | None = None  # the next changes answer, as is
+        self.recipients_omitted = 0
 
     def change(self, add_always: tuple[str, ...] = (), remove_always: tuple[str, ...] = (),
                add_black: tuple[str, ...] = (), remove_black: tuple[str, ...] = ()) -> None:
@@ -86,11 +88,16 @@ class FakeRoutingAPI:
             if user in self.always_send:
                 return {"version": self.version, "all": True}
             return {"version": self.version, "all": False, "users": []}
-        if path == "users_for_states":
+        if path.split("?")[0] == "users_for_states":
+            payload = json.loads(payload)
             self.batch_sizes.append(len(payload["states"]))
             idx = [i for i, s in enumerate(payload["states"]) if s["user_id"] not in self.blacklist]
-            routes = [{"users": sorted(self.always_send), "states": idx}] if self.always_send else []
-            return {"version": self.version, "routes": routes}
+            if not self.always_send:
+                return {"version": self.version, "routes": []}
+            if path.endswith(f"?known_version={self.version}"):
+                self.recipients_omitted += 1
+                return {"version": self.version, "routes": [{"all_recipients": True, "states": idx}]}
+            return {"version": self.version, "routes": [{"users": sorted(self.always_send), "states": idx}]}
         if path.startswith("changes"):
             if self.answer is not None:
                 answer, self.answer = self.answer, None
@@ -199,6 +206,24 @@ def test_a_miss_shares_one_route_among_its_users(setup: Any) -> None:
     assert cache.routes_of["@u0:x"] is cache.keys
 
 
+def test_recipients_already_held_are_not_sent_again(setup: Any) -> None:
+    adapter, _, routing = setup
+    routing.always_send = {f"@dash{i}:x" for i in range(100)}
+    first = run(adapter.get_users_for_states([State("@a:x")]))
+    assert routing.recipients_omitted == 0, "the first answer carries the recipients"
+    second = run(adapter.get_users_for_states([State("@b:x")]))
+    assert routing.recipients_omitted == 1, "the next miss names the version it holds"
+    assert set(second) == set(first) and second["@dash7:x"] == {State("@b:x")}
+    assert adapter._cache.routes_of["@b:x"] is adapter._cache.keys
+
+
+def test_all_recipients_for_a_version_not_held_is_invalid(setup: Any) -> None:
+    adapter, _, _ = setup
+    adapter._request = _answers("users_for_states", {"version": 1, "routes": [{"all_recipients": True, "states": [0]}]})  # type: ignore[method-assign]
+    assert run(adapter.get_users_for_states([State("@bob:x")])) == {}
+    assert adapter._open
+
+
 def test_a_big_batch_is_split_and_asks_about_each_user_once(setup: Any) -> None:
     adapter, _, routing = setup
     states = [State(f"@u{i}:x") for i in range(25_000)] * 2
@@ -224,7 +249,7 @@ def test_one_state_routed_to_some_keys_only(setup: Any) -> None:
     adapter, _, _ = setup
 
     async def two_routes(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
-        users = [s["user_id"] for s in payload["states"]]
+        users = [s["user_id"] for s in json.loads(payload)["states"]]
         return {
             "version": 1,
             "routes": [
@@ -368,7 +393,7 @@ def test_breaker_answers_misses_at_once_until_the_feed_is_back(setup: Any, caplo
 
 
 def _answers(kind: str, body: Any) -> Any:
-    async def answer(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+    async def answer(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:  # noqa: ARG001
         if path.startswith(kind):
             return body
         raise AssertionError(path)

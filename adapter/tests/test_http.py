@@ -198,3 +198,16 @@ def test_a_good_answer_keeps_the_callers_logging_context() -> None:
         assert kept_after_failure, "the logging context was lost across a failed request"
     finally:
         peer.close()
+
+
+def test_a_refused_connection_fails_at_once() -> None:
+    """While presence-router is down, each request that still goes out (before
+    the breaker opens) must not wait: Twisted's default endpoint took 0.3 s
+    to report a refused connection."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there now
+    adapter = adapter_for(f"http://127.0.0.1:{port}", timeout=5)
+    best = min(timed_request(adapter)[0] for _ in range(3))
+    assert best < 0.1, f"a refused connection took {best:.3f} s (best of 3)"

@@ -166,7 +166,8 @@ func (s *Stack) MetricsURL() string {
 }
 
 func (s *Stack) writeSynapseConfig(tokenFile string) error {
-	adapterConfig := fmt.Sprintf("url: %s\ntoken_file: %s\npush: true\ntimeout: 5\npoll_timeout: 20000", s.RouterURL, tokenFile)
+	// push is left to its default, auto: the main process writes presence.
+	adapterConfig := fmt.Sprintf("url: %s\ntoken_file: %s\ntimeout: 5\npoll_timeout: 20000", s.RouterURL, tokenFile)
 	indent := func(text, prefix string) string { return prefix + strings.ReplaceAll(text, "\n", "\n"+prefix) }
 	presence := "presence:\n  enabled: true\n"
 	modules := "modules:\n  - module: presence_router_adapter.PresenceRouterAdapter\n    config:\n" + indent(adapterConfig, "      ") + "\n"
@@ -358,6 +359,29 @@ func (s *Stack) User(ctx context.Context, localpart, password string) (*mautrix.
 	}
 	cli.UserID, cli.AccessToken = resp.UserID, resp.AccessToken
 	return cli, nil
+}
+
+// logContextWarnings are what Synapse logs when a module loses or leaks a
+// logging context.
+var logContextWarnings = []string{"Expected logging context", "from sentinel context", "Re-starting finished log context", "Called stop on logcontext"}
+
+// LogContextWarnings returns the lines of a Synapse log in the state
+// directory that say a logging context was lost or leaked.
+func (s *Stack) LogContextWarnings(name string) ([]string, error) {
+	data, err := os.ReadFile(s.Path(name))
+	if err != nil {
+		return nil, fmt.Errorf("failed to read %s: %w", name, err)
+	}
+	var found []string
+	for _, line := range strings.Split(string(data), "\n") {
+		for _, warning := range logContextWarnings {
+			if strings.Contains(line, warning) {
+				found = append(found, line)
+				break
+			}
+		}
+	}
+	return found, nil
 }
 
 // BotID is the bot's user ID.
