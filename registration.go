@@ -61,7 +61,7 @@ func generateRegistration(configPath, regPath string) error {
 	if cfg.Router.TokenFile != "" {
 		tokenHint = "token_file: " + cfg.Router.TokenFile
 	}
-	fmt.Printf("2. In homeserver.yaml, load the adapter (pip install ./adapter into Synapse's environment first):\n\n     modules:\n       - module: presence_router_adapter.PresenceRouterAdapter\n         config:\n           url: %s\n           %s\n           push: true\n\n", adapterURL(cfg), tokenHint)
+	fmt.Printf("2. In homeserver.yaml, load the adapter (pip install ./adapter into Synapse's environment first):\n\n     modules:\n       - module: presence_router_adapter.PresenceRouterAdapter\n         config:\n           url: %s\n           %s\n           # push: auto (the default) pushes on the presence writer only\n\n", adapterURL(cfg), tokenHint)
 	if newRouterToken {
 		fmt.Printf("   router.token was a placeholder: a fresh one is now in %s.\n\n", configPath)
 	}

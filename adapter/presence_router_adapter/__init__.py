@@ -9,7 +9,7 @@ Load it either way (each registers the callbacks exactly once):
 
     modules:
       - module: presence_router_adapter.PresenceRouterAdapter
-        config: {url: "http://127.0.0.1:29330", token_file: /etc/presence-router/token}
+        config: {url: "http://127.0.0.1:29330", token_file: /etc/presence-router/token}  # push: auto
 
     presence:
       presence_router:
