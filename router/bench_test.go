@@ -35,7 +35,7 @@ func BenchmarkEngine_UsersForStates(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("always=%d/states=%d", nAlways, nStates), func(b *testing.B) {
 				for b.Loop() {
-					e.UsersForStates(batch)
+					e.usersForStatesJSON(batch)
 				}
 			})
 		}

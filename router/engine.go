@@ -26,13 +26,6 @@ type State struct {
 	State  string    `json:"state,omitempty"`
 }
 
-// Route is a group of destination users who receive the same states, given
-// as indices into the request's states.
-type Route struct {
-	Users  []id.UserID `json:"users"`
-	States []int       `json:"states"`
-}
-
 // Update is one committed rule change.
 type Update struct {
 	Version                         int64
@@ -110,8 +103,8 @@ type Explanation struct {
 }
 
 // Engine holds the live rules and the change feed. It is safe for
-// concurrent use. Apply costs O(size of the change), whatever the size of
-// the lists.
+// concurrent use. Apply costs O(size of the change) for blacklist entries;
+// an always-send change rebuilds, sorts and encodes the always-send list.
 type Engine struct {
 	lock      sync.RWMutex
 	version   int64
@@ -206,59 +199,42 @@ func (e *Engine) Version() int64 {
 	return e.version
 }
 
-// UsersForStates routes a batch of states: every state whose user is not
-// blacklisted goes to every always-send user. Every always-send user is in
-// the single route, with no states when nothing is routed, because Synapse
-// indexes the answer by each of them on their /sync. With no always-send
-// users there are no routes.
-func (e *Engine) UsersForStates(states []State) (int64, []Route) {
-	version, users, indices := e.evaluate(states)
-	if len(users) == 0 {
-		return version, []Route{}
-	}
-	return version, []Route{{Users: users, States: indices}}
+// routedLocked is the rule, the one place it is evaluated: a user's
+// presence is routed to every always-send user unless the user is
+// blacklisted. The caller holds the lock.
+func (e *Engine) routedLocked(user id.UserID) bool {
+	_, blocked := e.blacklist[user]
+	return !blocked
 }
 
-// evaluate returns the version, the always-send users and the indices of
-// the routed states.
-func (e *Engine) evaluate(states []State) (int64, []id.UserID, []int) {
-	e.lock.RLock()
-	defer e.lock.RUnlock()
-	indices := make([]int, 0, len(states))
-	if len(e.alwaysSend) > 0 {
-		for i, s := range states {
-			if _, blocked := e.blacklist[s.UserID]; !blocked {
-				indices = append(indices, i)
-			}
-		}
-	}
-	return e.version, e.alwaysSend, indices
-}
-
-// usersForStatesJSON is UsersForStates with the always-send users already
-// encoded, for the HTTP layer.
-func (e *Engine) usersForStatesJSON(states []State) (int64, []byte, []int) {
+// usersForStatesJSON routes a batch of states for the routing API: the
+// version, the always-send users (already encoded; nil when there are none,
+// and then nothing is routed), and the indices of the states whose users
+// are routed. Every always-send user is in the single route the API
+// answers, with no states when nothing is routed to them, because Synapse
+// indexes the answer by each of them on their /sync.
+func (e *Engine) usersForStatesJSON(states []State) (version int64, recipientsJSON []byte, indices []int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
 	if len(e.alwaysSend) == 0 {
 		return e.version, nil, nil
 	}
-	indices := make([]int, 0, len(states))
+	indices = make([]int, 0, len(states))
 	for i, s := range states {
-		if _, blocked := e.blacklist[s.UserID]; !blocked {
+		if e.routedLocked(s.UserID) {
 			indices = append(indices, i)
 		}
 	}
 	return e.version, e.alwaysSendJSON, indices
 }
 
-// InterestedUsers says whose presence user receives beyond shared rooms:
-// everyone (all) for an always-send user, nobody else.
-func (e *Engine) InterestedUsers(user id.UserID) (version int64, all bool, users []id.UserID) {
+// InterestedUsers says whether user receives everyone's presence beyond
+// shared rooms (an always-send user); nobody receives some users' only.
+func (e *Engine) InterestedUsers(user id.UserID) (version int64, all bool) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
 	_, all = e.alwaysSendSet[user]
-	return e.version, all, []id.UserID{}
+	return e.version, all
 }
 
 // Rules returns the version and sorted copies of both lists.
@@ -288,7 +264,7 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 	defer e.lock.RUnlock()
 	ex := Explanation{Version: e.version}
 	_, ex.AlwaysSend = e.alwaysSendSet[user]
-	_, ex.Blacklisted = e.blacklist[user]
+	ex.Blacklisted = !e.routedLocked(user)
 	if !ex.Blacklisted {
 		ex.Recipients = slices.Clone(e.alwaysSend)
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -18,47 +19,74 @@ func states(users ...id.UserID) []State {
 	return out
 }
 
-func TestEngine_UsersForStates(t *testing.T) {
+// route is one route of a users_for_states answer.
+type route struct {
+	Users  []id.UserID `json:"users"`
+	States []int       `json:"states"`
+}
+
+// usersForStates asks the routing API, the production path, for a batch.
+func usersForStates(t *testing.T, e *Engine, batch []State) (int64, []route) {
+	t.Helper()
+	if batch == nil {
+		batch = []State{}
+	}
+	body, _ := json.Marshal(map[string]any{"states": batch})
+	h := NewHandler(e, HandlerOptions{Token: testToken})
+	rec, _ := do(h, "POST", Prefix+"users_for_states", testToken, string(body))
+	var answer struct {
+		Version int64   `json:"version"`
+		Routes  []route `json:"routes"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &answer); rec.Code != 200 || err != nil {
+		t.Fatalf("users_for_states = %d %s (%v)", rec.Code, rec.Body, err)
+	}
+	return answer.Version, answer.Routes
+}
+
+// TestRule_UsersForStates is the rule's table, evaluated through the
+// routing API as the adapter asks it.
+func TestRule_UsersForStates(t *testing.T) {
 	tests := []struct {
 		name       string
 		alwaysSend []id.UserID
 		blacklist  []id.UserID
 		states     []State
-		want       []Route
+		want       []route
 	}{
 		{"empty input still lists every always-send user", []id.UserID{"@dash:x"}, nil, nil,
-			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
-		{"no always-send users routes nothing", nil, nil, states("@alice:x"), []Route{}},
+			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
+		{"no always-send users routes nothing", nil, nil, states("@alice:x"), []route{}},
 		{"every non-blacklisted state goes to every always-send user", []id.UserID{"@mon:x", "@dash:x"}, []id.UserID{"@alice:x"},
 			states("@alice:x", "@bob:x", "@carol:x"),
-			[]Route{{Users: []id.UserID{"@dash:x", "@mon:x"}, States: []int{1, 2}}}},
+			[]route{{Users: []id.UserID{"@dash:x", "@mon:x"}, States: []int{1, 2}}}},
 		{"the same user twice in one batch keeps both states", []id.UserID{"@dash:x"}, nil, states("@bob:x", "@bob:x"),
-			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{0, 1}}}},
+			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{0, 1}}}},
 		{"a blacklisted always-send user still receives, but is not routed", []id.UserID{"@dash:x"}, []id.UserID{"@dash:x"},
 			states("@dash:x", "@bob:x"),
-			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{1}}}},
+			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{1}}}},
 		{"remote users are routed and receive", []id.UserID{"@dash:remote.org"}, []id.UserID{"@eve:other.org:8448"},
 			states("@bob:remote.org", "@eve:other.org:8448"),
-			[]Route{{Users: []id.UserID{"@dash:remote.org"}, States: []int{0}}}},
+			[]route{{Users: []id.UserID{"@dash:remote.org"}, States: []int{0}}}},
 		{"an always-send user who receives nothing has no states", []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"},
 			states("@alice:x"),
-			[]Route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
+			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := NewEngine(7, tt.alwaysSend, tt.blacklist, nil)
-			version, routes := e.UsersForStates(tt.states)
+			version, routes := usersForStates(t, e, tt.states)
 			if version != 7 {
 				t.Errorf("version = %d, want 7", version)
 			}
-			if !slices.EqualFunc(routes, tt.want, func(a, b Route) bool {
+			if !slices.EqualFunc(routes, tt.want, func(a, b route) bool {
 				return slices.Equal(a.Users, b.Users) && slices.Equal(a.States, b.States)
 			}) {
 				t.Errorf("routes = %+v, want %+v", routes, tt.want)
 			}
 			// Every user interested_users answers "all" for is in the answer.
 			for _, u := range tt.alwaysSend {
-				if _, all, _ := e.InterestedUsers(u); !all {
+				if _, all := e.InterestedUsers(u); !all {
 					t.Errorf("%s is always-send but not interested in all", u)
 				}
 				if len(routes) == 0 || !slices.Contains(routes[0].Users, u) {

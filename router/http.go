@@ -420,12 +420,12 @@ func (h *Handler) interestedUsers(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter user_id must be a user ID")
 		return
 	}
-	version, all, users := h.engine.InterestedUsers(id.UserID(user))
+	version, all := h.engine.InterestedUsers(id.UserID(user))
 	if all {
 		writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": true})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": users})
+	writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": []id.UserID{}})
 }
 
 func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
