@@ -27,11 +27,26 @@ $(VENV)/.stamp: adapter/pyproject.toml Makefile
 	$(VENV_PY) -m pip install --quiet -e ./adapter
 	touch $@
 
-lint:
+# Static checks, with tools pinned here and installed into bin/tools.
+STATICCHECK_VERSION = v0.8.2
+GOIMPORTS_VERSION = v0.52.0
+TOOLS := $(CURDIR)/bin/tools
+$(TOOLS)/staticcheck: Makefile
+	GOBIN=$(TOOLS) go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+$(TOOLS)/goimports: Makefile
+	GOBIN=$(TOOLS) go install golang.org/x/tools/cmd/goimports@$(GOIMPORTS_VERSION)
+
+lint: $(TOOLS)/staticcheck $(TOOLS)/goimports
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$($(TOOLS)/goimports -local github.com/presence-router/presence-router -l .); if [ -n "$$out" ]; then echo "goimports -local github.com/presence-router/presence-router would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	go vet -tags e2e ./e2e/...
 	go vet -tags 'e2e bench' ./e2e/...
+	$(TOOLS)/staticcheck ./...
+	$(TOOLS)/staticcheck -tags e2e ./e2e/...
+	@cp go.mod /tmp/presence-router-go.mod.$$$$ && cp go.sum /tmp/presence-router-go.sum.$$$$ && go mod tidy && \
+	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod or go.sum; run it and commit"; git diff -- go.mod go.sum; \
+	    cp /tmp/presence-router-go.mod.$$$$ go.mod; cp /tmp/presence-router-go.sum.$$$$ go.sum; exit 1; fi
 
 unit:
 	go test -race -count=1 ./...

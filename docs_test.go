@@ -85,7 +85,7 @@ func TestDocs_FlagsMatchTheCode(t *testing.T) {
 			code = append(code, "-"+f.Shorthand)
 		}
 	})
-	documented := regexp.MustCompile("presence-router ((?:-{1,2}[a-z-]+[ =]?\\S*\\s?)+)").FindAllStringSubmatch(string(readme), -1)
+	documented := regexp.MustCompile(`presence-router ((?:-{1,2}[a-z-]+[ =]?\S*\s?)+)`).FindAllStringSubmatch(string(readme), -1)
 	seen := map[string]bool{}
 	for _, m := range documented {
 		for _, word := range strings.Fields(m[1]) {

@@ -19,9 +19,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
 	flag "github.com/spf13/pflag"
 	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
 
 	"github.com/presence-router/presence-router/bot"
@@ -167,19 +169,67 @@ func run(configPath string) error {
 		return err
 	}
 	log.WithField("version", versionString()).Info("Starting presence-router")
-	zlog := logging.Zerolog(log)
-
-	ctx := context.Background()
-	st, err := store.Open(ctx, cfg.Database.Path, zlog)
-	if err != nil {
-		return fmt.Errorf("database.path: %w", err)
-	}
-	defer st.Close()
-	rules, err := st.LoadRules(ctx)
+	a, err := newApp(cfg, log, routerToken)
 	if err != nil {
 		return err
 	}
-	history, err := st.RecentChanges(ctx, router.FeedLimit, router.MaxFeedSources)
+	defer a.close()
+	if err = a.start(); err != nil {
+		a.stop()
+		return err
+	}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	got := <-sig
+	log.WithField("signal", got.String()).Info("Stopping presence-router")
+	a.stop()
+	log.Info("Stopped")
+	return nil
+}
+
+// app is the service: newApp constructs it (no listener, no network),
+// start starts it, stop stops it, close releases the database.
+type app struct {
+	cfg      *config.Config
+	log      *logrus.Logger
+	store    *store.Store
+	engine   *router.Engine
+	routing  *router.Handler
+	as       *appservice.AppService
+	bot      *bot.Bot
+	registry *prometheus.Registry
+
+	servers []*http.Server
+	// requests is cancelled at stop, so that change-feed long polls return
+	// at once.
+	requests       context.Context
+	cancelRequests context.CancelFunc
+	stopWatch      context.CancelFunc
+}
+
+func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, error) {
+	// Synapse's logs name the program that made each request.
+	mautrix.DefaultUserAgent = "presence-router/" + versionString() + " " + mautrix.DefaultUserAgent
+	zlog := logging.Zerolog(log)
+	ctx := context.Background()
+	st, err := store.Open(ctx, cfg.Database.Path, zlog)
+	if err != nil {
+		return nil, fmt.Errorf("database.path: %w", err)
+	}
+	a := &app{cfg: cfg, log: log, store: st}
+	if err = a.construct(ctx, zlog, routerToken); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken string) error {
+	rules, err := a.store.LoadRules(ctx)
+	if err != nil {
+		return err
+	}
+	history, err := a.store.RecentChanges(ctx, router.FeedLimit, router.MaxFeedSources)
 	if err != nil {
 		return err
 	}
@@ -187,117 +237,132 @@ func run(configPath string) error {
 	for i := range history {
 		feed[i] = router.UpdateOf(&history[i])
 	}
-	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
-	log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
+	a.engine = router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
+	a.log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	routing := router.NewHandler(engine, router.HandlerOptions{
+	a.registry = prometheus.NewRegistry()
+	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.routing = router.NewHandler(a.engine, router.HandlerOptions{
 		Token:   routerToken,
-		Log:     log.WithField("component", "router"),
-		Metrics: router.NewMetrics(registry),
+		Log:     a.log.WithField("component", "router"),
+		Metrics: router.NewMetrics(a.registry),
 	})
-
-	as, err := appservice.CreateFull(appservice.CreateOpts{
-		Registration:     registrationFor(cfg),
-		HomeserverDomain: cfg.Homeserver.Domain,
-		HomeserverURL:    cfg.Homeserver.Address,
-		HostConfig:       appservice.HostConfig{Hostname: cfg.Appservice.Hostname, Port: cfg.Appservice.Port},
+	a.as, err = appservice.CreateFull(appservice.CreateOpts{
+		Registration:     registrationFor(a.cfg),
+		HomeserverDomain: a.cfg.Homeserver.Domain,
+		HomeserverURL:    a.cfg.Homeserver.Address,
+		HostConfig:       appservice.HostConfig{Hostname: a.cfg.Appservice.Hostname, Port: a.cfg.Appservice.Port},
 	})
 	if err != nil {
 		return fmt.Errorf("failed to create appservice: %w", err)
 	}
-	as.Log = zlog
+	a.as.Log = zlog
 	// Our own loops retry with backoff; mautrix's retries would block them.
-	as.DefaultHTTPRetries = 1
-	b := bot.New(bot.Options{
-		Config: cfg, AS: as, Store: st, Engine: engine,
-		Log:         log.WithField("component", "bot"),
-		Metrics:     bot.NewMetrics(registry),
-		LastContact: routing.LastContact,
+	a.as.DefaultHTTPRetries = 1
+	a.bot = bot.New(bot.Options{
+		Config: a.cfg, AS: a.as, Store: a.store, Engine: a.engine,
+		Log:         a.log.WithField("component", "bot"),
+		Metrics:     bot.NewMetrics(a.registry),
+		LastContact: a.routing.LastContact,
 	})
+	return nil
+}
 
+// appserviceMux serves what Synapse and operators ask of the appservice
+// listener: transactions (our own handler, which stores before it
+// answers), mautrix's ping and user/room queries, liveness and readiness.
+func (a *app) appserviceMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", b.HandleTransaction)
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", a.bot.HandleTransaction)
+	for _, pattern := range []string{"POST /_matrix/app/v1/ping", "GET /_matrix/app/v1/users/{userID}", "GET /_matrix/app/v1/rooms/{roomAlias}"} {
+		mux.Handle(pattern, a.as.Router)
+	}
 	mux.HandleFunc("GET /_matrix/mau/live", func(w http.ResponseWriter, r *http.Request) {
 		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"ok": true})
 	})
 	mux.HandleFunc("GET /_matrix/mau/ready", func(w http.ResponseWriter, r *http.Request) {
 		pingCtx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
-		if err := st.Ping(pingCtx); err != nil {
+		if err := a.store.Ping(pingCtx); err != nil {
 			exhttp.WriteJSONResponse(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "store": err.Error()})
 			return
 		}
 		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{
-			"ok": true, "version": engine.Version(), "bot_connected": b.Connected(),
-			"control_room": b.ControlRoom(), "problems": b.Problems(),
+			"ok": true, "version": a.engine.Version(), "bot_connected": a.bot.Connected(),
+			"control_room": a.bot.ControlRoom(), "problems": a.bot.Problems(),
 		})
 	})
-	mux.Handle("/", as.Router)
+	if a.cfg.Router.Listen == "" {
+		mux.Handle("/_presence_router/", a.routing)
+	}
+	return mux
+}
 
-	var servers []*http.Server
-	// Cancelled at shutdown so that change-feed long polls return at once.
-	requestCtx, cancelRequests := context.WithCancel(context.Background())
-	defer cancelRequests()
-	serve := func(key, addr string, handler http.Handler, what string) error {
-		listener, err := net.Listen("tcp", addr)
-		if err != nil {
-			return fmt.Errorf("%s: failed to listen for the %s on %s: %w", key, what, addr, err)
-		}
-		srv := newHTTPServer(handler, requestCtx, defaultServerTimeouts)
-		servers = append(servers, srv)
-		go func() {
-			if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.WithError(err).WithField("address", addr).Error("Listener failed")
-			}
-		}()
-		log.WithField("address", addr).Infof("Serving the %s", what)
-		return nil
-	}
-	shutdown := func() {
-		stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		cancelRequests()
-		for _, srv := range servers {
-			_ = srv.Shutdown(stopCtx)
-		}
-		b.Stop(stopCtx)
-	}
-	if cfg.Router.Listen != "" {
-		if err = serve("router.listen", cfg.Router.Listen, routing, "routing API"); err != nil {
+// start opens the listeners (a port in use fails the start), starts the bot
+// and watches the database for changes committed by another process.
+func (a *app) start() error {
+	a.requests, a.cancelRequests = context.WithCancel(context.Background())
+	if a.cfg.Router.Listen != "" {
+		if err := a.serve("router.listen", a.cfg.Router.Listen, a.routing, "routing API"); err != nil {
 			return err
 		}
-	} else {
-		mux.Handle("/_presence_router/", routing)
 	}
-	if err = serve("appservice.port", cfg.ListenAddress(), mux, "appservice API"); err != nil {
-		shutdown()
+	if err := a.serve("appservice.port", a.cfg.ListenAddress(), a.appserviceMux(), "appservice API"); err != nil {
 		return err
 	}
-	if cfg.Metrics.Enabled {
+	if a.cfg.Metrics.Enabled {
 		metricsMux := http.NewServeMux()
-		metricsMux.Handle("/metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{}))
-		if err = serve("metrics.listen", cfg.Metrics.Listen, metricsMux, "metrics"); err != nil {
-			shutdown()
+		metricsMux.Handle("/metrics", promhttp.HandlerFor(a.registry, promhttp.HandlerOpts{}))
+		if err := a.serve("metrics.listen", a.cfg.Metrics.Listen, metricsMux, "metrics"); err != nil {
 			return err
 		}
 	}
-	b.Start()
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	defer stopWatch()
-	go st.Watch(watchCtx, 2*time.Second, engine.Version, func(c store.Change) {
-		engine.Apply(router.UpdateOf(&c))
-		log.WithField("version", c.Version).Info("Applied a change committed by another process")
+	a.bot.Start()
+	var watchCtx context.Context
+	watchCtx, a.stopWatch = context.WithCancel(context.Background())
+	go a.store.Watch(watchCtx, 2*time.Second, a.engine.Version, func(c store.Change) {
+		a.engine.Apply(router.UpdateOf(&c))
+		a.log.WithField("version", c.Version).Info("Applied a change committed by another process")
 	}, func(err error) {
-		log.WithError(err).Warn("Failed to check the database for new changes")
+		a.log.WithError(err).Warn("Failed to check the database for new changes")
 	})
-
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	got := <-sig
-	log.WithField("signal", got.String()).Info("Stopping presence-router")
-	shutdown()
-	log.Info("Stopped")
 	return nil
+}
+
+func (a *app) serve(key, addr string, handler http.Handler, what string) error {
+	listener, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("%s: failed to listen for the %s on %s: %w", key, what, addr, err)
+	}
+	srv := newHTTPServer(handler, a.requests, defaultServerTimeouts)
+	a.servers = append(a.servers, srv)
+	go func() {
+		if err := srv.Serve(listener); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.WithError(err).WithField("address", addr).Error("Listener failed")
+		}
+	}()
+	a.log.WithField("address", addr).Infof("Serving the %s", what)
+	return nil
+}
+
+// stop stops the listeners, the bot and the database watch, waiting at most
+// 10 s.
+func (a *app) stop() {
+	stopCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if a.stopWatch != nil {
+		a.stopWatch()
+	}
+	if a.cancelRequests != nil {
+		a.cancelRequests()
+	}
+	for _, srv := range a.servers {
+		_ = srv.Shutdown(stopCtx)
+	}
+	a.bot.Stop(stopCtx)
+}
+
+// close releases the database.
+func (a *app) close() {
+	_ = a.store.Close()
 }

@@ -122,8 +122,9 @@ func (b *Bot) Problems() []string {
 	return out
 }
 
-// Start connects to the homeserver in the background (retrying with backoff
-// while it is unreachable) and starts the command worker. It returns at once.
+// Start starts the bot's three loops in the background and returns at once:
+// connecting to the homeserver (retrying with backoff while it is
+// unreachable), catching up on undelivered commands, and the command worker.
 func (b *Bot) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -124,33 +123,23 @@ func (b *Bot) readTimeline(ctx context.Context, room id.RoomID, from, until time
 	cli := b.as.BotClient()
 	token := ""
 	for read := 0; read < catchUpMaxEvents; {
-		query := map[string]string{"dir": "b", "limit": strconv.Itoa(catchUpPage)}
-		if token != "" {
-			query["from"] = token
-		}
-		url := cli.BuildURLWithQuery(mautrix.ClientURLPath{"v3", "rooms", room, "messages"}, query)
-		var resp struct {
-			Chunk []json.RawMessage `json:"chunk"`
-			End   string            `json:"end"`
-		}
-		if _, err = cli.MakeRequest(ctx, "GET", url, nil, &resp); err != nil {
+		resp, err := cli.Messages(ctx, room, token, "", mautrix.DirectionBackward, nil, catchUpPage)
+		if err != nil {
 			return nil, false, fmt.Errorf("failed to read the control room's timeline: %w", err)
 		}
 		read += len(resp.Chunk)
 		reachedFrom := false
-		for _, raw := range resp.Chunk {
-			var ts struct {
-				OriginServerTS int64 `json:"origin_server_ts"`
-			}
-			if json.Unmarshal(raw, &ts) != nil {
-				continue
-			}
+		for _, evt := range resp.Chunk {
 			// Timestamps are not strictly ordered, so the rest of the page
 			// is still read once an older event is seen.
-			sent := time.UnixMilli(ts.OriginServerTS)
+			sent := time.UnixMilli(evt.Timestamp)
 			if sent.Before(from) {
 				reachedFrom = true
 			} else if !sent.After(until) {
+				raw, err := json.Marshal(evt)
+				if err != nil {
+					return nil, false, fmt.Errorf("failed to encode event %s: %w", evt.ID, err)
+				}
 				events = append(events, raw)
 			}
 		}

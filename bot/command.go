@@ -8,6 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/store"
 	"github.com/presence-router/presence-router/userid"
 )
 
@@ -25,15 +26,6 @@ const (
 	VerbStatus  Verb = "status"
 )
 
-// ListName is the user-facing name of a list.
-type ListName string
-
-// The lists, as users type them.
-const (
-	ListAlwaysSend ListName = "always-send"
-	ListBlacklist  ListName = "blacklist"
-)
-
 // Limits on what one command may carry.
 const (
 	maxCommandBytes = 64 << 10
@@ -47,7 +39,7 @@ const (
 // Command is a parsed, validated chat command.
 type Command struct {
 	Verb      Verb
-	List      ListName    // add, remove, list
+	List      store.List  // add, remove, list
 	Users     []id.UserID // add, remove (deduplicated, in order); explain (one)
 	Reason    string      // add, remove (optional free text, sanitized and cut to MaxReasonRunes)
 	ReasonCut bool        // the reason was longer and was cut
@@ -92,9 +84,10 @@ func (e *ParseError) Error() string {
 	return sb.String()
 }
 
-var listAliases = map[string]ListName{
-	"always-send": ListAlwaysSend, "always_send": ListAlwaysSend, "alwayssend": ListAlwaysSend,
-	"blacklist": ListBlacklist, "black-list": ListBlacklist,
+// listAliases are the ways a list may be typed.
+var listAliases = map[string]store.List{
+	"always-send": store.AlwaysSend, "always_send": store.AlwaysSend, "alwayssend": store.AlwaysSend,
+	"blacklist": store.Blacklist, "black-list": store.Blacklist,
 }
 
 // token is a word of the command with its offset in the text.
@@ -122,6 +115,20 @@ func tokenize(s string) []token {
 	return toks
 }
 
+// cutPrefix is the one test of whether text is addressed to the bot: it
+// starts with prefix (in any case), followed by white space or the end. It
+// returns the rest.
+func cutPrefix(text, prefix string) (rest string, ok bool) {
+	if len(text) < len(prefix) || !strings.EqualFold(text[:len(prefix)], prefix) {
+		return "", false
+	}
+	rest = text[len(prefix):]
+	if rest != "" && !unicode.IsSpace(rune(rest[0])) {
+		return "", false
+	}
+	return rest, true
+}
+
 // ParseCommand parses a message. prefix is e.g. "!presence", matched
 // case-insensitively and followed by whitespace or the end. formattedBody is
 // the HTML body ("" if none); when present, pills in it count as user IDs.
@@ -133,11 +140,8 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 		text = htmlToText(formattedBody)
 	}
 	text = strings.TrimSpace(text)
-	if len(text) < len(prefix) || !strings.EqualFold(text[:len(prefix)], prefix) {
-		return nil, nil
-	}
-	rest := text[len(prefix):]
-	if rest != "" && !unicode.IsSpace(rune(rest[0])) {
+	rest, ok := cutPrefix(text, prefix)
+	if !ok {
 		return nil, nil
 	}
 	fail := func(msg, topic string, args ...ArgError) (*Command, error) {
@@ -157,7 +161,7 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 	args := toks[1:]
 	if list, ok := listAliases[word]; ok {
 		cmd.List = list
-		topic := string(list)
+		topic := list.String()
 		if len(args) == 0 {
 			return fail(fmt.Sprintf("Missing what to do with the %s list: add, remove or list", list), topic)
 		}
@@ -194,7 +198,7 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 		if len(args) > 0 {
 			topic := strings.ToLower(args[0].text)
 			if list, ok := listAliases[topic]; ok {
-				topic = string(list)
+				topic = list.String()
 			}
 			if _, ok := helpTopics[topic]; !ok {
 				return fail(fmt.Sprintf("No help topic %s", code(args[0].text)), "")

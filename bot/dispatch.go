@@ -96,15 +96,8 @@ func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*rep
 	return failure(fmt.Sprintf("Unknown command; use `%s help`.", b.cfg.Bot.CommandPrefix), resultInvalid), nil, nil
 }
 
-func storeList(name ListName) store.List {
-	if name == ListBlacklist {
-		return store.Blacklist
-	}
-	return store.AlwaysSend
-}
-
 func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
-	list := storeList(cmd.List)
+	list := cmd.List
 	action := store.Add
 	if cmd.Verb == VerbRemove {
 		action = store.Remove
@@ -149,11 +142,11 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 	return success(sb.String()), res.Change, nil
 }
 
-func (b *Bot) list(name ListName) (*reply, error) {
+func (b *Bot) list(name store.List) (*reply, error) {
 	version, alwaysSend, blacklist := b.engine.Rules()
 	users := alwaysSend
 	meaning := "They receive the presence of every user who is not blacklisted."
-	if name == ListBlacklist {
+	if name == store.Blacklist {
 		users = blacklist
 		meaning = "Their presence is never routed (users who share a room with them still see it)."
 	}
@@ -254,11 +247,11 @@ func (b *Bot) status(ctx context.Context) (*reply, error) {
 }
 
 // listPhrase names a list in a sentence: "the always-send list", "the blacklist".
-func listPhrase(name ListName) string {
-	if name == ListBlacklist {
+func listPhrase(name store.List) string {
+	if name == store.Blacklist {
 		return "the blacklist"
 	}
-	return "the " + string(name) + " list"
+	return "the " + name.String() + " list"
 }
 
 func entryUsers(entries []store.Entry) []id.UserID {

@@ -103,11 +103,8 @@ func (b *Bot) wanted(hdr *eventHeader) bool {
 		if hdr.Sender == b.botID || hdr.Content.MsgType == string(event.MsgNotice) {
 			return false
 		}
-		return hasPrefixFold(strings.TrimSpace(hdr.Content.Body), b.cfg.Bot.CommandPrefix)
+		_, ok := cutPrefix(strings.TrimSpace(hdr.Content.Body), b.cfg.Bot.CommandPrefix)
+		return ok
 	}
 	return false
-}
-
-func hasPrefixFold(s, prefix string) bool {
-	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/sirupsen/logrus"
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -84,10 +87,9 @@ func NewHandler(e *Engine, opts HandlerOptions) *Handler {
 	}
 	h := &Handler{engine: e, token: []byte(opts.Token), maxBody: opts.MaxBodyBytes, log: opts.Log, metrics: opts.Metrics, mux: http.NewServeMux()}
 	h.metrics.watch(e, h)
-	h.mux.HandleFunc("POST "+Prefix+"users_for_states", h.usersForStates)
-	h.mux.HandleFunc("GET "+Prefix+"interested_users", h.interestedUsers)
-	h.mux.HandleFunc("GET "+Prefix+"changes", h.changes)
-	h.mux.HandleFunc("GET "+Prefix+"rules", h.rules)
+	for _, ep := range endpoints {
+		h.mux.HandleFunc(ep.method+" "+Prefix+ep.name, ep.handler(h))
+	}
 	return h
 }
 
@@ -135,12 +137,12 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 	token, ok := strings.CutPrefix(auth, "Bearer ")
 	if !ok || token == "" {
 		h.warnAuth(r, "Routing API request without a token")
-		writeError(w, http.StatusUnauthorized, "M_MISSING_TOKEN", "Missing router token: send Authorization: Bearer <router.token>")
+		mautrix.MMissingToken.WithMessage("Missing router token: send Authorization: Bearer <router.token>").Write(w)
 		return false
 	}
 	if subtle.ConstantTimeCompare([]byte(token), h.token) != 1 {
 		h.warnAuth(r, "Routing API request with a wrong token")
-		writeError(w, http.StatusUnauthorized, "M_UNKNOWN_TOKEN", "Unknown router token")
+		mautrix.MUnknownToken.WithMessage("Unknown router token").Write(w)
 		return false
 	}
 	return true
@@ -154,20 +156,31 @@ func (h *Handler) warnAuth(r *http.Request, msg string) {
 	}
 }
 
-var allowed = map[string]string{
-	"users_for_states": http.MethodPost,
-	"interested_users": http.MethodGet,
-	"changes":          http.MethodGet,
-	"rules":            http.MethodGet,
+// endpoint is one endpoint of the routing API.
+type endpoint struct {
+	name    string // the path under Prefix, and the metrics label
+	method  string
+	handler func(*Handler) http.HandlerFunc
+}
+
+// endpoints is the routing API, declared once: the mux, the 405 answers and
+// the metrics all come from it.
+var endpoints = []endpoint{
+	{"users_for_states", http.MethodPost, func(h *Handler) http.HandlerFunc { return h.usersForStates }},
+	{"interested_users", http.MethodGet, func(h *Handler) http.HandlerFunc { return h.interestedUsers }},
+	{"changes", http.MethodGet, func(h *Handler) http.HandlerFunc { return h.changes }},
+	{"rules", http.MethodGet, func(h *Handler) http.HandlerFunc { return h.rules }},
 }
 
 func (h *Handler) notFoundOrMethod(w http.ResponseWriter, r *http.Request) {
-	if method, ok := allowed[strings.TrimPrefix(r.URL.Path, Prefix)]; ok {
+	name := strings.TrimPrefix(r.URL.Path, Prefix)
+	if i := slices.IndexFunc(endpoints, func(ep endpoint) bool { return ep.name == name }); i >= 0 {
+		method := endpoints[i].method
 		w.Header().Set("Allow", method)
-		writeError(w, http.StatusMethodNotAllowed, "M_UNRECOGNIZED", "Method "+r.Method+" is not allowed here; use "+method)
+		mautrix.MUnrecognized.WithStatus(http.StatusMethodNotAllowed).WithMessage("Method " + r.Method + " is not allowed here; use " + method).Write(w)
 		return
 	}
-	writeError(w, http.StatusNotFound, "M_UNRECOGNIZED", "Unrecognized routing API endpoint")
+	mautrix.MUnrecognized.WithMessage("Unrecognized routing API endpoint").Write(w)
 }
 
 type usersForStatesRequest struct {
@@ -181,7 +194,7 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 	if raw := r.URL.Query().Get("known_version"); raw != "" {
 		v, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || v < 0 {
-			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter known_version must be a non-negative integer")
+			mautrix.MInvalidParam.WithMessage("Query parameter known_version must be a non-negative integer").Write(w)
 			return
 		}
 		known = v
@@ -202,15 +215,15 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			writeError(w, http.StatusRequestEntityTooLarge, "M_TOO_LARGE", "Request body is over "+strconv.FormatInt(h.maxBody, 10)+" bytes")
+			mautrix.MTooLarge.WithMessage("Request body is over " + strconv.FormatInt(h.maxBody, 10) + " bytes").Write(w)
 			return
 		}
-		writeError(w, http.StatusBadRequest, "M_NOT_JSON", "Failed to read the request body")
+		mautrix.MNotJSON.WithMessage("Failed to read the request body").Write(w)
 		return
 	}
 	states, errcode, msg := decodeStates(body)
 	if errcode != "" {
-		writeError(w, http.StatusBadRequest, errcode, msg)
+		mautrix.RespError{ErrCode: errcode, Err: msg, StatusCode: http.StatusBadRequest}.Write(w)
 		return
 	}
 	version, usersJSON, indices := h.engine.usersForStatesJSON(states)
@@ -417,15 +430,15 @@ func plausibleUserID(s string) bool {
 func (h *Handler) interestedUsers(w http.ResponseWriter, r *http.Request) {
 	user := r.URL.Query().Get("user_id")
 	if !plausibleUserID(user) {
-		writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter user_id must be a user ID")
+		mautrix.MInvalidParam.WithMessage("Query parameter user_id must be a user ID").Write(w)
 		return
 	}
 	version, all := h.engine.InterestedUsers(id.UserID(user))
 	if all {
-		writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": true})
+		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": true})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": []id.UserID{}})
+	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": []id.UserID{}})
 }
 
 func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
@@ -434,7 +447,7 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 	if raw := query.Get("since"); raw != "" {
 		v, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || v < 0 {
-			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter since must be a non-negative integer")
+			mautrix.MInvalidParam.WithMessage("Query parameter since must be a non-negative integer").Write(w)
 			return
 		}
 		since = &v
@@ -443,25 +456,15 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 	if raw := query.Get("timeout"); raw != "" {
 		ms, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || ms < 0 {
-			writeError(w, http.StatusBadRequest, "M_INVALID_PARAM", "Query parameter timeout must be a non-negative integer (milliseconds)")
+			mautrix.MInvalidParam.WithMessage("Query parameter timeout must be a non-negative integer (milliseconds)").Write(w)
 			return
 		}
 		timeout = min(time.Duration(ms)*time.Millisecond, MaxPollTimeout)
 	}
-	writeJSON(w, http.StatusOK, h.engine.Changes(r.Context(), since, timeout))
+	exhttp.WriteJSONResponse(w, http.StatusOK, h.engine.Changes(r.Context(), since, timeout))
 }
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
 	version, alwaysSend, blacklist := h.engine.Rules()
-	writeJSON(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist})
-}
-
-func writeJSON(w http.ResponseWriter, status int, body any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(body)
-}
-
-func writeError(w http.ResponseWriter, status int, errcode, msg string) {
-	writeJSON(w, status, map[string]string{"errcode": errcode, "error": msg})
+	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist})
 }

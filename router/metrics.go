@@ -15,8 +15,6 @@ type Metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-var endpoints = []string{"users_for_states", "interested_users", "changes", "rules"}
-
 // NewMetrics registers the routing API's series with reg.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
@@ -73,9 +71,9 @@ func (m *Metrics) observe(endpoint string, status int, took time.Duration) {
 		return
 	}
 	known := "other"
-	for _, e := range endpoints {
-		if e == endpoint {
-			known = e
+	for _, ep := range endpoints {
+		if ep.name == endpoint {
+			known = ep.name
 		}
 	}
 	m.requests.WithLabelValues(known, strconv.Itoa(status)).Inc()

@@ -108,7 +108,6 @@ const (
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
 		FROM change ORDER BY version DESC LIMIT $1`
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
-	countsQuery  = `SELECT list, COUNT(*) FROM rule GROUP BY list`
 )
 
 // Rules is the content of both lists at one version.
@@ -157,25 +156,6 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 		return 0, fmt.Errorf("failed to read version: %w", err)
 	}
 	return version, nil
-}
-
-// Counts returns the size of each list.
-func (s *Store) Counts(ctx context.Context) (map[List]int, error) {
-	rows, err := s.db.Query(ctx, countsQuery)
-	if err != nil {
-		return nil, fmt.Errorf("failed to count rules: %w", err)
-	}
-	defer rows.Close()
-	counts := map[List]int{AlwaysSend: 0, Blacklist: 0}
-	for rows.Next() {
-		var list List
-		var n int
-		if err = rows.Scan(&list, &n); err != nil {
-			return nil, fmt.Errorf("failed to count rules: %w", err)
-		}
-		counts[list] = n
-	}
-	return counts, rows.Err()
 }
 
 // Apply commits a mutation: the rule rows, a change row with its entries
