@@ -2,7 +2,6 @@ package bot
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 	"unicode"
 
@@ -159,85 +158,23 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 	}
 	word := strings.ToLower(toks[0].text)
 	args := toks[1:]
+	var spec *commandSpec
 	if list, ok := listAliases[word]; ok {
-		cmd.List = list
-		topic := list.String()
 		if len(args) == 0 {
-			return fail(fmt.Sprintf("Missing what to do with the %s list: add, remove or list", list), topic)
+			return fail(fmt.Sprintf("Missing what to do with the %s list: add, remove or list", list), list.String())
 		}
 		sub := strings.ToLower(args[0].text)
 		args = args[1:]
-		switch sub {
-		case "add", "remove":
-			cmd.Verb = Verb(sub)
-			users, reason, bad := parseUsers(rest, args)
-			if len(bad) > 0 {
-				return fail(fmt.Sprintf("Invalid %s", plural(len(bad), "argument", "arguments")), topic, bad...)
-			}
-			if len(users) == 0 {
-				return fail(fmt.Sprintf("Missing user: `%s %s %s <user>... [reason]`", prefix, list, sub), topic)
-			}
-			if len(users) > maxUsers {
-				return fail(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers), topic)
-			}
-			cmd.Users = users
-			cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
-		case "list":
-			cmd.Verb = VerbList
-			if len(args) > 0 {
-				return fail(fmt.Sprintf("`%s list` takes no arguments", list), topic)
-			}
-		default:
-			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, code(sub)), topic)
+		if spec = specFor(Verb(sub), list); spec == nil {
+			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, code(sub)), list.String())
 		}
-		return cmd, nil
-	}
-	switch word {
-	case "help":
-		cmd.Verb = VerbHelp
-		if len(args) > 0 {
-			topic := strings.ToLower(args[0].text)
-			if list, ok := listAliases[topic]; ok {
-				topic = list.String()
-			}
-			if _, ok := helpTopics[topic]; !ok {
-				return fail(fmt.Sprintf("No help topic %s", code(args[0].text)), "")
-			}
-			cmd.Topic = topic
-		}
-	case "explain":
-		cmd.Verb = VerbExplain
-		if len(args) != 1 {
-			return fail("`explain` takes exactly one user", "explain")
-		}
-		users, _, bad := parseUsers(rest, args)
-		if len(bad) > 0 {
-			return fail("Invalid argument", "explain", bad...)
-		}
-		if len(users) != 1 {
-			return fail("`explain` takes exactly one user", "explain", ArgError{args[0].text, "not a user ID"})
-		}
-		cmd.Users = users
-	case "history":
-		cmd.Verb = VerbHistory
-		cmd.Count = defaultHistory
-		if len(args) > 1 {
-			return fail("`history` takes at most one number", "history")
-		}
-		if len(args) == 1 {
-			n, err := strconv.Atoi(args[0].text)
-			if err != nil || n < 1 || n > maxHistory {
-				return fail("Invalid argument", "history", ArgError{args[0].text, fmt.Sprintf("the count must be a whole number from 1 to %d", maxHistory)})
-			}
-			cmd.Count = n
-		}
-	case "status":
-		cmd.Verb = VerbStatus
-		if len(args) > 0 {
-			return fail("`status` takes no arguments", "status")
-		}
-	default:
+	} else if spec = specFor(Verb(word), ""); spec == nil {
 		return fail(fmt.Sprintf("Unknown command %s", code(toks[0].text)), "")
+	}
+	cmd.Verb, cmd.List = spec.verb, spec.list
+	if perr := spec.parse(cmd, rest, args); perr != nil {
+		perr.HelpTopic, perr.prefix = spec.topic(), prefix
+		return nil, perr
 	}
 	return cmd, nil
 }

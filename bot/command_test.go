@@ -118,15 +118,22 @@ func TestParseCommand_Limits(t *testing.T) {
 }
 
 func TestHelpMarkdown_CoversEveryCommand(t *testing.T) {
-	overview := HelpMarkdown("!presence", "")
-	for _, want := range []string{"always-send add|remove", "always-send list", "blacklist add|remove", "blacklist list", "explain <user>", "history [count]", "status", "help [command]", "Example"} {
-		if !strings.Contains(overview, want) {
-			t.Errorf("overview lacks %q", want)
+	plain := func(md string) string { return strings.ReplaceAll(renderedText(md), "`", "") }
+	overview := plain(HelpMarkdown("!presence", ""))
+	for _, c := range commands {
+		if !strings.Contains(overview, c.Usage("!presence")) {
+			t.Errorf("the overview lacks %q", c.Usage("!presence"))
 		}
-	}
-	for topic := range helpTopics {
-		if text := HelpMarkdown("!presence", topic); !strings.Contains(text, "!presence") || !strings.Contains(text, "Example") && topic != "always-send" && topic != "blacklist" {
-			t.Errorf("topic %s lacks an example: %q", topic, text)
+		topic := plain(HelpMarkdown("!presence", c.topic()))
+		if !strings.Contains(topic, c.Usage("!presence")) || c.example != "" && !strings.Contains(topic, "Example: !presence "+c.Words()+" "+c.example) {
+			t.Errorf("help %s lacks %q or its example: %q", c.topic(), c.Usage("!presence"), topic)
+		}
+		// Every example parses as the command it illustrates.
+		if c.example != "" {
+			cmd, err := ParseCommand("!presence", "!presence "+c.Words()+" "+c.example, "")
+			if err != nil || cmd == nil || cmd.Verb != c.verb || cmd.List != c.list {
+				t.Errorf("the example of %q does not parse as it: %+v, %v", c.Words(), cmd, err)
+			}
 		}
 	}
 }

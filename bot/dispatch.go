@@ -25,7 +25,7 @@ func (b *Bot) isListedAdmin(user id.UserID) bool {
 // promotion counts from the next command on. It returns the reason for a
 // refusal.
 func (b *Bot) mayCommand(ctx context.Context, sender id.UserID, cmd *Command) (bool, string) {
-	if cmd == nil || cmd.Verb == VerbHelp || b.isListedAdmin(sender) {
+	if cmd == nil || specFor(cmd.Verb, cmd.List).open || b.isListedAdmin(sender) {
 		return true, ""
 	}
 	need := b.cfg.Bot.AdminPowerLevel
@@ -76,24 +76,7 @@ func (b *Bot) checkPowerLevelFloor(pl *event.PowerLevelsEventContent) {
 
 // execute runs a permitted command inside the caller's store transaction.
 func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
-	switch cmd.Verb {
-	case VerbHelp:
-		return success(HelpMarkdown(b.cfg.Bot.CommandPrefix, cmd.Topic)), nil, nil
-	case VerbAdd, VerbRemove:
-		return b.mutate(ctx, evt, cmd)
-	case VerbList:
-		rep, err := b.list(cmd.List)
-		return rep, nil, err
-	case VerbExplain:
-		return b.explain(cmd.Users[0]), nil, nil
-	case VerbHistory:
-		rep, err := b.history(ctx, cmd.Count)
-		return rep, nil, err
-	case VerbStatus:
-		rep, err := b.status(ctx)
-		return rep, nil, err
-	}
-	return failure(fmt.Sprintf("Unknown command; use `%s help`.", b.cfg.Bot.CommandPrefix), resultInvalid), nil, nil
+	return specFor(cmd.Verb, cmd.List).run(b, ctx, evt, cmd)
 }
 
 func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {

@@ -1,0 +1,182 @@
+package bot
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"maunium.net/go/mautrix/event"
+
+	"github.com/presence-router/presence-router/store"
+)
+
+// commandSpec declares one command. The parser, permissions, dispatch, the
+// help and the README's command table (checked by docs_test.go) all come
+// from the table below. Replies go through the inbox (they are committed
+// with the command's effect and sent after), which is why mautrix's
+// commands.Processor, which sends replies itself, is not used.
+type commandSpec struct {
+	verb Verb
+	list store.List // "" for commands that are not about a list
+	// args is the usage of the arguments, e.g. "<user>... [reason]".
+	args string
+	// summary says what it does: the README's table and the help overview.
+	summary string
+	// example holds the arguments of an example ("" for none).
+	example string
+	// open: any member of the control room may run it; others are admin-only.
+	open bool
+	// parse reads the arguments into cmd; rest is the text after the
+	// command's words, args its tokens.
+	parse func(cmd *Command, rest string, args []token) *ParseError
+	// run executes a permitted command inside the caller's store transaction.
+	run func(b *Bot, ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error)
+}
+
+// Words returns what is typed after the prefix, e.g. "always-send add".
+func (c *commandSpec) Words() string {
+	if c.list == "" {
+		return string(c.verb)
+	}
+	return c.list.String() + " " + string(c.verb)
+}
+
+// Usage returns the command as typed, with its arguments, after prefix.
+func (c *commandSpec) Usage(prefix string) string {
+	return strings.TrimSpace(prefix + " " + c.Words() + " " + c.args)
+}
+
+// topic is the help topic the command belongs to.
+func (c *commandSpec) topic() string {
+	if c.list != "" {
+		return c.list.String()
+	}
+	return string(c.verb)
+}
+
+var commands []*commandSpec
+
+func init() {
+	commands = []*commandSpec{
+		{verb: VerbHelp, args: "[command]", summary: "the overview, or one command's details (open to every member)", example: "blacklist", open: true,
+			parse: parseHelp, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+				return success(HelpMarkdown(b.cfg.Bot.CommandPrefix, cmd.Topic)), nil, nil
+			}},
+		listChange(store.AlwaysSend, VerbAdd, "these users receive every non-blacklisted user's presence; they get everyone's current presence at once", "@dash:example.org Support dashboard"),
+		listChange(store.AlwaysSend, VerbRemove, "these users no longer receive everyone's presence", "@dash:example.org"),
+		listShow(store.AlwaysSend),
+		listChange(store.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it)", "@ceo:example.org Privacy request"),
+		listChange(store.Blacklist, VerbRemove, "these users' presence is routed again; the always-send users get it at once", "@ceo:example.org"),
+		listShow(store.Blacklist),
+		{verb: VerbExplain, args: "<user>", summary: "where the user's presence goes, and what they receive", example: "@alice:example.org",
+			parse: parseExplain, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+				return b.explain(cmd.Users[0]), nil, nil
+			}},
+		{verb: VerbHistory, args: "[count]", summary: fmt.Sprintf("the last changes (default %d, at most %d), newest first: who, when, what, why", defaultHistory, maxHistory), example: "5",
+			parse: parseHistory, run: func(b *Bot, ctx context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+				rep, err := b.history(ctx, cmd.Count)
+				return rep, nil, err
+			}},
+		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
+			parse: noArguments, run: func(b *Bot, ctx context.Context, _ *event.Event, _ *Command) (*reply, *store.Change, error) {
+				rep, err := b.status(ctx)
+				return rep, nil, err
+			}},
+	}
+}
+
+func listChange(list store.List, verb Verb, summary, example string) *commandSpec {
+	return &commandSpec{verb: verb, list: list, args: "<user>... [reason]", summary: summary, example: example,
+		parse: parseUserChange, run: (*Bot).mutate}
+}
+
+func listShow(list store.List) *commandSpec {
+	return &commandSpec{verb: VerbList, list: list, summary: "show the list", parse: noArguments,
+		run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+			rep, err := b.list(cmd.List)
+			return rep, nil, err
+		}}
+}
+
+// specFor finds the command with the given verb and list.
+func specFor(verb Verb, list store.List) *commandSpec {
+	for _, c := range commands {
+		if c.verb == verb && c.list == list {
+			return c
+		}
+	}
+	return nil
+}
+
+func argError(msg string, args ...ArgError) *ParseError {
+	return &ParseError{Msg: msg, Args: args}
+}
+
+func noArguments(cmd *Command, _ string, args []token) *ParseError {
+	if len(args) > 0 {
+		return argError(fmt.Sprintf("`%s` takes no arguments", specFor(cmd.Verb, cmd.List).Words()))
+	}
+	return nil
+}
+
+func parseHelp(cmd *Command, _ string, args []token) *ParseError {
+	if len(args) == 0 {
+		return nil
+	}
+	topic := strings.ToLower(args[0].text)
+	if list, ok := listAliases[topic]; ok {
+		topic = list.String()
+	}
+	if !isHelpTopic(topic) {
+		return argError(fmt.Sprintf("No help topic %s", code(args[0].text)))
+	}
+	cmd.Topic = topic
+	return nil
+}
+
+func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
+	users, reason, bad := parseUsers(rest, args)
+	if len(bad) > 0 {
+		return argError(fmt.Sprintf("Invalid %s", plural(len(bad), "argument", "arguments")), bad...)
+	}
+	if len(users) == 0 {
+		return argError(fmt.Sprintf("Missing user: `%s <user>... [reason]`", specFor(cmd.Verb, cmd.List).Words()))
+	}
+	if len(users) > maxUsers {
+		return argError(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers))
+	}
+	cmd.Users = users
+	cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
+	return nil
+}
+
+func parseExplain(cmd *Command, rest string, args []token) *ParseError {
+	if len(args) != 1 {
+		return argError("`explain` takes exactly one user")
+	}
+	users, _, bad := parseUsers(rest, args)
+	if len(bad) > 0 {
+		return argError("Invalid argument", bad...)
+	}
+	if len(users) != 1 {
+		return argError("`explain` takes exactly one user", ArgError{args[0].text, "not a user ID"})
+	}
+	cmd.Users = users
+	return nil
+}
+
+func parseHistory(cmd *Command, _ string, args []token) *ParseError {
+	cmd.Count = defaultHistory
+	if len(args) > 1 {
+		return argError("`history` takes at most one number")
+	}
+	if len(args) == 1 {
+		n, err := strconv.Atoi(args[0].text)
+		if err != nil || n < 1 || n > maxHistory {
+			return argError("Invalid argument", ArgError{args[0].text, fmt.Sprintf("the count must be a whole number from 1 to %d", maxHistory)})
+		}
+		cmd.Count = n
+	}
+	return nil
+}
