@@ -267,6 +267,20 @@ def timed(call: Any, setup: Any, runs: int) -> float:
     return samples[len(samples) // 2]
 
 
+def peak_memory(call: Any, setup: Any) -> int:
+    """The peak memory call allocates (traced), after an untimed setup."""
+    import gc
+    import tracemalloc
+
+    setup()
+    gc.collect()
+    tracemalloc.start()
+    call()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak
+
+
 def costs(quick: bool) -> None:
     """The issue's cost targets, against the example router on the same batch."""
     import gc
@@ -297,20 +311,10 @@ def costs(quick: bool) -> None:
     runs = 5 if quick else 31
     t_example = timed(lambda: drive(example.get_users_for_states(batch)), lambda: None, runs)
     t_adapter = timed(lambda: drive(adapter.get_users_for_states(batch)), uncached, runs)
-    uncached()
-    gc.collect()
-    tracemalloc.start()
-    drive(adapter.get_users_for_states(batch))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_memory(lambda: drive(adapter.get_users_for_states(batch)), uncached)
     report("cold: 10,000 always-send x 2,000 uncached states", t_example, t_adapter, 2.0, f"peak memory added {peak / 1e6:.1f} MB")
     t_first = timed(lambda: drive(adapter.get_users_for_states(batch)), fresh, runs)
-    fresh()
-    gc.collect()
-    tracemalloc.start()
-    drive(adapter.get_users_for_states(batch))
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
+    peak = peak_memory(lambda: drive(adapter.get_users_for_states(batch)), fresh)
     print(f"{'  the first miss after a start or reset (recipients not held yet)':64} {t_example * 1e3:8.2f}ms {t_first * 1e3:8.2f}ms {t_first / t_example:6.2f}x  (no target: once per start)  peak memory added {peak / 1e6:.1f} MB")
 
     # 2. After a one-user blacklist change, 100,000 states of users seen before.

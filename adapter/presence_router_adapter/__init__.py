@@ -452,14 +452,23 @@ class PresenceRouterAdapter:
                         pairs = zip(missing, answers)
                     else:
                         pairs = zip(missing, map(dict(zip(unique, answers)).__getitem__, users))
-                    nowhere = _NOWHERE
-                    for s, route in pairs:
-                        if route is not nowhere:
-                            group = groups.get(route)
-                            if group is None:
-                                groups[route] = [s]
-                            else:
-                                group.append(s)
+                    if keys_route is not None and len(answers) == len(missing) and all(
+                        r is keys_route or r is _NOWHERE for r in answers
+                    ):
+                        # The usual answer: every missed user goes to the
+                        # recipients or nowhere; one comprehension groups them.
+                        missed_routed = [s for s, r in pairs if r is keys_route]
+                        if missed_routed:
+                            groups.setdefault(keys_route, []).extend(missed_routed)
+                    else:
+                        nowhere = _NOWHERE
+                        for s, route in pairs:
+                            if route is not nowhere:
+                                group = groups.get(route)
+                                if group is None:
+                                    groups[route] = [s]
+                                else:
+                                    group.append(s)
             if keys_route is None:
                 keys_route = self._cache.keys
         else:
