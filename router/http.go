@@ -2,6 +2,7 @@ package router
 
 import (
 	"bytes"
+	"encoding/binary"
 	"crypto/subtle"
 	"encoding/json"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/sirupsen/logrus"
@@ -285,6 +287,9 @@ var (
 // match case-insensitively, so it never accepts a body that
 // decodeStatesStrict would read differently.
 func decodeStatesFast(body []byte) (states []State, ok bool) {
+	if states, ok = decodeAdapterBody(body); ok {
+		return states, true
+	}
 	d := decoders.Get().(*jsontext.Decoder)
 	defer func() {
 		d.Reset(emptyReader) // drop the body
@@ -391,6 +396,73 @@ func readStates(d *jsontext.Decoder, text string, capacity int) ([]State, bool) 
 		return nil, false
 	}
 	return states, true
+}
+
+// decodeAdapterBody reads the body exactly as the adapter writes it,
+// {"states":[{"user_id":"@a:x"},{"user_id":"@b:x"}]}, with no tokenizer: a
+// string search per state. Anything else (other fields, white space,
+// escapes, a control character, invalid UTF-8, an implausible user ID)
+// gives up, and the tokenizer or the strict path reads it.
+func decodeAdapterBody(body []byte) ([]State, bool) {
+	const open, stateOpen, next, end = `{"states":[`, `{"user_id":"`, `"},`, `"}]}`
+	text := string(body) // one copy; the user IDs are cut from it
+	if !plainJSONString(text) {
+		return nil, false
+	}
+	rest, ok := strings.CutPrefix(text, open)
+	if !ok {
+		return nil, false
+	}
+	if rest == "]}" {
+		return []State{}, true
+	}
+	states := make([]State, 0, stateCapacity(body))
+	for {
+		if rest, ok = strings.CutPrefix(rest, stateOpen); !ok {
+			return nil, false
+		}
+		quote := strings.IndexByte(rest, '"')
+		if quote < 0 {
+			return nil, false
+		}
+		user := rest[:quote]
+		if !plausibleUserID(user) {
+			return nil, false
+		}
+		states = append(states, State{UserID: id.UserID(user)})
+		rest = rest[quote:]
+		if after, ok := strings.CutPrefix(rest, next); ok {
+			rest = after
+			continue
+		}
+		if rest == end {
+			return states, true
+		}
+		return nil, false
+	}
+}
+
+// plainJSONString reports whether s reads the same inside JSON quotes as
+// it is: no escape, no control character, valid UTF-8. It looks at eight
+// bytes at a time.
+func plainJSONString(s string) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	i := 0
+	for ; i+8 <= len(s); i += 8 {
+		w := binary.LittleEndian.Uint64([]byte(s[i : i+8]))
+		backslash := w ^ (ones * '\\')
+		// A byte below 0x20, or equal to a backslash, sets its high bit here
+		// (a byte with the high bit set is left to utf8.ValidString).
+		if ((w-ones*0x20)&^w|(backslash-ones)&^backslash)&highs != 0 {
+			return false
+		}
+	}
+	for ; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '\\' {
+			return false
+		}
+	}
+	return utf8.ValidString(s)
 }
 
 // decodeStatesStrict is the reference reading of a users_for_states body,

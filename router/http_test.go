@@ -102,7 +102,8 @@ func TestHandler_Answers(t *testing.T) {
 }
 
 func FuzzUsersForStatesDecode(f *testing.F) {
-	for _, seed := range []string{`{"states":[]}`, `{"states":[{"user_id":"@a:x"}]}`, `{`, `{"states":null}`, `{"states":[{"user_id":"@a:x","state":1}]}`, `[]`} {
+	for _, seed := range []string{`{"states":[]}`, `{"states":[{"user_id":"@a:x"}]}`, `{`, `{"states":null}`, `{"states":[{"user_id":"@a:x","state":1}]}`, `[]`,
+		`{"states":[{"user_id":"@a:x"},{"user_id":"@b\u0041:x"}]}`, `{"states":[{"user_id":"@a:x"},{"user_id":"@b:x"}]}x`, "{\"states\":[{\"user_id\":\"@a\xff:x\"}]}"} {
 		f.Add(seed)
 	}
 	h := newTestHandler()
@@ -131,7 +132,13 @@ func TestDecodeStates_FastPathAgreesOrGivesUp(t *testing.T) {
 		body     string
 		wantFast bool
 	}{
-		{"the adapter's body", `{"states":[{"user_id":"@a:x","state":"online","status_msg":null,"last_active_ts":1}]}`, true},
+		{"the adapter's body", `{"states":[{"user_id":"@a:x"},{"user_id":"@b:y"}]}`, true},
+		{"the adapter's empty body", `{"states":[]}`, true},
+		{"an escape in a user ID", `{"states":[{"user_id":"@a\u0041:x"}]}`, false},
+		{"invalid UTF-8 in a user ID", "{\"states\":[{\"user_id\":\"@a\xff:x\"}]}", false},
+		{"a control character in a user ID", "{\"states\":[{\"user_id\":\"@a\x01:x\"}]}", false},
+		{"trailing garbage", `{"states":[{"user_id":"@a:x"}]}]`, false},
+		{"a body with every field", `{"states":[{"user_id":"@a:x","state":"online","status_msg":null,"last_active_ts":1}]}`, true},
 		{"unknown top-level fields", `{"v":{"nested":[1,2,{"x":"y"}]},"states":[]}`, true},
 		{"no states", `{"states":[]}`, true},
 		{"whitespace around every token", "{ \"states\" : [ { \"state\" : \"online\" ,\n\t\"user_id\" : \"@a:x\" } , {\"user_id\":\"@bob:y\"} ] }", true},

@@ -2,8 +2,10 @@ package router
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestStateCapacity_BoundedByWhatTheBodyCanHold(t *testing.T) {
@@ -40,4 +42,30 @@ func TestWarnLimiter_OneLinePerIntervalWithACount(t *testing.T) {
 	if ok, held := l.allow(now.Add(11*time.Second), 10*time.Second); !ok || held != 500 {
 		t.Errorf("after the interval: %v with %d held back; want true with 500", ok, held)
 	}
+}
+
+func TestPlainJSONString_AgreesWithAByteLoop(t *testing.T) {
+	reference := func(s string) bool {
+		for i := 0; i < len(s); i++ {
+			if s[i] < 0x20 || s[i] == '\\' {
+				return false
+			}
+		}
+		return utf8.ValidString(s)
+	}
+	for _, s := range []string{"", "@a:x", "@abcdefgh:example.org", "@a\\b:example.org", "@abcdefg\x01:example.org", "@abc\x1f", "\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f", "@é:exemple.org", "@\xff\xfe:x.org.....", "        ", "!!!!!!!!\\"} {
+		if got, want := plainJSONString(s), reference(s); got != want {
+			t.Errorf("plainJSONString(%q) = %v; want %v", s, got, want)
+		}
+	}
+}
+
+func FuzzPlainJSONString(f *testing.F) {
+	f.Add("@abcdefgh:example.org")
+	f.Fuzz(func(t *testing.T, s string) {
+		want := utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 || r == '\\' })
+		if got := plainJSONString(s); got != want {
+			t.Fatalf("plainJSONString(%q) = %v; want %v", s, got, want)
+		}
+	})
 }

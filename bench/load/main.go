@@ -75,7 +75,7 @@ func statesBody(blacklist []id.UserID, n int) []byte {
 		if i%10 == 0 {
 			user = string(blacklist[i%len(blacklist)])
 		}
-		fmt.Fprintf(&b, `{"user_id":%q,"state":"online"}`, user) // what the adapter sends
+		fmt.Fprintf(&b, `{"user_id":%q}`, user) // what the adapter sends (presence_router_adapter._states_body)
 	}
 	b.WriteString(`]}`)
 	return []byte(b.String())
