@@ -20,6 +20,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/store"
 )
@@ -57,6 +58,7 @@ type Bot struct {
 	lock        sync.RWMutex
 	controlRoom id.RoomID         // set once the control room is resolved
 	problems    map[string]string // what an operator must know, by topic
+	authWarn    logging.Limiter   // rejected hs_tokens
 	connected   atomic.Bool
 
 	cancel context.CancelFunc

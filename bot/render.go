@@ -15,20 +15,25 @@ const (
 	maxEchoRunes = 200
 	// MaxReasonRunes bounds a change's reason; a longer one is cut.
 	MaxReasonRunes = 500
+	// maxUserIDBytes is the spec's limit on a user ID.
+	maxUserIDBytes = 255
 )
 
 // Nothing a member types is ever rendered as Markdown: replies are Markdown
 // templates of ours, and every piece of member text goes into them through
 // one of these functions.
 
-// code renders a user ID (or any one-line member text) as a code span that
-// no backtick inside it can break.
+// code renders a fragment of member text as a code span that no backtick
+// inside it can break, cut to maxEchoRunes.
 func code[T ~string](s T) string {
-	return format.SafeMarkdownCode(sanitize(string(s), maxEchoRunes*2))
+	return format.SafeMarkdownCode(sanitize(string(s), maxEchoRunes))
 }
 
-// codeUser renders a user ID as a code span.
-func codeUser(user id.UserID) string { return code(user) }
+// codeUser renders a user ID (at most 255 bytes, so never cut) as a code
+// span.
+func codeUser(user id.UserID) string {
+	return format.SafeMarkdownCode(sanitize(string(user), maxUserIDBytes))
+}
 
 // literal renders member text as plain text: newlines folded, control and
 // bidirectional formatting characters removed, at most maxRunes kept (with

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/presence-router/presence-router/store"
 )
+
+// authWarnInterval is how often at most a rejected hs_token is logged.
+const authWarnInterval = 10 * time.Second
 
 // MaxTransactionBytes is the largest appservice transaction body accepted.
 const MaxTransactionBytes = 64 << 20
@@ -46,7 +50,9 @@ type eventHeader struct {
 // the inbox's unique event IDs make Synapse's retries harmless.
 func (b *Bot) HandleTransaction(w http.ResponseWriter, r *http.Request) {
 	if !b.as.CheckServerToken(w, r) {
-		b.log.WithField("remote_addr", r.RemoteAddr).Warn("Rejected appservice transaction with a bad hs_token")
+		if ok, held := b.authWarn.Allow(time.Now(), authWarnInterval); ok {
+			b.log.WithFields(logrus.Fields{"remote_addr": r.RemoteAddr, "not_logged_since_last": held}).Warn("Rejected appservice transaction with a bad hs_token")
+		}
 		return
 	}
 	txnID := r.PathValue("txnID")

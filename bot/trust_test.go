@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	logtest "github.com/sirupsen/logrus/hooks/test"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -196,5 +197,35 @@ func TestBot_HostileReasonsAndUserIDsRenderSafely(t *testing.T) {
 	}
 	if strings.Count(history, "forged entry") > 1 || strings.Contains(html, "<h1") {
 		t.Errorf("a reason forged history lines")
+	}
+}
+
+func TestBot_BadTokenWarningsAreRateLimited(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	hook := logtest.NewLocal(tb.log.Logger)
+	for i := range 50 {
+		if code := tb.deliver(t, fmt.Sprintf("bad%d", i), "wrong-token", message(fmt.Sprintf("$x%d", i), testAdmin, "!presence status")); code != http.StatusForbidden && code != http.StatusUnauthorized {
+			t.Fatalf("a bad hs_token answered %d", code)
+		}
+	}
+	warnings := 0
+	for _, entry := range hook.AllEntries() {
+		if strings.Contains(entry.Message, "bad hs_token") {
+			warnings++
+		}
+	}
+	if warnings != 1 {
+		t.Errorf("50 bad tokens logged %d warnings; want 1 per %s", warnings, authWarnInterval)
+	}
+}
+
+func TestCode_EchoedFragmentsAreCut(t *testing.T) {
+	long := strings.Repeat("x", 5000)
+	if got := renderedText(code(long)); len([]rune(strings.Trim(got, "`"))) > maxEchoRunes+1 {
+		t.Errorf("an echoed fragment kept %d characters; want at most %d", len(got), maxEchoRunes)
+	}
+	user := id.UserID("@" + strings.Repeat("u", 240) + ":example.org")
+	if got := renderedText(codeUser(user)); !strings.Contains(got, string(user)) {
+		t.Errorf("a 253-byte user ID was cut: %q", got)
 	}
 }

@@ -2,8 +2,8 @@ package router
 
 import (
 	"bytes"
-	"encoding/binary"
 	"crypto/subtle"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"io"
@@ -21,6 +21,8 @@ import (
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/logging"
 )
 
 // Prefix is the path prefix of the routing API.
@@ -49,33 +51,11 @@ type Handler struct {
 	metrics     *Metrics
 	lastContact atomic.Int64 // unix nanoseconds
 	mux         *http.ServeMux
-	authWarn    warnLimiter
+	authWarn    logging.Limiter
 }
 
 // authWarnInterval is how often at most a failed authentication is logged.
 const authWarnInterval = 10 * time.Second
-
-// warnLimiter lets one warning through per interval and counts the ones it
-// held back, so that a flood of bad requests cannot flood the log.
-type warnLimiter struct {
-	lock sync.Mutex
-	last time.Time
-	held int
-}
-
-// allow reports whether a warning may be logged now and, if so, how many
-// were held back since the last one.
-func (l *warnLimiter) allow(now time.Time, interval time.Duration) (bool, int) {
-	l.lock.Lock()
-	defer l.lock.Unlock()
-	if !l.last.IsZero() && now.Sub(l.last) < interval {
-		l.held++
-		return false, 0
-	}
-	held := l.held
-	l.last, l.held = now, 0
-	return true, held
-}
 
 // NewHandler returns the routing API handler for engine.
 func NewHandler(e *Engine, opts HandlerOptions) *Handler {
@@ -153,7 +133,7 @@ func (h *Handler) authorized(w http.ResponseWriter, r *http.Request) bool {
 // warnAuth logs a failed authentication, at most once per authWarnInterval
 // with the count of those not logged since.
 func (h *Handler) warnAuth(r *http.Request, msg string) {
-	if ok, held := h.authWarn.allow(time.Now(), authWarnInterval); ok {
+	if ok, held := h.authWarn.Allow(time.Now(), authWarnInterval); ok {
 		h.log.WithFields(logrus.Fields{"remote_addr": r.RemoteAddr, "not_logged_since_last": held}).Warn(msg)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 )
 
@@ -25,22 +24,6 @@ func TestStateCapacity_BoundedByWhatTheBodyCanHold(t *testing.T) {
 				t.Errorf("stateCapacity = %d; want at most %d (and %d)", got, tt.max, maxStateCapacity)
 			}
 		})
-	}
-}
-
-func TestWarnLimiter_OneLinePerIntervalWithACount(t *testing.T) {
-	var l warnLimiter
-	now := time.Unix(1000, 0)
-	if ok, held := l.allow(now, 10*time.Second); !ok || held != 0 {
-		t.Fatalf("first warning: %v, %d", ok, held)
-	}
-	for i := range 500 {
-		if ok, _ := l.allow(now.Add(time.Duration(i)*time.Millisecond), 10*time.Second); ok {
-			t.Fatalf("warning %d within the interval was let through", i)
-		}
-	}
-	if ok, held := l.allow(now.Add(11*time.Second), 10*time.Second); !ok || held != 500 {
-		t.Errorf("after the interval: %v with %d held back; want true with 500", ok, held)
 	}
 }
 
