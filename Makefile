@@ -98,6 +98,7 @@ fuzz:
 	go test $(FUZZFLAGS) -fuzz=FuzzParseCommand ./bot/
 	go test $(FUZZFLAGS) -fuzz=FuzzUsersForStatesDecode ./router/
 	go test $(FUZZFLAGS) -fuzz=FuzzPlainJSONString ./router/
+	go test $(FUZZFLAGS) -fuzz=FuzzPatternMatch ./router/
 
 # The short fuzz run of make test: 10 s per target.
 fuzz-smoke:

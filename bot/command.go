@@ -1,7 +1,9 @@
 package bot
 
 import (
+	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -193,12 +195,26 @@ func looksLikeUser(tok string) bool {
 	return ok && local != "" && server != "" && !strings.Contains(tok, "/") && strings.Contains(server, ".")
 }
 
+// patternUse says whether a command takes blacklist patterns.
+type patternUse int
+
+const (
+	noPatterns patternUse = iota
+	blacklistPatterns
+)
+
 // parseUsers reads user arguments from args until the first token that is
 // not user-like; the rest of text from there is the reason. Every invalid
-// user argument is reported.
-func parseUsers(text string, args []token) (users []id.UserID, reason string, bad []ArgError) {
+// user argument is reported. With blacklistPatterns, an argument with * or
+// ? is a pattern (see userid.ParsePattern), and --force allows one that
+// matches every user.
+func parseUsers(text string, args []token, patterns patternUse) (users []id.UserID, reason string, bad []ArgError) {
 	seen := make(map[id.UserID]bool)
+	force := patterns == blacklistPatterns && slices.ContainsFunc(args, func(tok token) bool { return tok.text == "--force" })
 	for i, tok := range args {
+		if tok.text == "--force" && patterns == blacklistPatterns {
+			continue
+		}
 		if !looksLikeUser(tok.text) {
 			reason = strings.TrimSpace(text[args[i].start:])
 			break
@@ -210,7 +226,25 @@ func parseUsers(text string, args []token) (users []id.UserID, reason string, ba
 			bad = append(bad, ArgError{tok.text, "this link does not point to a user"})
 			continue
 		}
-		user, err := userid.Parse(strings.TrimRight(raw, ",;"))
+		raw = strings.TrimRight(raw, ",;")
+		var user id.UserID
+		var err error
+		switch {
+		case !userid.IsPattern(raw):
+			user, err = userid.Parse(raw)
+		case patterns == noPatterns:
+			bad = append(bad, ArgError{tok.text, "patterns (with * or ?) are for the blacklist only: Synapse routes presence to concrete users"})
+			continue
+		default:
+			user, err = userid.ParsePattern(raw)
+			if errors.Is(err, userid.ErrTooBroad) {
+				if !force {
+					bad = append(bad, ArgError{tok.text, "this pattern matches every user; add --force if that is what you mean"})
+					continue
+				}
+				user, err = id.UserID(raw), nil
+			}
+		}
 		if err != nil {
 			bad = append(bad, ArgError{tok.text, strings.TrimPrefix(err.Error(), userid.ErrInvalid.Error()+": ")})
 			continue

@@ -66,8 +66,8 @@ func init() {
 		listChange(store.AlwaysSend, VerbAdd, "these users receive every non-blacklisted user's presence; they get everyone's current presence at once", "@dash:example.org Support dashboard"),
 		listChange(store.AlwaysSend, VerbRemove, "these users no longer receive everyone's presence", "@dash:example.org"),
 		listShow(store.AlwaysSend),
-		listChange(store.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it)", "@ceo:example.org Privacy request"),
-		listChange(store.Blacklist, VerbRemove, "these users' presence is routed again; the always-send users get it at once", "@ceo:example.org"),
+		listChange(store.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it); a pattern with * or ? (case-insensitive) covers many users, such as a bridge's puppets", "@whatsapp_*:example.org WhatsApp puppets"),
+		listChange(store.Blacklist, VerbRemove, "these users' (or patterns') presence is routed again; the always-send users get it at once", "@ceo:example.org"),
 		listShow(store.Blacklist),
 		{verb: VerbExplain, args: "<user>", summary: "where the user's presence goes, and what they receive", example: "@alice:example.org",
 			parse: parseExplain, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
@@ -87,7 +87,11 @@ func init() {
 }
 
 func listChange(list store.List, verb Verb, summary, example string) *commandSpec {
-	return &commandSpec{verb: verb, list: list, args: "<user>... [reason]", summary: summary, example: example,
+	args := "<user>... [reason]"
+	if list == store.Blacklist {
+		args = "<user-or-pattern>... [reason]"
+	}
+	return &commandSpec{verb: verb, list: list, args: args, summary: summary, example: example,
 		parse: parseUserChange, run: (*Bot).mutate}
 }
 
@@ -136,12 +140,17 @@ func parseHelp(cmd *Command, _ string, args []token) *ParseError {
 }
 
 func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
-	users, reason, bad := parseUsers(rest, args)
+	patterns := noPatterns
+	if cmd.List == store.Blacklist {
+		patterns = blacklistPatterns
+	}
+	users, reason, bad := parseUsers(rest, args, patterns)
 	if len(bad) > 0 {
 		return argError(fmt.Sprintf("Invalid %s", plural(len(bad), "argument", "arguments")), bad...)
 	}
 	if len(users) == 0 {
-		return argError(fmt.Sprintf("Missing user: `%s <user>... [reason]`", specFor(cmd.Verb, cmd.List).Words()))
+		spec := specFor(cmd.Verb, cmd.List)
+		return argError(fmt.Sprintf("Missing user: `%s %s`", spec.Words(), spec.args))
 	}
 	if len(users) > maxUsers {
 		return argError(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers))
@@ -155,7 +164,7 @@ func parseExplain(cmd *Command, rest string, args []token) *ParseError {
 	if len(args) != 1 {
 		return argError("`explain` takes exactly one user")
 	}
-	users, _, bad := parseUsers(rest, args)
+	users, _, bad := parseUsers(rest, args, noPatterns)
 	if len(bad) > 0 {
 		return argError("Invalid argument", bad...)
 	}

@@ -10,6 +10,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/userid"
 )
 
 // isListedAdmin reports whether user is in bot.admins.
@@ -136,21 +137,43 @@ func (b *Bot) list(name store.List) (*reply, error) {
 	if len(users) == 0 {
 		return success(fmt.Sprintf("%s is empty (version %d).", capitalize(listPhrase(name)), version)), nil
 	}
-	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s has %d %s (version %d). %s\n\n", capitalize(listPhrase(name)), len(users), plural(len(users), "user", "users"), version, meaning)
-	shown := 0
-	for _, user := range users {
-		line := "* " + codeUser(user) + "\n"
-		if sb.Len()+len(line) > listBudget || shown == listMaxLines {
-			break
+	// Patterns first, apart from the users they are not.
+	var patterns, exact []id.UserID
+	for _, u := range users {
+		if userid.IsPattern(string(u)) {
+			patterns = append(patterns, u)
+		} else {
+			exact = append(exact, u)
 		}
-		sb.WriteString(line)
-		shown++
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "%s has %d %s", capitalize(listPhrase(name)), len(exact), plural(len(exact), "user", "users"))
+	if len(patterns) > 0 {
+		fmt.Fprintf(&sb, " and %d %s (matched case-insensitively)", len(patterns), plural(len(patterns), "pattern", "patterns"))
+	}
+	fmt.Fprintf(&sb, " (version %d). %s\n\n", version, meaning)
+	shown := 0
+	for i, group := range [][]id.UserID{patterns, exact} {
+		if len(group) == 0 {
+			continue
+		}
+		if len(patterns) > 0 {
+			sb.WriteString([]string{"**Patterns**\n\n", "**Users**\n\n"}[i])
+		}
+		for _, user := range group {
+			line := "* " + codeUser(user) + "\n"
+			if sb.Len()+len(line) > listBudget || shown == listMaxLines {
+				break
+			}
+			sb.WriteString(line)
+			shown++
+		}
+		sb.WriteString("\n")
 	}
 	if shown < len(users) {
-		fmt.Fprintf(&sb, "\n…and %d more, not shown to keep this message under Matrix's size limit. The full list: `GET /_presence_router/v1/rules`; one user: `%s explain <user>`.", len(users)-shown, b.cfg.Bot.CommandPrefix)
+		fmt.Fprintf(&sb, "…and %d more, not shown to keep this message under Matrix's size limit. The full list: `GET /_presence_router/v1/rules`; one user: `%s explain <user>`.", len(users)-shown, b.cfg.Bot.CommandPrefix)
 	}
-	return success(sb.String()), nil
+	return success(strings.TrimRight(sb.String(), "\n")), nil
 }
 
 func (b *Bot) explain(user id.UserID) *reply {
@@ -158,6 +181,8 @@ func (b *Bot) explain(user id.UserID) *reply {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "**%s** (version %d)\n\n", codeUser(user), ex.Version)
 	switch {
+	case ex.Blacklisted && ex.Pattern != "":
+		fmt.Fprintf(&sb, "* **Their presence**: blacklisted by the pattern %s, so it is not routed to anyone. Users who share a room with them still see it.\n", codeUser(ex.Pattern))
 	case ex.Blacklisted:
 		sb.WriteString("* **Their presence**: blacklisted, so it is not routed to anyone. Users who share a room with them still see it.\n")
 	case len(ex.Recipients) == 0:

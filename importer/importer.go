@@ -115,6 +115,10 @@ func validate(key string, values []any, problems []string) ([]id.UserID, []strin
 			problems = append(problems, fmt.Sprintf("%s[%d] is not a string", key, i))
 			continue
 		}
+		if userid.IsPattern(s) {
+			problems = append(problems, fmt.Sprintf("%s[%d] %q: patterns (* or ?) are not something the stock router reads; add them with !presence blacklist add", key, i, s))
+			continue
+		}
 		user, err := userid.Parse(s)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s[%d] %q: %v", key, i, s, err))

@@ -179,3 +179,14 @@ func TestImport_EmptyListsChangeNothing(t *testing.T) {
 		t.Fatalf("version %d, %v", v, err)
 	}
 }
+
+func TestImport_RefusesPatterns(t *testing.T) {
+	st := openStore(t)
+	path := writeYAML(t, "presence:\n  presence_router:\n    module: x.ExamplePresenceRouter\n    config:\n      always_send_to_users: ['@dash:x.org']\n      blacklisted_users: ['@bot_*:x.org']\n")
+	if _, err := Import(context.Background(), st, path); err == nil || !strings.Contains(err.Error(), "patterns") {
+		t.Fatalf("import of a pattern: %v; want a refusal naming patterns", err)
+	}
+	if rules, _ := st.LoadRules(context.Background()); rules.Version != 0 {
+		t.Errorf("a refused import changed the rules (version %d)", rules.Version)
+	}
+}

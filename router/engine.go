@@ -7,12 +7,15 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"go.mau.fi/util/glob"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/userid"
 )
 
 // FeedLimit is how many changes the feed retains at least for `since`
@@ -79,10 +82,14 @@ func UpdateOf(c *store.Change) Update {
 	return u
 }
 
+func isPattern(u id.UserID) bool { return userid.IsPattern(string(u)) }
+
 // feedEntry is what the feed keeps of an update.
 func feedEntry(u Update, pushTo []id.UserID) FeedEntry {
 	f := FeedEntry{Version: u.Version, PushTo: pushTo, AllSources: u.EntriesOmitted}
-	if n := len(u.AddBlacklist) + len(u.RemoveBlacklist); n > MaxFeedSources {
+	if n := len(u.AddBlacklist) + len(u.RemoveBlacklist); n > MaxFeedSources ||
+		slices.ContainsFunc(u.AddBlacklist, isPattern) || slices.ContainsFunc(u.RemoveBlacklist, isPattern) {
+		// A pattern changes the answers of users nobody can list.
 		f.AllSources = true
 	} else if n > 0 {
 		f.Sources = slices.Concat(u.AddBlacklist, u.RemoveBlacklist)
@@ -99,6 +106,7 @@ type Explanation struct {
 	Version     int64
 	AlwaysSend  bool        // receives every non-blacklisted user's presence
 	Blacklisted bool        // their presence is not routed
+	Pattern     id.UserID   // the blacklist pattern that matched ("" when listed exactly)
 	Recipients  []id.UserID // always-send users who receive their presence
 }
 
@@ -108,7 +116,15 @@ type Explanation struct {
 type Engine struct {
 	lock      sync.RWMutex
 	version   int64
-	blacklist map[id.UserID]struct{}
+	blacklist map[id.UserID]struct{} // exact entries and patterns
+	// compiled holds the blacklist entries that are patterns, each
+	// compiled once; patterns lists them, rebuilt when one is added or
+	// removed.
+	compiled map[id.UserID]glob.Glob
+	patterns []pattern
+	// verdicts caches, for the current patterns, whether a user matches one
+	// (the pattern, or "" for none); emptied when the patterns change.
+	verdicts *verdictCache
 	// alwaysSend is sorted and never mutated: Apply swaps in a new slice.
 	alwaysSend    []id.UserID
 	alwaysSendSet map[id.UserID]struct{}
@@ -127,9 +143,12 @@ func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []Updat
 		alwaysSendSet: make(map[id.UserID]struct{}, len(alwaysSend)),
 		changed:       make(chan struct{}),
 	}
+	e.compiled = make(map[id.UserID]glob.Glob)
 	for _, u := range blacklist {
 		e.blacklist[u] = struct{}{}
+		e.compile(u)
 	}
+	e.listPatterns()
 	for _, u := range alwaysSend {
 		e.alwaysSendSet[u] = struct{}{}
 	}
@@ -162,11 +181,20 @@ func (e *Engine) Apply(u Update) {
 	if u.Version <= e.version {
 		return
 	}
+	patternsChanged := false
 	for _, user := range u.AddBlacklist {
 		e.blacklist[user] = struct{}{}
+		patternsChanged = e.compile(user) || patternsChanged
 	}
 	for _, user := range u.RemoveBlacklist {
 		delete(e.blacklist, user)
+		if _, ok := e.compiled[user]; ok {
+			delete(e.compiled, user)
+			patternsChanged = true
+		}
+	}
+	if patternsChanged {
+		e.listPatterns()
 	}
 	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > 0 {
 		for _, user := range u.AddAlwaysSend {
@@ -203,8 +231,77 @@ func (e *Engine) Version() int64 {
 // presence is routed to every always-send user unless the user is
 // blacklisted. The caller holds the lock.
 func (e *Engine) routedLocked(user id.UserID) bool {
-	_, blocked := e.blacklist[user]
-	return !blocked
+	if _, blocked := e.blacklist[user]; blocked {
+		return false
+	}
+	return len(e.patterns) == 0 || e.matchingPatternLocked(user) == ""
+}
+
+// pattern is a blacklist pattern and its compiled matcher.
+type pattern struct {
+	text    id.UserID
+	matcher glob.Glob
+}
+
+// maxVerdicts bounds the verdict cache; it is emptied when full.
+const maxVerdicts = 1 << 20
+
+// verdictCache remembers which pattern, if any, a user matches. Readers
+// hold the engine's read lock, so it has a lock of its own.
+type verdictCache struct {
+	lock sync.RWMutex
+	m    map[id.UserID]id.UserID
+}
+
+// compile compiles entry if it is a pattern (into the cheapest matcher:
+// exact, prefix, suffix, contains, or an anchored regular expression, all
+// case-insensitive) and reports whether it was one. The caller holds the
+// write lock.
+func (e *Engine) compile(entry id.UserID) bool {
+	if !userid.IsPattern(string(entry)) {
+		return false
+	}
+	if m := glob.Compile(string(entry)); m != nil {
+		e.compiled[entry] = m
+	}
+	return true
+}
+
+// listPatterns rebuilds the list of compiled patterns and empties the
+// verdicts: O(patterns), whatever the number of exact entries. The caller
+// holds the write lock.
+func (e *Engine) listPatterns() {
+	e.patterns = make([]pattern, 0, len(e.compiled))
+	for entry, m := range e.compiled {
+		e.patterns = append(e.patterns, pattern{entry, m})
+	}
+	slices.SortFunc(e.patterns, func(a, b pattern) int { return strings.Compare(string(a.text), string(b.text)) })
+	e.verdicts = &verdictCache{m: make(map[id.UserID]id.UserID)}
+}
+
+// matchingPatternLocked returns the first pattern user matches, or "".
+// The caller holds the lock (read or write).
+func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
+	v := e.verdicts
+	v.lock.RLock()
+	match, ok := v.m[user]
+	v.lock.RUnlock()
+	if ok {
+		return match
+	}
+	for _, p := range e.patterns {
+		if p.matcher.Match(string(user)) {
+			match = p.text
+			break
+		}
+	}
+	v.lock.Lock()
+	if len(v.m) >= maxVerdicts {
+		clear(v.m)
+	}
+	v.m[user] = match
+	v.lock.Unlock()
+	return match
 }
 
 // usersForStatesJSON routes a batch of states for the routing API: the
@@ -265,6 +362,9 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 	ex := Explanation{Version: e.version}
 	_, ex.AlwaysSend = e.alwaysSendSet[user]
 	ex.Blacklisted = !e.routedLocked(user)
+	if _, exact := e.blacklist[user]; ex.Blacklisted && !exact {
+		ex.Pattern = e.matchingPatternLocked(user)
+	}
 	if !ex.Blacklisted {
 		ex.Recipients = slices.Clone(e.alwaysSend)
 	}
