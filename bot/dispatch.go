@@ -116,6 +116,9 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		case len(res.Change.PushTo) > 0:
 			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
 		}
+		if list == store.Blacklist && action == store.Add {
+			sb.WriteString(b.patternReach(res.Change.Entries))
+		}
 	}
 	if len(res.Unchanged) > 0 {
 		if sb.Len() > 0 {
@@ -124,6 +127,30 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
 	return success(sb.String()), res.Change, nil
+}
+
+// patternReach says, for the patterns among entries, how many of the users
+// the router knows by name (the always-send users) they match; which other
+// users they hide shows as those users' presence changes.
+func (b *Bot) patternReach(entries []store.Entry) string {
+	alwaysSend := b.engine.AlwaysSend()
+	patterns, matched := 0, 0
+	for _, e := range entries {
+		if !userid.IsPattern(string(e.UserID)) {
+			continue
+		}
+		patterns++
+		for _, u := range alwaysSend {
+			if userid.Match(string(e.UserID), string(u)) {
+				matched++
+			}
+		}
+	}
+	if patterns == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" The %s %d of the %d always-send %s (their own presence is no longer routed; they still receive everyone's). Other users it hides are not listed anywhere: `%s explain <user>` tells for one.",
+		plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), plural(len(alwaysSend), "user", "users"), b.cfg.Bot.CommandPrefix)
 }
 
 func (b *Bot) list(name store.List) (*reply, error) {

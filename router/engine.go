@@ -348,6 +348,14 @@ func (e *Engine) Rules() (version int64, alwaysSend, blacklist []id.UserID) {
 	return version, slices.Clone(alwaysSend), blacklist
 }
 
+// AlwaysSend returns the always-send users, sorted. The slice is never
+// changed (Apply replaces it); do not change it either.
+func (e *Engine) AlwaysSend() []id.UserID {
+	e.lock.RLock()
+	defer e.lock.RUnlock()
+	return e.alwaysSend
+}
+
 // Counts returns the size of each list.
 func (e *Engine) Counts() (alwaysSend, blacklist int) {
 	e.lock.RLock()
