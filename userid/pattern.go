@@ -67,12 +67,12 @@ func Match(pattern, user string) bool {
 	pi, ui, star, mark := 0, 0, -1, 0
 	for ui < len(u) {
 		switch {
+		case pi < len(p) && p[pi] == '*': // before the literal case: a * in the user ID is no star
+			star, mark = pi, ui
+			pi++
 		case pi < len(p) && (p[pi] == '?' || p[pi] == u[ui]):
 			pi++
 			ui++
-		case pi < len(p) && p[pi] == '*':
-			star, mark = pi, ui
-			pi++
 		case star >= 0:
 			pi = star + 1
 			mark++
