@@ -27,23 +27,12 @@ var ErrTooBroad = errors.New("the pattern matches every user")
 // nothing but *) fails with an error wrapping ErrTooBroad; the caller may
 // allow it on purpose.
 func ParsePattern(s string) (id.UserID, error) {
-	if len(s) > MaxLength {
-		return "", invalid("pattern is %d bytes; the limit is %d", len(s), MaxLength)
+	localpart, server, err := split(s, "patterns look like @bridge_*:example.org", "pattern")
+	if err != nil {
+		return "", err
 	}
-	if !strings.HasPrefix(s, "@") {
-		return "", invalid("%q is missing the @ sigil (patterns look like @bridge_*:example.org)", s)
-	}
-	localpart, server, ok := strings.Cut(s[1:], ":")
-	if !ok || server == "" {
+	if server == "" {
 		return "", invalid("%q is missing the :server part (patterns look like @bridge_*:example.org)", s)
-	}
-	if localpart == "" {
-		return "", invalid("%q has an empty localpart", s)
-	}
-	for _, r := range localpart {
-		if r < 0x21 || r > 0x7e {
-			return "", invalid("localpart of %q contains the invalid character %q", s, r)
-		}
 	}
 	for _, r := range server {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-.:[]*?", r)) {

@@ -27,28 +27,39 @@ func invalid(format string, args ...any) error {
 // name is a DNS name, an IPv4 address or a bracketed IPv6 literal, with an
 // optional port.
 func Parse(s string) (id.UserID, error) {
-	if len(s) > MaxLength {
-		return "", invalid("user ID is %d bytes; the limit is %d", len(s), MaxLength)
-	}
-	if !strings.HasPrefix(s, "@") {
-		return "", invalid("%q is missing the @ sigil (user IDs look like @name:example.org)", s)
-	}
-	localpart, server, ok := strings.Cut(s[1:], ":")
-	if !ok {
-		return "", invalid("%q is missing the :server part (user IDs look like @name:example.org)", s)
-	}
-	if localpart == "" {
-		return "", invalid("%q has an empty localpart", s)
-	}
-	for _, r := range localpart {
-		if r < 0x21 || r > 0x7e {
-			return "", invalid("localpart of %q contains the invalid character %q", s, r)
-		}
+	_, server, err := split(s, "user IDs look like @name:example.org", "user ID")
+	if err != nil {
+		return "", err
 	}
 	if err := checkServerName(server); err != nil {
 		return "", invalid("%q: %v", s, err)
 	}
 	return id.UserID(s), nil
+}
+
+// split checks what user IDs and patterns share (the length, the @ sigil,
+// a non-empty localpart of printable ASCII, a :server part) and returns the
+// two parts. example is the hint that errors give; what names s in them.
+func split(s, example, what string) (localpart, server string, err error) {
+	if len(s) > MaxLength {
+		return "", "", invalid("%s is %d bytes; the limit is %d", what, len(s), MaxLength)
+	}
+	if !strings.HasPrefix(s, "@") {
+		return "", "", invalid("%q is missing the @ sigil (%s)", s, example)
+	}
+	localpart, server, ok := strings.Cut(s[1:], ":")
+	if !ok {
+		return "", "", invalid("%q is missing the :server part (%s)", s, example)
+	}
+	if localpart == "" {
+		return "", "", invalid("%q has an empty localpart", s)
+	}
+	for _, r := range localpart {
+		if r < 0x21 || r > 0x7e {
+			return "", "", invalid("localpart of %q contains the invalid character %q", s, r)
+		}
+	}
+	return localpart, server, nil
 }
 
 func checkServerName(server string) error {

@@ -24,6 +24,7 @@ import (
 	"github.com/spf13/pflag"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/internal/benchdata"
 	"github.com/presence-router/presence-router/internal/loadgen"
 	"github.com/presence-router/presence-router/router"
 )
@@ -93,17 +94,7 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 	defer stopRouter()
 	// The same exact entries and 1,000 patterns besides (issue 15's mix:
 	// prefixes, suffixes, a few with ?), on a listener of its own.
-	patterned := slices.Clone(blacklist)
-	for i := range 1000 {
-		p := fmt.Sprintf("@bridge%d_*:example.org", i)
-		switch i % 10 {
-		case 7:
-			p = fmt.Sprintf("@*_bot%d:example.org", i)
-		case 9:
-			p = fmt.Sprintf("@bot-??%d:example.org", i)
-		}
-		patterned = append(patterned, id.UserID(p))
-	}
+	patterned := append(slices.Clone(blacklist), benchdata.Patterns(1000)...)
 	patternURL, stopPatterns, err := serve(router.NewHandler(router.NewEngine(1, users("dash", 10), patterned, nil), router.HandlerOptions{Token: token}))
 	if err != nil {
 		return err

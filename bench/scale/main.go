@@ -31,6 +31,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/e2e/harness"
+	"github.com/presence-router/presence-router/internal/benchdata"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/store"
 )
@@ -174,15 +175,8 @@ logging: {level: warn}
 	// 1,000 patterns besides the exact entries, as a homeserver with
 	// bridges would have: prefixes, suffixes, a few with ?.
 	var seed []store.Entry
-	for i := range 1000 {
-		p := fmt.Sprintf("@bridge%d_*:example.org", i)
-		switch i % 10 {
-		case 7:
-			p = fmt.Sprintf("@*_bot%d:example.org", i)
-		case 9:
-			p = fmt.Sprintf("@bot-??%d:example.org", i)
-		}
-		seed = append(seed, store.Entry{List: store.Blacklist, UserID: id.UserID(p), Action: store.Add})
+	for _, p := range benchdata.Patterns(1000) {
+		seed = append(seed, store.Entry{List: store.Blacklist, UserID: p, Action: store.Add})
 	}
 	res, err := st.Apply(ctx, store.Mutation{Sender: "@admin:example.org", Command: "seed patterns", Entries: seed})
 	if err != nil {
