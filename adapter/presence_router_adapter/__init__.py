@@ -419,9 +419,11 @@ class PresenceRouterAdapter:
         states = state_updates if isinstance(state_updates, list) else list(state_updates)
         cache = self._cache
         keys_route = cache.keys
-        if len(states) == 1 and keys_route is not None:
+        if len(states) == 1 and keys_route is not None and not cache.extra_keys:
             # One state, the most common call (Synapse routes a user's own
-            # change as it happens): no grouping needed.
+            # change as it happens): no grouping needed. Users told ALL who
+            # are not recipients (extra_keys, rare) take the general path,
+            # which makes them keys.
             route = cache.routes_of.get(states[0].user_id)
             if route is not None:
                 STATS.ufs_hits += 1

@@ -305,6 +305,8 @@ def test_an_always_send_change_patches_answers_without_asking(setup: Any) -> Non
     routing.change(remove_always=("@dash:x",))
     run(adapter.poll_once())
     assert set(run(adapter.get_users_for_states(states))) == {"@mon:x", "@dash:x"}, "a user once told ALL stays a key"
+    one = run(adapter.get_users_for_states([State("@u1:x")]))
+    assert set(one) == {"@mon:x", "@dash:x"} and one["@dash:x"] == set(), "also when one state is routed"
     assert run(adapter.get_users_for_states(states))["@dash:x"] == set()
 
 
