@@ -237,7 +237,7 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 	for i := range history {
 		feed[i] = router.UpdateOf(&history[i])
 	}
-	a.engine = router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
+	a.engine = router.NewEngine(a.cfg.Homeserver.Domain, rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
 	a.log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
 
 	a.registry = prometheus.NewRegistry()

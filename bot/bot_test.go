@@ -181,7 +181,7 @@ func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver,
 	}
 	t.Cleanup(func() { _ = st.Close() })
 	rules, _ := st.LoadRules(context.Background())
-	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
+	engine := router.NewEngine("", rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
 	cfg := config.Default()
 	cfg.Homeserver = config.Homeserver{Address: srv.URL, Domain: "test"}
 	cfg.Appservice.ASToken, cfg.Appservice.HSToken = "as-token-for-tests-0123456789", hsToken

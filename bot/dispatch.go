@@ -217,9 +217,15 @@ func (b *Bot) explain(user id.UserID) *reply {
 	default:
 		fmt.Fprintf(&sb, "* **Their presence**: routed to %d always-send %s: %s, besides users who share a room with them.\n", len(ex.Recipients), plural(len(ex.Recipients), "user", "users"), userList(ex.Recipients, 20))
 	}
-	if ex.AlwaysSend {
+	if ex.Remote && !ex.Blacklisted {
+		fmt.Fprintf(&sb, "* **On another server**: their presence reaches this server only for users who share a room with them, and it is routed on to local always-send users only.\n")
+	}
+	switch {
+	case ex.AlwaysSend && ex.Remote:
+		fmt.Fprintf(&sb, "* **They receive**: the presence of every user of %s who is not blacklisted (always-send), sent to their server, which shows it to them only if it routes presence to them too (or they share a room).\n", code(b.cfg.Homeserver.Domain))
+	case ex.AlwaysSend:
 		sb.WriteString("* **They receive**: the presence of every user who is not blacklisted (always-send).\n")
-	} else {
+	default:
 		sb.WriteString("* **They receive**: only the presence of users who share a room with them.\n")
 	}
 	return success(sb.String())

@@ -80,20 +80,27 @@ func newEnvWith(t *testing.T, opts harness.Options) *env {
 			s.Stop()
 		}
 		stack.Stop()
-		// A good Synapse module loses no logging context: Synapse's log
-		// says so when one does.
-		if warnings, err := stack.LogContextWarnings("synapse.log"); err == nil && len(warnings) > 0 {
-			t.Errorf("Synapse logged %d logging-context warnings, e.g.:\n%s", len(warnings), strings.Join(warnings[:min(len(warnings), 10)], "\n"))
-		}
-		if t.Failed() {
-			t.Log(stack.Tail("synapse.log", 60))
-			t.Log(stack.Tail("presence-router.log", 60))
-		}
+		checkStoppedStack(t, stack)
 	})
 	if out, err := exec.Command(python, "-c", "import synapse; print(synapse.__version__)").Output(); err == nil {
 		t.Logf("Real Synapse %s from %s (adapter style: %s)", strings.TrimSpace(string(out)), python, map[bool]string{true: "legacy presence.presence_router", false: "modules"}[legacy])
 	}
 	return e
+}
+
+// checkStoppedStack fails the test when Synapse's log says a logging
+// context was lost or leaked (a good Synapse module loses none), and prints
+// the logs' tails when the test failed.
+func checkStoppedStack(t *testing.T, stack *harness.Stack) {
+	if warnings, err := stack.LogContextWarnings("synapse.log"); err == nil && len(warnings) > 0 {
+		t.Errorf("Synapse (%s) logged %d logging-context warnings, e.g.:\n%s", stack.ServerName(), len(warnings), strings.Join(warnings[:min(len(warnings), 10)], "\n"))
+	}
+	if t.Failed() {
+		t.Log(stack.Tail("synapse.log", 60))
+		if !stack.Opts.Plain {
+			t.Log(stack.Tail("presence-router.log", 60))
+		}
+	}
 }
 
 // populate registers the users, creates the control room (admin, the bot,
@@ -115,12 +122,12 @@ func (e *env) populate() {
 		t.Fatal(err)
 	}
 	e.room = resp.RoomID
-	e.invite(admin, e.room, harness.BotID())
-	e.invite(admin, e.room, uid("eve"))
+	e.invite(admin, e.room, e.stack.BotID())
+	e.invite(admin, e.room, e.stack.UserID("eve"))
 	if _, err = e.users["eve"].JoinRoom(ctx, string(e.room), nil); err != nil {
 		t.Fatal(err)
 	}
-	chat, err := e.users["alice"].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{uid("bob")}})
+	chat, err := e.users["alice"].CreateRoom(ctx, &mautrix.ReqCreateRoom{Preset: "private_chat", Invite: []id.UserID{e.stack.UserID("bob")}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,7 +160,7 @@ func (e *env) waitBotJoined() {
 	for time.Now().Before(deadline) {
 		members, err := e.users["admin"].JoinedMembers(e.ctx, e.room)
 		if err == nil {
-			if _, ok := members.Joined[harness.BotID()]; ok {
+			if _, ok := members.Joined[e.stack.BotID()]; ok {
 				return
 			}
 		}
@@ -406,11 +413,11 @@ func TestAdminBotAndAdapter(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.invite(e.users["eve"], resp.RoomID, harness.BotID())
+		e.invite(e.users["eve"], resp.RoomID, e.stack.BotID())
 		deadline := time.Now().Add(15 * time.Second)
 		for {
 			var member event.MemberEventContent
-			err := e.users["eve"].StateEvent(e.ctx, resp.RoomID, event.StateMember, string(harness.BotID()), &member)
+			err := e.users["eve"].StateEvent(e.ctx, resp.RoomID, event.StateMember, string(e.stack.BotID()), &member)
 			if err == nil && member.Membership == event.MembershipLeave {
 				return
 			}

@@ -107,7 +107,7 @@ func TestControlRoomTrust(t *testing.T) {
 			t.Fatal(err)
 		}
 		// She invites the bot and commands in her room.
-		_, _ = eve.InviteUser(e.ctx, hers.RoomID, &mautrix.ReqInviteUser{UserID: harness.BotID()})
+		_, _ = eve.InviteUser(e.ctx, hers.RoomID, &mautrix.ReqInviteUser{UserID: e.stack.BotID()})
 		if _, err = eve.SendText(e.ctx, hers.RoomID, "!presence always-send add @eve:localhost"); err != nil {
 			t.Fatal(err)
 		}
@@ -120,7 +120,7 @@ func TestControlRoomTrust(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, joined := members.Joined[harness.BotID()]; joined {
+		if _, joined := members.Joined[e.stack.BotID()]; joined {
 			t.Errorf("the bot joined the room the alias now points to")
 		}
 		if alwaysSend, _ := e.rules(); len(alwaysSend) != 0 {

@@ -52,7 +52,7 @@ func TestRule_StoreAndEngineAgreeOnWhoGainsPresence(t *testing.T) {
 	defer st.Close()
 	// A user on no list keeps every always-send user's "gain" visible.
 	universe := []id.UserID{"@a:x", "@b:x", "@c:x", "@d:remote.org", "@e:x", "@never-listed:x"}
-	engine := NewEngine(0, nil, nil, nil)
+	engine := NewEngine("", 0, nil, nil, nil)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for step := range 400 {
 		var m store.Mutation

@@ -23,7 +23,7 @@ func users(prefix string, n int) []id.UserID {
 func BenchmarkEngine_UsersForStates(b *testing.B) {
 	blacklist := users("blocked", 1_000_000)
 	for _, nAlways := range []int{10, 10_000} {
-		e := NewEngine(1, users("dash", nAlways), blacklist, nil)
+		e := NewEngine("", 1, users("dash", nAlways), blacklist, nil)
 		for _, nStates := range []int{1, 100, 5000} {
 			batch := make([]State, nStates)
 			for i := range batch {
@@ -44,7 +44,7 @@ func BenchmarkEngine_UsersForStates(b *testing.B) {
 
 // BenchmarkEngine_Apply applies one change to a 1,000,000-entry blacklist.
 func BenchmarkEngine_Apply(b *testing.B) {
-	e := NewEngine(1, users("dash", 10_000), users("blocked", 1_000_000), nil)
+	e := NewEngine("", 1, users("dash", 10_000), users("blocked", 1_000_000), nil)
 	version := int64(1)
 	for b.Loop() {
 		version++
@@ -60,7 +60,7 @@ func BenchmarkEngine_Apply(b *testing.B) {
 // that writes a fixed JSON body, in the same run; the ratio is reported as
 // ns/op of each (compare them, not absolute numbers).
 func BenchmarkHandler(b *testing.B) {
-	e := NewEngine(1, users("dash", 10), users("blocked", 1000), nil)
+	e := NewEngine("", 1, users("dash", 10), users("blocked", 1000), nil)
 	h := NewHandler(e, HandlerOptions{Token: testToken})
 	bare := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -85,7 +85,7 @@ func UpdateOf(c *store.Change) Update {
 func isPattern(u id.UserID) bool { return userid.IsPattern(string(u)) }
 
 // feedEntry is what the feed keeps of an update.
-func feedEntry(u Update, pushTo []id.UserID) FeedEntry {
+func (e *Engine) feedEntry(u Update, pushTo []id.UserID) FeedEntry {
 	f := FeedEntry{Version: u.Version, PushTo: pushTo, AllSources: u.EntriesOmitted}
 	if n := len(u.AddBlacklist) + len(u.RemoveBlacklist); n > MaxFeedSources ||
 		slices.ContainsFunc(u.AddBlacklist, isPattern) || slices.ContainsFunc(u.RemoveBlacklist, isPattern) {
@@ -94,7 +94,10 @@ func feedEntry(u Update, pushTo []id.UserID) FeedEntry {
 	} else if n > 0 {
 		f.Sources = slices.Concat(u.AddBlacklist, u.RemoveBlacklist)
 	}
-	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > MaxFeedSources {
+	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > MaxFeedSources ||
+		slices.ContainsFunc(u.AddAlwaysSend, e.remote) || slices.ContainsFunc(u.RemoveAlwaysSend, e.remote) {
+		// A user on another server receives local users' presence only:
+		// the other users' answers do not change by them.
 		f.AllSources = true
 	}
 	f.DestinationsAdded, f.DestinationsRemoved = u.AddAlwaysSend, u.RemoveAlwaysSend
@@ -108,12 +111,19 @@ type Explanation struct {
 	Blacklisted bool        // their presence is not routed
 	Pattern     id.UserID   // the blacklist pattern that matched ("" when listed exactly)
 	Recipients  []id.UserID // always-send users who receive their presence
+	// Remote: the user is on another server. Their presence reaches only
+	// the local always-send users; as an always-send user, they receive
+	// only local users' presence.
+	Remote bool
 }
 
 // Engine holds the live rules and the change feed. It is safe for
 // concurrent use. Apply costs O(size of the change) for blacklist entries;
 // an always-send change rebuilds, sorts and encodes the always-send list.
 type Engine struct {
+	// server is the homeserver's name: presence of users on other servers
+	// goes to local users only ("" treats every user as local).
+	server    string
 	lock      sync.RWMutex
 	version   int64
 	blacklist map[id.UserID]struct{} // exact entries and patterns
@@ -128,16 +138,22 @@ type Engine struct {
 	// alwaysSend is sorted and never mutated: Apply swaps in a new slice.
 	alwaysSend    []id.UserID
 	alwaysSendSet map[id.UserID]struct{}
+	// localAlwaysSendJSON and remoteAlwaysSendJSON encode the always-send
+	// users of this server and of others; both nil when every always-send
+	// user is local.
+	localAlwaysSendJSON, remoteAlwaysSendJSON []byte
 	// alwaysSendJSON caches the JSON array of alwaysSend.
 	alwaysSendJSON []byte
 	feed           []FeedEntry
 	changed        chan struct{} // closed and replaced on every Apply
 }
 
-// NewEngine returns an engine at version with the given lists and retained
-// feed history (oldest first, as UpdateOf makes them).
-func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []Update) *Engine {
+// NewEngine returns an engine for the homeserver named server at version
+// with the given lists and retained feed history (oldest first, as UpdateOf
+// makes them). With server "", every user counts as local.
+func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, history []Update) *Engine {
 	e := &Engine{
+		server:        server,
 		version:       version,
 		blacklist:     make(map[id.UserID]struct{}, len(blacklist)),
 		alwaysSendSet: make(map[id.UserID]struct{}, len(alwaysSend)),
@@ -158,7 +174,7 @@ func NewEngine(version int64, alwaysSend, blacklist []id.UserID, history []Updat
 	}
 	e.feed = make([]FeedEntry, len(history))
 	for i, u := range history {
-		e.feed[i] = feedEntry(u, u.PushTo)
+		e.feed[i] = e.feedEntry(u, u.PushTo)
 	}
 	return e
 }
@@ -171,7 +187,26 @@ func (e *Engine) setAlwaysSend() {
 	slices.Sort(list)
 	e.alwaysSend = list
 	e.alwaysSendJSON, _ = json.Marshal(list)
+	e.localAlwaysSendJSON, e.remoteAlwaysSendJSON = nil, nil
+	if slices.ContainsFunc(list, e.remote) {
+		local := slices.DeleteFunc(slices.Clone(list), e.remote)
+		remote := slices.DeleteFunc(slices.Clone(list), func(u id.UserID) bool { return !e.remote(u) })
+		e.localAlwaysSendJSON, _ = json.Marshal(local)
+		e.remoteAlwaysSendJSON, _ = json.Marshal(remote)
+	}
 }
+
+// remote reports whether user is on another server. It reads only the
+// server name, which never changes.
+func (e *Engine) remote(user id.UserID) bool {
+	return e.server != "" && user.Homeserver() != e.server
+}
+
+// reachesRemote is the rule's federation limit: whether a routed user's
+// presence may go to always-send users on other servers. Only local users'
+// may: a server accepts presence over federation only of its sender's own
+// users, and Synapse refuses to push anything else.
+func (e *Engine) reachesRemote(user id.UserID) bool { return !e.remote(user) }
 
 // Apply applies a committed change. An update whose version is not above
 // the current one is ignored.
@@ -210,7 +245,7 @@ func (e *Engine) Apply(u Update) {
 	if u.PushToAllAlwaysSend {
 		pushTo = e.alwaysSend // immutable: replaced, never changed in place
 	}
-	e.feed = append(e.feed, feedEntry(u, pushTo))
+	e.feed = append(e.feed, e.feedEntry(u, pushTo))
 	if len(e.feed) >= 2*FeedLimit {
 		// Trimmed in one go once it doubles, so a change costs O(1)
 		// amortized instead of a copy of the whole feed.
@@ -229,7 +264,9 @@ func (e *Engine) Version() int64 {
 
 // routedLocked is the rule, the one place it is evaluated: a user's
 // presence is routed to every always-send user unless the user is
-// blacklisted. The caller holds the lock.
+// blacklisted, with one limit (reachesRemote): an always-send user on
+// another server receives only local users' presence. The caller holds
+// the lock.
 func (e *Engine) routedLocked(user id.UserID) bool {
 	if _, blocked := e.blacklist[user]; blocked {
 		return false
@@ -304,25 +341,59 @@ func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
 	return match
 }
 
+// RouteJSON is one route of a users_for_states answer: its recipients,
+// already encoded, and the indices of the states they receive.
+type RouteJSON struct {
+	Users []byte
+	// AllRecipients: Users are every always-send user (the single route
+	// of the usual answer).
+	AllRecipients bool
+	Indices       []int
+}
+
 // usersForStatesJSON routes a batch of states for the routing API: the
-// version, the always-send users (already encoded; nil when there are none,
-// and then nothing is routed), and the indices of the states whose users
-// are routed. Every always-send user is in the single route the API
-// answers, with no states when nothing is routed to them, because Synapse
-// indexes the answer by each of them on their /sync.
-func (e *Engine) usersForStatesJSON(states []State) (version int64, recipientsJSON []byte, indices []int) {
+// version and the routes (none when there are no always-send users, and
+// then nothing is routed). Every always-send user is in one route, with no
+// states when nothing is routed to them, because Synapse indexes the
+// answer by each of them on their /sync. Usually there is one route; when
+// remote states are routed and some always-send users are on other
+// servers, those get a second route with the local states only
+// (routeRemote).
+func (e *Engine) usersForStatesJSON(states []State) (version int64, routes []RouteJSON) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
 	if len(e.alwaysSend) == 0 {
-		return e.version, nil, nil
+		return e.version, nil
 	}
-	indices = make([]int, 0, len(states))
+	indices := make([]int, 0, len(states))
+	remoteRouted := false
 	for i, s := range states {
 		if e.routedLocked(s.UserID) {
 			indices = append(indices, i)
+			remoteRouted = remoteRouted || e.remoteAlwaysSendJSON != nil && !e.reachesRemote(s.UserID)
 		}
 	}
-	return e.version, e.alwaysSendJSON, indices
+	if !remoteRouted {
+		return e.version, []RouteJSON{{Users: e.alwaysSendJSON, AllRecipients: true, Indices: indices}}
+	}
+	return e.version, e.routeRemote(states, indices)
+}
+
+// routeRemote splits the routed states' indices between the local
+// always-send users (all of them) and those on other servers (the local
+// users' states only). The caller holds the lock.
+func (e *Engine) routeRemote(states []State, indices []int) []RouteJSON {
+	local := make([]int, 0, len(indices))
+	for _, i := range indices {
+		if e.reachesRemote(states[i].UserID) {
+			local = append(local, i)
+		}
+	}
+	routes := []RouteJSON{{Users: e.remoteAlwaysSendJSON, Indices: local}}
+	if string(e.localAlwaysSendJSON) != "[]" {
+		routes = append(routes, RouteJSON{Users: e.localAlwaysSendJSON, Indices: indices})
+	}
+	return routes
 }
 
 // InterestedUsers says whether user receives everyone's presence beyond
@@ -367,7 +438,7 @@ func (e *Engine) Counts() (alwaysSend, blacklist int) {
 func (e *Engine) Explain(user id.UserID) Explanation {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	ex := Explanation{Version: e.version}
+	ex := Explanation{Version: e.version, Remote: e.remote(user)}
 	_, ex.AlwaysSend = e.alwaysSendSet[user]
 	ex.Blacklisted = !e.routedLocked(user)
 	if _, exact := e.blacklist[user]; ex.Blacklisted && !exact {
@@ -375,6 +446,9 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 	}
 	if !ex.Blacklisted {
 		ex.Recipients = slices.Clone(e.alwaysSend)
+		if !e.reachesRemote(user) {
+			ex.Recipients = slices.DeleteFunc(ex.Recipients, e.remote)
+		}
 	}
 	return ex
 }

@@ -49,32 +49,51 @@ func usersForStates(t *testing.T, e *Engine, batch []State) (int64, []route) {
 func TestRule_UsersForStates(t *testing.T) {
 	tests := []struct {
 		name       string
+		server     string // "" treats every user as local
 		alwaysSend []id.UserID
 		blacklist  []id.UserID
 		states     []State
 		want       []route
 	}{
-		{"empty input still lists every always-send user", []id.UserID{"@dash:x"}, nil, nil,
+		{"empty input still lists every always-send user", "", []id.UserID{"@dash:x"}, nil, nil,
 			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
-		{"no always-send users routes nothing", nil, nil, states("@alice:x"), []route{}},
-		{"every non-blacklisted state goes to every always-send user", []id.UserID{"@mon:x", "@dash:x"}, []id.UserID{"@alice:x"},
+		{"no always-send users routes nothing", "", nil, nil, states("@alice:x"), []route{}},
+		{"every non-blacklisted state goes to every always-send user", "", []id.UserID{"@mon:x", "@dash:x"}, []id.UserID{"@alice:x"},
 			states("@alice:x", "@bob:x", "@carol:x"),
 			[]route{{Users: []id.UserID{"@dash:x", "@mon:x"}, States: []int{1, 2}}}},
-		{"the same user twice in one batch keeps both states", []id.UserID{"@dash:x"}, nil, states("@bob:x", "@bob:x"),
+		{"the same user twice in one batch keeps both states", "", []id.UserID{"@dash:x"}, nil, states("@bob:x", "@bob:x"),
 			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{0, 1}}}},
-		{"a blacklisted always-send user still receives, but is not routed", []id.UserID{"@dash:x"}, []id.UserID{"@dash:x"},
+		{"a blacklisted always-send user still receives, but is not routed", "", []id.UserID{"@dash:x"}, []id.UserID{"@dash:x"},
 			states("@dash:x", "@bob:x"),
 			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{1}}}},
-		{"remote users are routed and receive", []id.UserID{"@dash:remote.org"}, []id.UserID{"@eve:other.org:8448"},
+		{"remote users are routed and receive", "", []id.UserID{"@dash:remote.org"}, []id.UserID{"@eve:other.org:8448"},
 			states("@bob:remote.org", "@eve:other.org:8448"),
 			[]route{{Users: []id.UserID{"@dash:remote.org"}, States: []int{0}}}},
-		{"an always-send user who receives nothing has no states", []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"},
+		{"an always-send user who receives nothing has no states", "", []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"},
 			states("@alice:x"),
 			[]route{{Users: []id.UserID{"@dash:x"}, States: []int{}}}},
+		{"a remote always-send user receives local users' presence only", "hs1", []id.UserID{"@dash:hs1", "@carol:hs2"}, nil,
+			states("@alice:hs1", "@rob:hs2", "@bob:hs1"),
+			[]route{{Users: []id.UserID{"@carol:hs2"}, States: []int{0, 2}}, {Users: []id.UserID{"@dash:hs1"}, States: []int{0, 1, 2}}}},
+		{"only remote always-send users and a remote state", "hs1", []id.UserID{"@carol:hs2"}, nil,
+			states("@rob:hs2", "@alice:hs1"),
+			[]route{{Users: []id.UserID{"@carol:hs2"}, States: []int{1}}}},
+		{"a remote user's state goes to local always-send users in one route", "hs1", []id.UserID{"@dash:hs1"}, nil,
+			states("@rob:hs2"),
+			[]route{{Users: []id.UserID{"@dash:hs1"}, States: []int{0}}}},
+		{"remote always-send users and local states only is one route", "hs1", []id.UserID{"@dash:hs1", "@carol:hs2"}, nil,
+			states("@alice:hs1"),
+			[]route{{Users: []id.UserID{"@carol:hs2", "@dash:hs1"}, States: []int{0}}}},
+		{"a server name with a port is another server", "hs1:8448", []id.UserID{"@carol:hs1", "@dash:hs1:8448"}, nil,
+			states("@rob:hs1", "@ann:[::1]:8448"),
+			[]route{{Users: []id.UserID{"@carol:hs1"}, States: []int{}}, {Users: []id.UserID{"@dash:hs1:8448"}, States: []int{0, 1}}}},
+		{"a blacklisted local user reaches nobody, remote or local", "hs1", []id.UserID{"@dash:hs1", "@carol:hs2"}, []id.UserID{"@alice:hs1"},
+			states("@alice:hs1", "@rob:hs2"),
+			[]route{{Users: []id.UserID{"@carol:hs2"}, States: []int{}}, {Users: []id.UserID{"@dash:hs1"}, States: []int{1}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEngine(7, tt.alwaysSend, tt.blacklist, nil)
+			e := NewEngine(tt.server, 7, tt.alwaysSend, tt.blacklist, nil)
 			version, routes := usersForStates(t, e, tt.states)
 			if version != 7 {
 				t.Errorf("version = %d, want 7", version)
@@ -89,7 +108,7 @@ func TestRule_UsersForStates(t *testing.T) {
 				if _, all := e.InterestedUsers(u); !all {
 					t.Errorf("%s is always-send but not interested in all", u)
 				}
-				if len(routes) == 0 || !slices.Contains(routes[0].Users, u) {
+				if !slices.ContainsFunc(routes, func(r route) bool { return slices.Contains(r.Users, u) }) {
 					t.Errorf("all-user %s missing from the answer", u)
 				}
 			}
@@ -98,7 +117,7 @@ func TestRule_UsersForStates(t *testing.T) {
 }
 
 func TestEngine_ApplyAndExplain(t *testing.T) {
-	e := NewEngine(0, nil, nil, nil)
+	e := NewEngine("", 0, nil, nil, nil)
 	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x"}, PushTo: []id.UserID{"@dash:x"}})
 	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@alice:x"}})
 	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@stale:x"}}) // not above: ignored
@@ -143,7 +162,7 @@ func TestEngine_Changes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEngine(4, nil, nil, history)
+			e := NewEngine("", 4, nil, nil, history)
 			a := e.Changes(context.Background(), tt.since, time.Second)
 			v, push, reset := a.Version, a.PushTo, a.Reset
 			if v != 4 || reset != tt.wantReset || !slices.Equal(push, tt.wantPush) {
@@ -152,7 +171,7 @@ func TestEngine_Changes(t *testing.T) {
 		})
 	}
 	t.Run("waits, then times out with no change", func(t *testing.T) {
-		e := NewEngine(4, nil, nil, history)
+		e := NewEngine("", 4, nil, nil, history)
 		start := time.Now()
 		a := e.Changes(context.Background(), ptr(4), 100*time.Millisecond)
 		v, push, reset := a.Version, a.PushTo, a.Reset
@@ -161,7 +180,7 @@ func TestEngine_Changes(t *testing.T) {
 		}
 	})
 	t.Run("wakes on Apply", func(t *testing.T) {
-		e := NewEngine(4, nil, nil, history)
+		e := NewEngine("", 4, nil, nil, history)
 		go func() {
 			time.Sleep(50 * time.Millisecond)
 			e.Apply(Update{Version: 5, AddAlwaysSend: []id.UserID{"@c:x"}, PushTo: []id.UserID{"@c:x"}})
@@ -175,7 +194,7 @@ func TestEngine_Changes(t *testing.T) {
 }
 
 func TestEngine_ChangesSayWhatChanged(t *testing.T) {
-	e := NewEngine(0, nil, nil, nil)
+	e := NewEngine("", 0, nil, nil, nil)
 	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x", "@mon:x"}})
 	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@ceo:x"}})
 	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}, RemoveBlacklist: []id.UserID{"@old:x"}})
@@ -211,7 +230,7 @@ func TestEngine_ChangesSayWhatChanged(t *testing.T) {
 		}
 	})
 	t.Run("a change read back without its entries says every source changed", func(t *testing.T) {
-		e := NewEngine(2, nil, nil, []Update{{Version: 2, EntriesOmitted: true}})
+		e := NewEngine("", 2, nil, nil, []Update{{Version: 2, EntriesOmitted: true}})
 		if a := e.Changes(context.Background(), ptr(1), time.Second); !a.AllSources {
 			t.Errorf("answer = %+v; want all_sources", a)
 		}
@@ -219,7 +238,7 @@ func TestEngine_ChangesSayWhatChanged(t *testing.T) {
 }
 
 func TestEngine_PushToAllAlwaysSendServesTheListAfterTheChange(t *testing.T) {
-	e := NewEngine(1, []id.UserID{"@dash:x", "@mon:x"}, []id.UserID{"@alice:x"}, nil)
+	e := NewEngine("", 1, []id.UserID{"@dash:x", "@mon:x"}, []id.UserID{"@alice:x"}, nil)
 	// A user leaves the blacklist and a new always-send user arrives in the
 	// same change: everyone on always-send afterwards gains presence.
 	e.Apply(Update{Version: 2, RemoveBlacklist: []id.UserID{"@alice:x"}, AddAlwaysSend: []id.UserID{"@new:x"}, PushToAllAlwaysSend: true, PushTo: []id.UserID{"@ignored:x"}})
@@ -228,5 +247,39 @@ func TestEngine_PushToAllAlwaysSendServesTheListAfterTheChange(t *testing.T) {
 	push, reset := a.PushTo, a.Reset
 	if reset || !slices.Equal(push, []id.UserID{"@dash:x", "@mon:x", "@new:x"}) {
 		t.Errorf("push_to since 1 = %v (reset %v), want the always-send list after version 2", push, reset)
+	}
+}
+
+// TestEngine_RemoteUsers covers what the federation limit changes besides
+// users_for_states: explain, and the change feed (a remote always-send
+// user changes the answers of remote sources, which nobody can list).
+func TestEngine_RemoteUsers(t *testing.T) {
+	e := NewEngine("hs1", 1, []id.UserID{"@dash:hs1", "@carol:hs2"}, nil, nil)
+	if ex := e.Explain("@rob:hs2"); !ex.Remote || !slices.Equal(ex.Recipients, []id.UserID{"@dash:hs1"}) {
+		t.Errorf("explain remote rob = %+v, want recipients [@dash:hs1] only", ex)
+	}
+	if ex := e.Explain("@alice:hs1"); ex.Remote || !slices.Equal(ex.Recipients, []id.UserID{"@carol:hs2", "@dash:hs1"}) {
+		t.Errorf("explain local alice = %+v, want both recipients", ex)
+	}
+	if ex := e.Explain("@carol:hs2"); !ex.Remote || !ex.AlwaysSend {
+		t.Errorf("explain carol = %+v", ex)
+	}
+	for _, tt := range []struct {
+		name       string
+		update     Update
+		allSources bool
+	}{
+		{"a local always-send user patches the answers", Update{Version: 2, AddAlwaysSend: []id.UserID{"@mon:hs1"}}, false},
+		{"a remote always-send user added drops them", Update{Version: 3, AddAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
+		{"a remote always-send user removed drops them", Update{Version: 4, RemoveAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			since := tt.update.Version - 1
+			e.Apply(tt.update)
+			answer := e.Changes(context.Background(), &since, 0)
+			if answer.AllSources != tt.allSources {
+				t.Errorf("all_sources = %v, want %v (%+v)", answer.AllSources, tt.allSources, answer)
+			}
+		})
 	}
 }

@@ -208,32 +208,35 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		mautrix.RespError{ErrCode: errcode, Err: msg, StatusCode: http.StatusBadRequest}.Write(w)
 		return
 	}
-	version, usersJSON, indices := h.engine.usersForStatesJSON(states)
+	version, routes := h.engine.usersForStatesJSON(states)
 	buf.Reset() // the states hold their own strings; the buffer now carries the answer
-	buf.Grow(64 + len(usersJSON) + 8*len(indices))
 	var num [20]byte
 	buf.WriteString(`{"version":`)
 	buf.Write(strconv.AppendInt(num[:0], version, 10))
-	if usersJSON == nil {
-		buf.WriteString(`,"routes":[]}`)
-	} else {
-		if version == known {
+	buf.WriteString(`,"routes":[`)
+	for r, route := range routes {
+		buf.Grow(32 + len(route.Users) + 8*len(route.Indices))
+		if r > 0 {
+			buf.WriteByte(',')
+		}
+		if route.AllRecipients && version == known {
 			// The client holds this version's recipients: they are not
 			// sent again (10,000 always-send users are 300 KB to decode).
-			buf.WriteString(`,"routes":[{"all_recipients":true`)
+			buf.WriteString(`{"all_recipients":true`)
 		} else {
-			buf.WriteString(`,"routes":[{"users":`)
-			buf.Write(usersJSON)
+			buf.WriteString(`{"users":`)
+			buf.Write(route.Users)
 		}
 		buf.WriteString(`,"states":[`)
-		for i, idx := range indices {
+		for i, idx := range route.Indices {
 			if i > 0 {
 				buf.WriteByte(',')
 			}
 			buf.Write(strconv.AppendInt(num[:0], int64(idx), 10))
 		}
-		buf.WriteString(`]}]}`)
+		buf.WriteString(`]}`)
 	}
+	buf.WriteString(`]}`)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf.Bytes())
 }

@@ -14,7 +14,7 @@ import (
 const testToken = "router-test-token"
 
 func newTestHandler() *Handler {
-	e := NewEngine(42, []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"}, nil)
+	e := NewEngine("", 42, []id.UserID{"@dash:x"}, []id.UserID{"@alice:x"}, nil)
 	return NewHandler(e, HandlerOptions{Token: testToken, MaxBodyBytes: 1024})
 }
 

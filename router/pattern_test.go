@@ -29,7 +29,7 @@ func TestRule_Patterns(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			e := NewEngine(1, dash, tt.blacklist, nil)
+			e := NewEngine("", 1, dash, tt.blacklist, nil)
 			_, routes := usersForStates(t, e, tt.states)
 			if len(routes) != 1 || !slices.Equal(routes[0].States, tt.routed) {
 				t.Errorf("routes = %+v; want states %v routed", routes, tt.routed)
@@ -39,7 +39,7 @@ func TestRule_Patterns(t *testing.T) {
 }
 
 func TestEngine_PatternChanges(t *testing.T) {
-	e := NewEngine(1, []id.UserID{"@dash:x"}, []id.UserID{"@bot-7:x"}, nil)
+	e := NewEngine("", 1, []id.UserID{"@dash:x"}, []id.UserID{"@bot-7:x"}, nil)
 	batch := states("@bot-7:x", "@bot-8:x", "@alice:x")
 	check := func(step string, want []int) {
 		t.Helper()

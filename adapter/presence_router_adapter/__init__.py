@@ -717,7 +717,7 @@ class PresenceRouterAdapter:
                     "the presence writer does"
                 )
             else:
-                logger.warning("Failed to send current presence to %d users: %s", len(users), e)
+                logger.warning("Failed to send current presence to %d users: %r", len(users), e, exc_info=True)
 
 
 def _states_body(users: list[str]) -> bytes:

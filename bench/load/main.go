@@ -86,7 +86,7 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 	fmt.Printf("machine: %d cores; %d rounds of %s per target, %d connections; blacklist %d entries, 10 always-send users\n",
 		numCPU(), rounds, duration, concurrency, blacklistSize)
 	blacklist := users("blocked", blacklistSize)
-	engine := router.NewEngine(1, users("dash", 10), blacklist, nil)
+	engine := router.NewEngine("", 1, users("dash", 10), blacklist, nil)
 	routerURL, stopRouter, err := serve(router.NewHandler(engine, router.HandlerOptions{Token: token, Metrics: router.NewMetrics(prometheus.NewRegistry())}))
 	if err != nil {
 		return err
@@ -95,7 +95,7 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 	// The same exact entries and 1,000 patterns besides (issue 15's mix:
 	// prefixes, suffixes, a few with ?), on a listener of its own.
 	patterned := append(slices.Clone(blacklist), benchdata.Patterns(1000)...)
-	patternURL, stopPatterns, err := serve(router.NewHandler(router.NewEngine(1, users("dash", 10), patterned, nil), router.HandlerOptions{Token: token}))
+	patternURL, stopPatterns, err := serve(router.NewHandler(router.NewEngine("", 1, users("dash", 10), patterned, nil), router.HandlerOptions{Token: token}))
 	if err != nil {
 		return err
 	}

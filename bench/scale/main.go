@@ -166,7 +166,7 @@ logging: {level: warn}
 	if err != nil {
 		return err
 	}
-	engine := router.NewEngine(rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
+	engine := router.NewEngine("", rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
 	fmt.Printf("%-44s %10s\n", "load the rules into the router, in process", time.Since(loadStart).Round(time.Millisecond))
 	changes := 200
 	if quick {

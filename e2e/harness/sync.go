@@ -142,7 +142,7 @@ func (s *Syncer) WaitReply(eventID id.EventID, timeout time.Duration) (Reply, er
 		var reply Reply
 		s.lock.Lock()
 		for _, evt := range s.timeline {
-			if evt.Sender != BotID() {
+			if evt.Sender != botFor(s.Client.UserID) {
 				continue
 			}
 			var content struct {

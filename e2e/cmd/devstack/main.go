@@ -70,7 +70,7 @@ func run(dir, python, binary string, synapsePort, routerPort int) error {
 			return fmt.Errorf("failed to create the control room: %w", err)
 		}
 		for attempt := 0; ; attempt++ {
-			if _, err = admin.InviteUser(ctx, resp.RoomID, &mautrix.ReqInviteUser{UserID: harness.BotID()}); err == nil || attempt > 50 {
+			if _, err = admin.InviteUser(ctx, resp.RoomID, &mautrix.ReqInviteUser{UserID: stack.BotID()}); err == nil || attempt > 50 {
 				break
 			}
 			time.Sleep(200 * time.Millisecond)
@@ -93,7 +93,7 @@ presence-router is running.
   Logs:          %s, %s
 
 Press Ctrl-C to stop everything.
-`, stack.SynapseURL, harness.ServerName, password, alias, harness.BotID(), harness.ServerName, harness.ServerName,
+`, stack.SynapseURL, harness.ServerName, password, alias, stack.BotID(), harness.ServerName, harness.ServerName,
 		stack.RouterURL, stack.Path("router-token"), stack.MetricsURL(), stack.Path("synapse.log"), stack.Path("presence-router.log"))
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
