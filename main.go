@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -141,7 +142,27 @@ func loadConfig(path string) (*config.Config, *logrus.Logger, string, error) {
 	}
 	redactor := logging.Redact(log)
 	redactor.Add(cfg.Appservice.ASToken, cfg.Appservice.HSToken, token)
+	if u, err := url.Parse(cfg.Database.URI); err == nil {
+		if password, ok := u.User.Password(); ok {
+			redactor.Add(password)
+		}
+	}
 	return cfg, log, token, nil
+}
+
+// openStore opens the configured database; its errors name the key.
+func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*store.Store, error) {
+	var st *store.Store
+	var err error
+	if cfg.Database.Type == config.DatabasePostgres {
+		st, err = store.OpenPostgres(ctx, cfg.Database.URI, log)
+	} else {
+		st, err = store.Open(ctx, cfg.Database.Path, log)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", cfg.Database.Key(), err)
+	}
+	return st, nil
 }
 
 func runImport(configPath, homeserverYAML string) error {
@@ -150,7 +171,7 @@ func runImport(configPath, homeserverYAML string) error {
 		return err
 	}
 	ctx := context.Background()
-	st, err := store.Open(ctx, cfg.Database.Path, logging.Zerolog(log))
+	st, err := openStore(ctx, cfg, logging.Zerolog(log))
 	if err != nil {
 		return err
 	}
@@ -212,9 +233,9 @@ func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, e
 	mautrix.DefaultUserAgent = "presence-router/" + versionString() + " " + mautrix.DefaultUserAgent
 	zlog := logging.Zerolog(log)
 	ctx := context.Background()
-	st, err := store.Open(ctx, cfg.Database.Path, zlog)
+	st, err := openStore(ctx, cfg, zlog)
 	if err != nil {
-		return nil, fmt.Errorf("database.path: %w", err)
+		return nil, err
 	}
 	a := &app{cfg: cfg, log: log, store: st}
 	if err = a.construct(ctx, zlog, routerToken); err != nil {

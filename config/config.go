@@ -64,9 +64,27 @@ type Router struct {
 	Listen    string `yaml:"listen"`
 }
 
-// Database configures storage.
+// Database configures storage: SQLite (the embedded default) or
+// PostgreSQL.
 type Database struct {
-	Path string `yaml:"path"`
+	Type string `yaml:"type"` // sqlite or postgres
+	Path string `yaml:"path"` // the SQLite file
+	URI  string `yaml:"uri"`  // postgres://user:password@host:port/dbname?sslmode=...
+}
+
+// Database types.
+const (
+	DatabaseSQLite   = "sqlite"
+	DatabasePostgres = "postgres"
+)
+
+// Key is the config key that names the database: database.path or
+// database.uri.
+func (d Database) Key() string {
+	if d.Type == DatabasePostgres {
+		return "database.uri"
+	}
+	return "database.path"
 }
 
 // Logging configures the log stream.
@@ -91,7 +109,7 @@ func Default() Config {
 			BotUsername: "presence",
 		},
 		Bot:      Bot{CommandPrefix: "!presence"},
-		Database: Database{Path: "presence-router.db"},
+		Database: Database{Type: DatabaseSQLite, Path: "presence-router.db"},
 		Logging:  Logging{Level: "info", Format: "text"},
 		Metrics:  Metrics{Listen: "127.0.0.1:9330"},
 	}
@@ -208,8 +226,20 @@ func (c *Config) validate(secrets bool) error {
 			return keyErr(fmt.Sprintf("bot.admins[%d]", i), "%q is not a valid user ID: %v", admin, err)
 		}
 	}
-	if c.Database.Path == "" {
-		return keyErr("database.path", "not configured: set the path of the SQLite database file")
+	switch c.Database.Type {
+	case DatabaseSQLite:
+		if c.Database.Path == "" {
+			return keyErr("database.path", "not configured: set the path of the SQLite database file")
+		}
+	case DatabasePostgres:
+		u, err := url.Parse(c.Database.URI)
+		if c.Database.URI == "" {
+			return keyErr("database.uri", "not configured: with database.type postgres, set a URI such as postgres://presence:PASSWORD@localhost/presence_router?sslmode=disable")
+		} else if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "" {
+			return keyErr("database.uri", "is not a postgres://user:password@host/dbname URI")
+		}
+	default:
+		return keyErr("database.type", "%q is not one of sqlite, postgres", c.Database.Type)
 	}
 	switch strings.ToLower(c.Logging.Level) {
 	case "trace", "debug", "info", "warn", "warning", "error":

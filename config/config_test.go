@@ -49,6 +49,12 @@ func TestValidate_NamesTheBrokenKey(t *testing.T) {
 		{"bad log level", func(c *Config) { c.Logging.Level = "loud" }, "logging.level"},
 		{"bad log format", func(c *Config) { c.Logging.Format = "xml" }, "logging.format"},
 		{"empty database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
+		{"unknown database type", func(c *Config) { c.Database.Type = "mysql" }, "database.type"},
+		{"postgres without a URI", func(c *Config) { c.Database.Type = DatabasePostgres }, "database.uri"},
+		{"postgres with a file path for URI", func(c *Config) { c.Database.Type, c.Database.URI = DatabasePostgres, "/var/lib/pr.db" }, "database.uri"},
+		{"postgres URI of another scheme", func(c *Config) {
+			c.Database.Type, c.Database.URI = DatabasePostgres, "mysql://pr@localhost/pr"
+		}, "database.uri"},
 		{"admin power level 0", func(c *Config) { zero := 0; c.Bot.AdminPowerLevel = &zero }, "bot.admin_power_level"},
 		{"negative admin power level", func(c *Config) { n := -10; c.Bot.AdminPowerLevel = &n }, "bot.admin_power_level"},
 	}

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,12 +11,18 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
-// holdWriteLock takes SQLite's write lock on path from another connection,
+// holdWriteLock takes the database's write lock from another connection,
 // as another process (an import, a backup tool) would, and releases it
-// after hold.
-func holdWriteLock(t *testing.T, path string, hold time.Duration) <-chan struct{} {
+// after hold: SQLite's, or on PostgreSQL the advisory lock every writer of
+// the store takes.
+func holdWriteLock(t *testing.T, location string, hold time.Duration) <-chan struct{} {
 	t.Helper()
-	other, err := sql.Open("sqlite3", "file:"+path)
+	driver, dsn, lock, unlock := "sqlite3", "file:"+location, "BEGIN IMMEDIATE", "ROLLBACK"
+	if onPostgres() {
+		driver, dsn = "postgres", location
+		lock, unlock = fmt.Sprintf("SELECT pg_advisory_lock(%d)", writerLock), fmt.Sprintf("SELECT pg_advisory_unlock(%d)", writerLock)
+	}
+	other, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,14 +31,14 @@ func holdWriteLock(t *testing.T, path string, hold time.Duration) <-chan struct{
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err = conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+	if _, err = conn.ExecContext(context.Background(), lock); err != nil {
 		t.Fatal(err)
 	}
 	released := make(chan struct{})
 	go func() {
 		defer close(released)
 		time.Sleep(hold)
-		_, _ = conn.ExecContext(context.Background(), "ROLLBACK")
+		_, _ = conn.ExecContext(context.Background(), unlock)
 		_ = conn.Close()
 	}()
 	return released
@@ -39,7 +46,7 @@ func holdWriteLock(t *testing.T, path string, hold time.Duration) <-chan struct{
 
 // A write lock held longer than SQLite's busy timeout (5 s) makes the first
 // attempt fail with SQLITE_BUSY; the store retries instead of losing the
-// write.
+// write. On PostgreSQL the write waits for the other writer's lock.
 func TestStore_BusyDatabaseIsRetriedNotLost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("holds a lock for 6 s; skipped with -short")

@@ -115,6 +115,7 @@ func TestStore_PruneInboxKeepsExactlyOnce(t *testing.T) {
 }
 
 func TestStore_NewDatabaseIsPrivate(t *testing.T) {
+	sqliteOnly(t, "the modes of the database's files")
 	path := filepath.Join(t.TempDir(), "private.db")
 	st, err := Open(context.Background(), path, zerolog.Nop())
 	if err != nil {
@@ -145,10 +146,7 @@ func TestStore_ControlRoomPin(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = st.Close()
-	st, err := Open(ctx, path, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = reopen(t, path)
 	defer st.Close()
 	if room, ok, err := st.ControlRoom(ctx); err != nil || !ok || room != "!first:x" {
 		t.Fatalf("pinned room after a restart = %q, %v, %v", room, ok, err)

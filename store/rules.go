@@ -93,8 +93,10 @@ const (
 	insertChangeQuery = `
 		INSERT INTO change (event_id, sender, command, reason, created_at)
 		VALUES ($1, $2, $3, $4, $5) RETURNING version`
-	setPushToQuery       = `UPDATE change SET push_to=$1 WHERE version=$2`
-	setPushToAllQuery    = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
+	setPushToQuery = `UPDATE change SET push_to=$1 WHERE version=$2`
+	// setPushToAll*: push_to becomes every always-send user, sorted.
+	setPushToAllSQLite   = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
+	setPushToAllPostgres = `UPDATE change SET push_to=(SELECT COALESCE(json_agg(user_id ORDER BY user_id), '[]')::text FROM rule WHERE list='always_send') WHERE version=$1`
 	countAlwaysSendQuery = `SELECT COUNT(*) FROM rule WHERE list='always_send'`
 	recentChangesQuery   = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
 	// The entries of the changes from $1 on, but those of a change with more
@@ -228,7 +230,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 			// the users who left the blacklist. SQLite writes that list
 			// itself: reading 10,000 rows into Go and encoding them back
 			// cost milliseconds.
-			if _, err = s.db.Exec(ctx, setPushToAllQuery, change.Version); err != nil {
+			if _, err = s.db.Exec(ctx, s.pushToAllQuery, change.Version); err != nil {
 				return fmt.Errorf("failed to write push_to: %w", err)
 			}
 			if err = s.db.QueryRow(ctx, countAlwaysSendQuery).Scan(&change.PushCount); err != nil {

@@ -1,6 +1,7 @@
-// Package store owns presence-router's SQLite database: the two rule lists,
-// the change log that doubles as the audit log, and the inbox of command
-// events. Every SQL statement of the service lives in this package.
+// Package store owns presence-router's database (SQLite, the embedded
+// default, or PostgreSQL): the two rule lists, the change log that doubles
+// as the audit log, and the inbox of command events. Every SQL statement of
+// the service lives in this package.
 package store
 
 import (
@@ -8,11 +9,13 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/lib/pq"
 	"github.com/mattn/go-sqlite3"
 	"github.com/rs/zerolog"
 	"go.mau.fi/util/dbutil"
@@ -24,13 +27,15 @@ var upgrades embed.FS
 
 var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").Finish()
 
-// Store is the SQLite database. It is safe for concurrent use.
+// Store is the database. It is safe for concurrent use.
 type Store struct {
 	db *dbutil.Database
+	// pushToAllQuery differs by dialect (JSON aggregation).
+	pushToAllQuery string
 }
 
-// Open opens (creating if needed) the database at path and runs every
-// pending migration. It fails with a message naming the path when the
+// Open opens (creating if needed) the SQLite database at path and runs
+// every pending migration. It fails with a message naming the path when the
 // directory is missing or not writable.
 func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) {
 	dir := filepath.Dir(path)
@@ -48,20 +53,50 @@ func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	if err != nil {
 		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
 	}
+	// One writer at a time is all SQLite allows; readers use WAL snapshots.
+	db.RawDB.SetMaxOpenConns(4)
+	return open(ctx, db, path, log)
+}
+
+// OpenPostgres opens the PostgreSQL database at uri (postgres://user:password@host:port/dbname?sslmode=…)
+// and runs every pending migration. The database must exist; its errors
+// name the server and database but never the password.
+func OpenPostgres(ctx context.Context, uri string, log zerolog.Logger) (*Store, error) {
+	name := RedactURI(uri)
+	db, err := dbutil.NewWithDialect(uri, "postgres")
+	if err != nil {
+		return nil, fmt.Errorf("failed to open database %s: %w", name, err)
+	}
+	db.RawDB.SetMaxOpenConns(8)
+	return open(ctx, db, name, log)
+}
+
+// RedactURI returns uri with its password, if any, replaced by xxxxx.
+func RedactURI(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return "(an unparsable database URI)"
+	}
+	return u.Redacted()
+}
+
+func open(ctx context.Context, db *dbutil.Database, name string, log zerolog.Logger) (*Store, error) {
 	db.Owner = "presence-router"
 	db.UpgradeTable = upgradeTable
 	db.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
-	// One writer at a time is all SQLite allows; readers use WAL snapshots.
-	db.RawDB.SetMaxOpenConns(4)
-	if err = db.RawDB.PingContext(ctx); err != nil {
+	if err := db.RawDB.PingContext(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("failed to open database %s: %w", path, err)
+		return nil, fmt.Errorf("failed to open database %s: %w", name, err)
 	}
-	if err = db.Upgrade(ctx); err != nil {
+	if err := db.Upgrade(ctx); err != nil {
 		_ = db.Close()
-		return nil, fmt.Errorf("failed to upgrade database %s: %w", path, err)
+		return nil, fmt.Errorf("failed to upgrade database %s: %w", name, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, pushToAllQuery: setPushToAllSQLite}
+	if db.Dialect == dbutil.Postgres {
+		s.pushToAllQuery = setPushToAllPostgres
+	}
+	return s, nil
 }
 
 // checkWritable fails early and clearly when SQLite could not create its
@@ -102,10 +137,25 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.db.RawDB.PingContext(ctx)
 }
 
+// writerLock is the PostgreSQL advisory lock every write transaction
+// holds, so that writers (presence-router and an import running beside it)
+// take turns as SQLite's immediate transactions do.
+const writerLock = 0x7072_6f75_7465 // "proute"
+
 // InTxn runs fn in one write transaction; the store's methods called with
-// the context fn receives join that transaction. A busy database is retried
-// with backoff for up to about 30 seconds before giving up.
+// the context fn receives join that transaction. Write transactions run one
+// at a time, also across processes. A busy database is retried with backoff
+// for up to about 30 seconds before giving up.
 func (s *Store) InTxn(ctx context.Context, fn func(ctx context.Context) error) error {
+	if s.db.Dialect == dbutil.Postgres {
+		inner := fn
+		fn = func(ctx context.Context) error {
+			if _, err := s.db.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", writerLock); err != nil {
+				return fmt.Errorf("failed to take the writer lock: %w", err)
+			}
+			return inner(ctx)
+		}
+	}
 	backoff := 50 * time.Millisecond
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -126,6 +176,10 @@ func isBusy(err error) bool {
 	var sqliteErr sqlite3.Error
 	if errors.As(err, &sqliteErr) {
 		return sqliteErr.Code == sqlite3.ErrBusy || sqliteErr.Code == sqlite3.ErrLocked
+	}
+	var pqErr *pq.Error
+	if errors.As(err, &pqErr) {
+		return pqErr.Code == "40001" || pqErr.Code == "40P01" // serialization failure, deadlock
 	}
 	return strings.Contains(err.Error(), "database is locked")
 }

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,17 +13,18 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/e2e/harness"
 )
 
+// openTemp opens a new test database (SQLite, or PostgreSQL: main_test.go)
+// and returns it with its location, for reopen.
 func openTemp(t *testing.T) (*Store, string) {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "test.db")
-	st, err := Open(context.Background(), path, zerolog.Nop())
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
+	location := newLocation(t)
+	st := reopen(t, location)
 	t.Cleanup(func() { _ = st.Close() })
-	return st, path
+	return st, location
 }
 
 func add(list List, users ...id.UserID) []Entry {
@@ -115,10 +117,7 @@ func TestStore_VersionSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = st.Close()
-	st2, err := Open(ctx, path, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st2 := reopen(t, path)
 	defer st2.Close()
 	v, err := st2.Version(ctx)
 	if err != nil || v != 2 {
@@ -264,10 +263,7 @@ func TestOpen_ReportsUnusablePaths(t *testing.T) {
 
 func TestStore_WatchReplaysOtherWritersChanges(t *testing.T) {
 	st, path := openTemp(t)
-	other, err := Open(context.Background(), path, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
+	other := reopen(t, path)
 	defer other.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -285,5 +281,20 @@ func TestStore_WatchReplaysOtherWritersChanges(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("change %d not seen", want)
 		}
+	}
+}
+
+func TestOpenPostgres_ErrorsNameTheServerNotThePassword(t *testing.T) {
+	port, err := harness.FreePort() // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	uri := fmt.Sprintf("postgres://presence:s3cret-password@127.0.0.1:%d/presence_router?sslmode=disable&connect_timeout=2", port)
+	_, err = OpenPostgres(context.Background(), uri, zerolog.Nop())
+	if err == nil {
+		t.Fatal("opened a database where no server listens")
+	}
+	if !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", port)) || strings.Contains(err.Error(), "s3cret-password") {
+		t.Errorf("error = %v; want the server named and the password left out", err)
 	}
 }

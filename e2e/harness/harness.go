@@ -491,3 +491,7 @@ func (s *Stack) BotID() id.UserID { return s.UserID("presence") }
 
 // botFor is the ID of the bot on the homeserver of user.
 func botFor(user id.UserID) id.UserID { return id.NewUserID("presence", user.Homeserver()) }
+
+func dialTCP(port int) (net.Conn, error) {
+	return net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+}

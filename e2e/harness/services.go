@@ -1,0 +1,195 @@
+package harness
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"syscall"
+	"time"
+
+	_ "github.com/lib/pq" // the postgres driver
+)
+
+// Postgres is a PostgreSQL server started for a test in a temporary data
+// directory, listening on 127.0.0.1 only, with trust authentication.
+type Postgres struct {
+	Port int
+	Dir  string // the data directory; the server log is Dir/postgres.log
+	cmd  *exec.Cmd
+}
+
+// PostgresBinDir finds the directory of initdb and postgres: Debian keeps
+// them in /usr/lib/postgresql/<version>/bin (the newest is taken), other
+// systems on PATH.
+func PostgresBinDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	slices.SortFunc(dirs, func(a, b string) int {
+		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
+		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
+		return vb - va
+	})
+	for _, dir := range dirs {
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err == nil {
+			return dir, nil
+		}
+	}
+	if path, err := exec.LookPath("initdb"); err == nil {
+		return filepath.Dir(path), nil
+	}
+	return "", errors.New("PostgreSQL is not installed: no initdb in /usr/lib/postgresql/*/bin or on PATH (Debian: apt-get install postgresql; `make test` does it as root)")
+}
+
+// serviceUser is whom the database server runs as: PostgreSQL refuses to
+// run as root, so root runs it as the postgres user (Debian's package makes
+// one) or nobody; anyone else runs it as themselves.
+func serviceUser() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	for _, name := range []string{"postgres", "nobody"} {
+		u, err := user.Lookup(name)
+		if err != nil {
+			continue
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+	}
+	return nil, errors.New("running as root, but there is neither a postgres nor a nobody user to run PostgreSQL as")
+}
+
+// StartPostgres initializes a data directory (outside any test's private
+// temporary directory, which the server's user could not enter) and starts
+// the server on a free port.
+func StartPostgres(ctx context.Context) (*Postgres, error) {
+	bin, err := PostgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	cred, err := serviceUser()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "presence-router-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the PostgreSQL directory: %w", err)
+	}
+	if cred != nil {
+		if err = os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, fmt.Errorf("failed to hand %s to the database user: %w", dir, err)
+		}
+	}
+	pg := &Postgres{Dir: dir}
+	if pg.Port, err = FreePort(); err != nil {
+		return nil, err
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if out, err := initdb.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("initdb failed: %w\n%s", err, out)
+	}
+	// fsync off: nothing here outlives the test, and a crash test kills
+	// presence-router, not the database server.
+	pg.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(pg.Port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=200")
+	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the PostgreSQL log: %w", err)
+	}
+	pg.cmd.Stdout, pg.cmd.Stderr = logFile, logFile
+	pg.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
+	if err = pg.cmd.Start(); err != nil {
+		_ = logFile.Close()
+		return nil, fmt.Errorf("failed to start postgres: %w", err)
+	}
+	go func() { _ = pg.cmd.Wait(); _ = logFile.Close() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, err := sql.Open("postgres", pg.URI("postgres"))
+		if err == nil {
+			err = db.PingContext(ctx)
+			_ = db.Close()
+		}
+		if err == nil {
+			return pg, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			pg.Stop()
+			log, _ := os.ReadFile(filepath.Join(dir, "postgres.log"))
+			return nil, fmt.Errorf("PostgreSQL did not start: %w\n%s", err, log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// URI is the connection URI of database name.
+func (pg *Postgres) URI(name string) string {
+	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", pg.Port, name)
+}
+
+// CreateDatabase creates database name as Synapse needs it (UTF-8, C
+// collation, from template0).
+func (pg *Postgres) CreateDatabase(ctx context.Context, name string) error {
+	db, err := sql.Open("postgres", pg.URI("postgres"))
+	if err != nil {
+		return fmt.Errorf("failed to connect to PostgreSQL: %w", err)
+	}
+	defer db.Close()
+	_, err = db.ExecContext(ctx, fmt.Sprintf(`CREATE DATABASE %q ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`, name))
+	if err != nil {
+		return fmt.Errorf("failed to create database %s: %w", name, err)
+	}
+	return nil
+}
+
+// Stop stops the server and removes its directory.
+func (pg *Postgres) Stop() {
+	stopProcess(pg.cmd, syscall.SIGINT) // fast shutdown
+	_ = os.RemoveAll(pg.Dir)
+}
+
+// Redis is a redis-server started for a test, on 127.0.0.1, keeping
+// nothing on disk.
+type Redis struct {
+	Port int
+	cmd  *exec.Cmd
+}
+
+// StartRedis starts redis-server on a free port, logging to logPath.
+func StartRedis(ctx context.Context, logPath string) (*Redis, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("redis-server is not installed (Debian: apt-get install redis-server; `make test` does it as root)")
+	}
+	r := &Redis{}
+	if r.Port, err = FreePort(); err != nil {
+		return nil, err
+	}
+	r.cmd, err = startProcess(bin, logPath, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if conn, err := dialTCP(r.Port); err == nil {
+			_ = conn.Close()
+			return r, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			r.Stop()
+			return nil, fmt.Errorf("redis-server did not start; see %s", logPath)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop stops redis-server.
+func (r *Redis) Stop() { stopProcess(r.cmd, syscall.SIGTERM) }
