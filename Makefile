@@ -8,7 +8,7 @@ VENV_PY := $(VENV)/bin/python
 BIN := bin/presence-router
 export CGO_ENABLED := 1
 
-.PHONY: all build venv test unit adapter-test e2e lint run fuzz fuzz-smoke bench bench-smoke soak clean
+.PHONY: all build venv services test unit adapter-test e2e lint run run-workers fuzz fuzz-smoke bench bench-smoke soak clean
 
 all: build
 
@@ -23,7 +23,7 @@ venv: $(VENV)/.stamp
 $(VENV)/.stamp: adapter/pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet --upgrade pip
-	$(VENV_PY) -m pip install --quiet "matrix-synapse==$(SYNAPSE_VERSION)" pytest "mypy==$(MYPY_VERSION)"
+	$(VENV_PY) -m pip install --quiet "matrix-synapse[redis]==$(SYNAPSE_VERSION)" psycopg2-binary pytest "mypy==$(MYPY_VERSION)"
 	$(VENV_PY) -m pip install --quiet -e ./adapter
 	touch $@
 
@@ -48,15 +48,32 @@ lint: $(TOOLS)/staticcheck $(TOOLS)/goimports
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod or go.sum; run it and commit"; git diff -- go.mod go.sum; \
 	    cp /tmp/presence-router-go.mod.$$$$ go.mod; cp /tmp/presence-router-go.sum.$$$$ go.sum; exit 1; fi
 
-unit:
+# PostgreSQL and Redis, for the store's tests on PostgreSQL and the worker
+# deployment: installed from Debian's packages when missing (as root, as CI
+# runs), or a message naming the packages. The tests start and stop their
+# own servers on loopback; nothing runs as a system service.
+services:
+	@missing=""; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="postgresql"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	missing=$$(echo $$missing); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing $$missing from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "Missing: $$missing. Install them (Debian: sudo apt-get install $$missing) and run make again."; exit 1; fi; \
+	fi
+
+unit: services
 	go test -race -count=1 ./...
+	PR_TEST_POSTGRES=start go test -race -count=1 ./store/
 
 adapter-test: venv
 	$(VENV_PY) -m mypy --strict adapter/presence_router_adapter
 	$(VENV_PY) -m pytest -q adapter/tests
 
-e2e: build venv
-	$(E2E_ENV) go test -tags e2e -count=1 -v -timeout 15m ./e2e/...
+e2e: build venv services
+	$(E2E_ENV) go test -tags e2e -count=1 -v -timeout 20m ./e2e/...
 
 # Everything CI runs.
 test: lint unit fuzz-smoke adapter-test bench-smoke e2e
@@ -82,7 +99,7 @@ bench-smoke: build venv
 
 # Crash safety under kill -9, repeated (SOAK_COUNT=5 runs, about 20 s each).
 SOAK_COUNT ?= 5
-soak: build venv
+soak: build venv services
 	$(E2E_ENV) go test -tags e2e -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
 
 # Every fuzz target, starting from the seed corpora committed under
@@ -107,6 +124,12 @@ fuzz-smoke:
 # A local Synapse + presence-router + adapter on loopback, state in ./run.
 run: build venv
 	go run ./e2e/cmd/devstack -dir run -python $(VENV_PY) -binary $(BIN)
+
+# The same with Synapse's workers: main, a presence writer and a sync worker
+# on PostgreSQL and Redis (presence-router on PostgreSQL too), state in
+# ./run-workers.
+run-workers: build venv services
+	go run ./e2e/cmd/devstack -workers -dir run-workers -python $(VENV_PY) -binary $(BIN)
 
 clean:
 	rm -rf bin $(VENV)

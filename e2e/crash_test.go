@@ -3,7 +3,6 @@
 package e2e
 
 import (
-	"database/sql"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -11,15 +10,26 @@ import (
 	"testing"
 	"time"
 
-	_ "github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/e2e/harness"
 )
 
 // TestCrashSafety kills presence-router with SIGKILL at random moments while
 // 200 commands arrive through Synapse. Synapse accepted every command, so
-// every one must end up applied, and none twice.
+// every one must end up applied, and none twice: with presence-router on
+// SQLite, and on PostgreSQL.
 func TestCrashSafety(t *testing.T) {
-	e := startStack(t, false)
+	t.Run("sqlite", func(t *testing.T) {
+		crashScenario(t, startStackWith(t, harness.Options{Admins: []string{"admin"}}))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		pg := startPostgres(t)
+		crashScenario(t, startStackWith(t, harness.Options{Admins: []string{"admin"}, Postgres: pg}))
+	})
+}
+
+func crashScenario(t *testing.T, e *env) {
 	const commands = 200
 	sent := make(chan id.EventID, commands)
 	go func() {
@@ -60,7 +70,7 @@ func TestCrashSafety(t *testing.T) {
 		}
 		time.Sleep(2 * time.Second)
 	}
-	db, err := sql.Open("sqlite3", "file:"+e.stack.Path("presence-router.db")+"?mode=ro")
+	db, err := e.stack.RouterDB()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,11 +78,11 @@ func TestCrashSafety(t *testing.T) {
 	if applied != commands {
 		for i, evt := range eventIDs {
 			var state string
-			if err := db.QueryRow(`SELECT state FROM inbox WHERE event_id = ?`, string(evt)).Scan(&state); err != nil {
+			if err := db.QueryRow(`SELECT state FROM inbox WHERE event_id = $1`, string(evt)).Scan(&state); err != nil {
 				state = "never received (" + err.Error() + ")"
 			}
 			var n int
-			_ = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = ?`, string(evt)).Scan(&n)
+			_ = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = $1`, string(evt)).Scan(&n)
 			if n != 1 {
 				t.Errorf("command %d (%s): inbox %s, applied %d times", i, evt, state, n)
 			}
@@ -82,7 +92,7 @@ func TestCrashSafety(t *testing.T) {
 	// Every command is in the audit log exactly once, and got its ✅.
 	for _, evt := range eventIDs {
 		var n int
-		if err = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = ?`, string(evt)).Scan(&n); err != nil {
+		if err = db.QueryRow(`SELECT COUNT(*) FROM change WHERE event_id = $1`, string(evt)).Scan(&n); err != nil {
 			t.Fatal(err)
 		}
 		if n != 1 {

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -39,7 +40,12 @@ func uid(localpart string) id.UserID { return id.NewUserID(localpart, harness.Se
 // startStack brings up Synapse and presence-router; everything is stopped
 // when the test ends, with the logs' tails printed if it failed.
 func startStack(t *testing.T, legacy bool) *env {
-	e := newEnv(t, legacy)
+	return startStackWith(t, harness.Options{Legacy: legacy, Admins: []string{"admin"}})
+}
+
+// startStackWith is startStack with more options.
+func startStackWith(t *testing.T, opts harness.Options) *env {
+	e := newEnvWith(t, opts)
 	start := time.Now()
 	if err := e.stack.StartSynapse(e.ctx); err != nil {
 		t.Fatal(err)
@@ -50,6 +56,18 @@ func startStack(t *testing.T, legacy bool) *env {
 	}
 	e.populate()
 	return e
+}
+
+// startPostgres starts a PostgreSQL server for the test, stopped when it
+// ends (after the stacks that use it, which stop in their own cleanups).
+func startPostgres(t *testing.T) *harness.Postgres {
+	t.Helper()
+	pg, err := harness.StartPostgres(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pg.Stop)
+	return pg
 }
 
 // newEnv prepares the configs of a stack without starting anything; the
@@ -92,11 +110,28 @@ func newEnvWith(t *testing.T, opts harness.Options) *env {
 // context was lost or leaked (a good Synapse module loses none), and prints
 // the logs' tails when the test failed.
 func checkStoppedStack(t *testing.T, stack *harness.Stack) {
-	if warnings, err := stack.LogContextWarnings("synapse.log"); err == nil && len(warnings) > 0 {
-		t.Errorf("Synapse (%s) logged %d logging-context warnings, e.g.:\n%s", stack.ServerName(), len(warnings), strings.Join(warnings[:min(len(warnings), 10)], "\n"))
+	for _, p := range stack.Processes {
+		warnings, synapseOwn, err := stack.LogContextWarnings(p.Log)
+		if synapseOwn > 0 {
+			t.Logf("Synapse's %s process logged %d logging-context warnings of its own appservice sender (not the adapter's; see harness.synapseOwnContexts)", p.Name, synapseOwn)
+		}
+		if err == nil && len(warnings) > 0 {
+			t.Errorf("Synapse's %s process (%s) logged %d logging-context warnings, e.g.:\n%s", p.Name, stack.ServerName(), len(warnings), strings.Join(warnings[:min(len(warnings), 10)], "\n"))
+		}
 	}
 	if t.Failed() {
-		t.Log(stack.Tail("synapse.log", 60))
+		if keep := os.Getenv("PR_E2E_KEEP"); keep != "" {
+			// Everything the stack wrote, for a look after the test.
+			dest := filepath.Join(keep, strings.ReplaceAll(t.Name(), "/", "_")+"-"+filepath.Base(stack.Opts.Dir))
+			if out, err := exec.Command("cp", "-r", stack.Opts.Dir, dest).CombinedOutput(); err != nil {
+				t.Logf("PR_E2E_KEEP: %v %s", err, out)
+			} else {
+				t.Logf("PR_E2E_KEEP: the stack's files are in %s", dest)
+			}
+		}
+		for _, p := range stack.Processes {
+			t.Log(stack.Tail(p.Log, 60))
+		}
 		if !stack.Opts.Plain {
 			t.Log(stack.Tail("presence-router.log", 60))
 		}

@@ -705,10 +705,10 @@ class PresenceRouterAdapter:
         stream), which the first try finds out."""
         if self._push_writer is False:
             return
-        logger.info("Sending current presence to %d users who gained it", len(users))
         try:
             await self._api.send_local_online_presence_to(users)
             self._push_writer = True
+            logger.info("Sent current presence to %d users who gained it", len(users))
         except Exception as e:
             if self._config.push == "auto" and "presence stream" in str(e):
                 self._push_writer = False

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,8 +22,10 @@ import (
 // directory, listening on 127.0.0.1 only, with trust authentication.
 type Postgres struct {
 	Port int
-	Dir  string // the data directory; the server log is Dir/postgres.log
-	cmd  *exec.Cmd
+	Dir  string // holds data/ and the server log, postgres.log
+	// temporary: Dir was made for this server and goes with it.
+	temporary bool
+	cmd       *exec.Cmd
 }
 
 // PostgresBinDir finds the directory of initdb and postgres: Debian keeps
@@ -65,10 +68,29 @@ func serviceUser() (*syscall.Credential, error) {
 	return nil, errors.New("running as root, but there is neither a postgres nor a nobody user to run PostgreSQL as")
 }
 
-// StartPostgres initializes a data directory (outside any test's private
-// temporary directory, which the server's user could not enter) and starts
-// the server on a free port.
+// StartPostgres starts a server on a free port, in a new temporary
+// directory (outside any test's private one, which the server's user could
+// not enter) that Stop removes.
 func StartPostgres(ctx context.Context) (*Postgres, error) {
+	dir, err := os.MkdirTemp("", "presence-router-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the PostgreSQL directory: %w", err)
+	}
+	pg, err := startPostgres(ctx, dir, true)
+	if err != nil {
+		_ = os.RemoveAll(dir)
+	}
+	return pg, err
+}
+
+// StartPostgresIn starts a server on a free port with its data in dir
+// (initialized on first use, kept by Stop); every directory above dir must
+// be searchable by the server's user.
+func StartPostgresIn(ctx context.Context, dir string) (*Postgres, error) {
+	return startPostgres(ctx, dir, false)
+}
+
+func startPostgres(ctx context.Context, dir string, temporary bool) (*Postgres, error) {
 	bin, err := PostgresBinDir()
 	if err != nil {
 		return nil, err
@@ -77,8 +99,10 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 	if err != nil {
 		return nil, err
 	}
-	dir, err := os.MkdirTemp("", "presence-router-pg-")
-	if err != nil {
+	if err = os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("failed to create the PostgreSQL directory: %w", err)
+	}
+	if err = os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
 		return nil, fmt.Errorf("failed to create the PostgreSQL directory: %w", err)
 	}
 	if cred != nil {
@@ -86,21 +110,36 @@ func StartPostgres(ctx context.Context) (*Postgres, error) {
 			return nil, fmt.Errorf("failed to hand %s to the database user: %w", dir, err)
 		}
 	}
-	pg := &Postgres{Dir: dir}
-	if pg.Port, err = FreePort(); err != nil {
-		return nil, err
+	pg := &Postgres{Dir: dir, temporary: temporary}
+	// A kept server keeps its port, which configs written before name.
+	portFile := filepath.Join(dir, "port")
+	if data, err := os.ReadFile(portFile); err == nil {
+		pg.Port, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+	}
+	if pg.Port == 0 {
+		if pg.Port, err = FreePort(); err != nil {
+			return nil, err
+		}
+		if err = os.WriteFile(portFile, []byte(strconv.Itoa(pg.Port)+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("failed to write %s: %w", portFile, err)
+		}
 	}
 	data := filepath.Join(dir, "data")
-	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("initdb failed: %w\n%s", err, out)
+	if _, err := os.Stat(filepath.Join(data, "PG_VERSION")); err != nil {
+		initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-locale")
+		initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+		if out, err := initdb.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("initdb failed: %w\n%s", err, out)
+		}
 	}
-	// fsync off: nothing here outlives the test, and a crash test kills
-	// presence-router, not the database server.
-	pg.cmd = exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(pg.Port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+dir, "-c", "fsync=off", "-c", "max_connections=200")
-	logFile, err := os.Create(filepath.Join(dir, "postgres.log"))
+	args := []string{"-D", data, "-p", strconv.Itoa(pg.Port), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + dir, "-c", "max_connections=200"}
+	if temporary {
+		// Nothing here outlives the test, and a crash test kills
+		// presence-router, not the database server.
+		args = append(args, "-c", "fsync=off")
+	}
+	pg.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
+	logFile, err := os.OpenFile(filepath.Join(dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the PostgreSQL log: %w", err)
 	}
@@ -135,14 +174,21 @@ func (pg *Postgres) URI(name string) string {
 	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/%s?sslmode=disable", pg.Port, name)
 }
 
-// CreateDatabase creates database name as Synapse needs it (UTF-8, C
-// collation, from template0).
-func (pg *Postgres) CreateDatabase(ctx context.Context, name string) error {
+// EnsureDatabase creates database name, unless it exists, as Synapse needs
+// it (UTF-8, C collation, from template0).
+func (pg *Postgres) EnsureDatabase(ctx context.Context, name string) error {
 	db, err := sql.Open("postgres", pg.URI("postgres"))
 	if err != nil {
 		return fmt.Errorf("failed to connect to PostgreSQL: %w", err)
 	}
 	defer db.Close()
+	var exists bool
+	if err = db.QueryRowContext(ctx, "SELECT EXISTS(SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return fmt.Errorf("failed to look for database %s: %w", name, err)
+	}
+	if exists {
+		return nil
+	}
 	_, err = db.ExecContext(ctx, fmt.Sprintf(`CREATE DATABASE %q ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0`, name))
 	if err != nil {
 		return fmt.Errorf("failed to create database %s: %w", name, err)
@@ -150,10 +196,12 @@ func (pg *Postgres) CreateDatabase(ctx context.Context, name string) error {
 	return nil
 }
 
-// Stop stops the server and removes its directory.
+// Stop stops the server, and removes its directory if StartPostgres made it.
 func (pg *Postgres) Stop() {
 	stopProcess(pg.cmd, syscall.SIGINT) // fast shutdown
-	_ = os.RemoveAll(pg.Dir)
+	if pg.temporary {
+		_ = os.RemoveAll(pg.Dir)
+	}
 }
 
 // Redis is a redis-server started for a test, on 127.0.0.1, keeping
