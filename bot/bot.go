@@ -243,6 +243,7 @@ func (b *Bot) connect(ctx context.Context) error {
 		return err
 	}
 	b.log.WithField("room_id", room).Info("Joined the control room")
+	b.checkRoomEncryption(ctx, b.log.WithField("room_id", room))
 	if pl, err := b.readPowerLevels(ctx, room); err != nil {
 		b.log.WithError(err).Warn("Failed to read the control room's power levels")
 	} else {

@@ -63,6 +63,7 @@ type fakeHomeserver struct {
 	aliases      map[string]id.RoomID
 	joins        []string
 	usersDefault int
+	encrypted    bool // the control room has an m.room.encryption event
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
@@ -113,6 +114,13 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			resp["end"] = strconv.Itoa(end)
 		}
 		_ = json.NewEncoder(w).Encode(resp)
+	case strings.Contains(path, "/state/m.room.encryption"):
+		if !hs.encrypted {
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprint(w, `{"errcode":"M_NOT_FOUND","error":"Event not found."}`)
+			return
+		}
+		fmt.Fprint(w, `{"algorithm":"m.megolm.v1.aes-sha2"}`)
 	case strings.Contains(path, "/state/m.room.power_levels"):
 		pl := map[string]any{"users": hs.userPL, "users_default": hs.usersDefault}
 		_ = json.NewEncoder(w).Encode(pl)

@@ -105,6 +105,11 @@ func (b *Bot) wanted(hdr *eventHeader) bool {
 	switch hdr.Type {
 	case event.StateMember.Type:
 		return hdr.StateKey != nil && id.UserID(*hdr.StateKey) == b.botID
+	case event.StateEncryption.Type:
+		return hdr.StateKey != nil && *hdr.StateKey == ""
+	case event.EventEncrypted.Type:
+		// Maybe a command the bot cannot read: kept, so it is answered.
+		return hdr.Sender != b.botID
 	case event.EventMessage.Type:
 		if hdr.Sender == b.botID || hdr.Content.MsgType == string(event.MsgNotice) {
 			return false

@@ -104,6 +104,12 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		// Commands wait (in order) until the control room is joined.
 		return false, nil
 	}
+	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
+		if evt.RoomID == b.ControlRoom() {
+			b.cannotDecrypt(ctx, log, &evt)
+		}
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
 	msg := evt.Content.AsMessage()
 	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
 		log.Debug("Ignoring a message that is not a command in the control room")

@@ -13,8 +13,9 @@ import (
 
 // The meta table's keys.
 const (
-	metaControlRoom  = "control_room"
-	metaPrunedBefore = "inbox_pruned_before"
+	metaControlRoom      = "control_room"
+	metaPrunedBefore     = "inbox_pruned_before"
+	metaEncryptionNotice = "encryption_notice_at"
 )
 
 const (
@@ -51,6 +52,26 @@ func (s *Store) ControlRoom(ctx context.Context) (room id.RoomID, ok bool, err e
 // PinControlRoom stores room as the control room.
 func (s *Store) PinControlRoom(ctx context.Context, room id.RoomID) error {
 	return s.setMeta(ctx, metaControlRoom, string(room))
+}
+
+// EncryptionNoticeAt returns when the bot last told the control room that
+// it cannot read encrypted messages (zero if never).
+func (s *Store) EncryptionNoticeAt(ctx context.Context) (time.Time, error) {
+	value, ok, err := s.getMeta(ctx, metaEncryptionNotice)
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	ms, err := strconv.ParseInt(value, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("failed to read %s: %w", metaEncryptionNotice, err)
+	}
+	return time.UnixMilli(ms), nil
+}
+
+// SetEncryptionNoticeAt records when the bot told the control room that it
+// cannot read encrypted messages.
+func (s *Store) SetEncryptionNoticeAt(ctx context.Context, at time.Time) error {
+	return s.setMeta(ctx, metaEncryptionNotice, strconv.FormatInt(at.UnixMilli(), 10))
 }
 
 // prunedBefore returns the time before which the inbox no longer remembers

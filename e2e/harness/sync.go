@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -173,4 +174,50 @@ func (s *Syncer) WaitReply(eventID id.EventID, timeout time.Duration) (Reply, er
 		time.Sleep(100 * time.Millisecond)
 	}
 	return Reply{}, fmt.Errorf("no reply from the bot to %s within %s", eventID, timeout)
+}
+
+// botNotices returns the bodies of the bot's messages that reply to no
+// command (notices it posts of its own accord) and contain text, by
+// msgtype. The caller holds the lock.
+func (s *Syncer) botNotices(text string) (msgTypes, bodies []string) {
+	for _, evt := range s.timeline {
+		var content struct {
+			MsgType   string `json:"msgtype"`
+			Body      string `json:"body"`
+			RelatesTo *struct {
+				InReplyTo *struct{} `json:"m.in_reply_to"`
+			} `json:"m.relates_to"`
+		}
+		_ = json.Unmarshal(evt.Content.VeryRaw, &content)
+		if evt.Sender != botFor(s.Client.UserID) || evt.Type.Type != "m.room.message" || content.RelatesTo != nil || !strings.Contains(content.Body, text) {
+			continue
+		}
+		msgTypes, bodies = append(msgTypes, content.MsgType), append(bodies, content.Body)
+	}
+	return msgTypes, bodies
+}
+
+// WaitBotNotice waits for a message the bot posts of its own accord (not
+// a reply) whose body contains text, and returns its msgtype and body.
+func (s *Syncer) WaitBotNotice(text string, timeout time.Duration) (msgType, body string, err error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		s.lock.Lock()
+		types, bodies := s.botNotices(text)
+		s.lock.Unlock()
+		if len(bodies) > 0 {
+			return types[0], bodies[0], nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", "", fmt.Errorf("no message from the bot containing %q within %s", text, timeout)
+}
+
+// CountBotNotices counts the messages the bot posted of its own accord
+// whose body contains text.
+func (s *Syncer) CountBotNotices(text string) int {
+	s.lock.Lock()
+	defer s.lock.Unlock()
+	_, bodies := s.botNotices(text)
+	return len(bodies)
 }

@@ -1,0 +1,72 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
+)
+
+// problemEncryption is the problem topic of an encrypted control room.
+const problemEncryption = "encryption"
+
+// EncryptionNoticeInterval is how often at most the bot repeats, in the
+// control room, that it cannot read encrypted messages.
+const EncryptionNoticeInterval = time.Hour
+
+// encryptedRoomText is what the bot says, logs and reports when the control
+// room is encrypted: it reads no encrypted message, so it must never stay
+// silent about it.
+const encryptedRoomText = "The control room is end-to-end encrypted, and this presence-router cannot read encrypted messages: " +
+	"commands sent here are not seen or applied. Create a control room without encryption (in Element: " +
+	"turn off \"Enable end-to-end encryption\" when creating the room; it cannot be turned off later), " +
+	"invite the bot, and set bot.control_room to the new room's ID."
+
+// checkRoomEncryption reports an encrypted control room, as the bot finds it
+// on joining.
+func (b *Bot) checkRoomEncryption(ctx context.Context, log *logrus.Entry) {
+	var content event.EncryptionEventContent
+	err := b.as.BotClient().StateEvent(ctx, b.ControlRoom(), event.StateEncryption, "", &content)
+	switch {
+	case errors.Is(err, mautrix.MNotFound):
+		b.setProblem(problemEncryption, "")
+	case err != nil:
+		log.WithError(err).Warn("Failed to read whether the control room is encrypted")
+	case content.Algorithm != "":
+		b.cannotDecrypt(ctx, log, nil)
+	}
+}
+
+// cannotDecrypt reports that the control room is encrypted (evt is what
+// showed it: its m.room.encryption event, or an encrypted message; nil on
+// joining): an error in the log and the problem in status and /ready every
+// time, and a plain-text notice in the room at most once per
+// EncryptionNoticeInterval, also across restarts.
+func (b *Bot) cannotDecrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) {
+	b.setProblem(problemEncryption, encryptedRoomText)
+	entry := log
+	if evt != nil {
+		entry = log.WithField("event_type", evt.Type.Type)
+	}
+	entry.Error("The control room is encrypted and presence-router cannot read encrypted messages; set bot.control_room to an unencrypted room")
+	last, err := b.store.EncryptionNoticeAt(ctx)
+	if err != nil {
+		log.WithError(err).Warn("Failed to read when the encryption notice was last sent")
+	}
+	if time.Since(last) < EncryptionNoticeInterval {
+		return
+	}
+	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: "⚠️ " + encryptedRoomText}
+	if _, err = b.as.BotIntent().SendMessageEvent(sendCtx, b.ControlRoom(), event.EventMessage, content); err != nil {
+		log.WithError(err).Warn("Failed to post the encryption notice in the control room")
+		return
+	}
+	if err = b.store.SetEncryptionNoticeAt(ctx, time.Now()); err != nil {
+		log.WithError(err).Warn("Failed to record the encryption notice")
+	}
+}
