@@ -88,7 +88,7 @@ type Process struct {
 	Log        string // its log, a name in the state directory
 	// ports of its replication and metrics listeners (0: none)
 	client, replication, metrics int
-	cmd                          *exec.Cmd
+	proc                         *process
 }
 
 // Stack is a running Synapse and presence-router.
@@ -99,7 +99,7 @@ type Stack struct {
 	RouterToken string
 	// Processes are Synapse's processes, main first.
 	Processes []*Process
-	router    *exec.Cmd
+	router    *process
 }
 
 // Path returns a path in the state directory.
@@ -501,38 +501,56 @@ func writeSelfSignedCert(certPath, keyPath string) error {
 	return nil
 }
 
-func startProcess(name string, logPath string, args ...string) (*exec.Cmd, error) {
+// process is a child process started in its own process group, with its
+// output in a log file.
+type process struct {
+	cmd  *exec.Cmd
+	done chan struct{} // closed once it has exited and been reaped
+}
+
+// startProcess starts name with args, its output appended to logPath.
+func startProcess(name string, logPath string, args ...string) (*process, error) {
+	return startCmd(exec.Command(name, args...), logPath)
+}
+
+// startCmd starts cmd (whose SysProcAttr may carry credentials) in its own
+// process group, its output appended to logPath.
+func startCmd(cmd *exec.Cmd, logPath string) (*process, error) {
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("failed to open %s: %w", logPath, err)
 	}
-	cmd := exec.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	if err = cmd.Start(); err != nil {
 		_ = logFile.Close()
-		return nil, fmt.Errorf("failed to start %s: %w", name, err)
+		return nil, fmt.Errorf("failed to start %s: %w", cmd.Path, err)
 	}
+	p := &process{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
 		_ = logFile.Close()
+		close(p.done)
 	}()
-	return cmd, nil
+	return p, nil
 }
 
-func stopProcess(cmd *exec.Cmd, sig syscall.Signal) {
-	if cmd == nil || cmd.Process == nil {
+// stopProcess sends sig to p's process group and waits up to 15 s for p to
+// exit, then kills the group.
+func stopProcess(p *process, sig syscall.Signal) {
+	if p == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, sig)
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if syscall.Kill(cmd.Process.Pid, 0) != nil || (cmd.ProcessState != nil) {
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
+	_ = syscall.Kill(-p.cmd.Process.Pid, sig)
+	select {
+	case <-p.done:
+	case <-time.After(15 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
 // WaitHTTP waits until GET url answers 200.
@@ -562,7 +580,7 @@ func (s *Stack) StartSynapse(ctx context.Context) error {
 			args = []string{"-m", "synapse.app.generic_worker", "--config-path", s.Path("homeserver.yaml"), "--config-path", s.Path(p.Name + ".yaml")}
 		}
 		var err error
-		if p.cmd, err = startProcess(s.Opts.Python, s.Path(p.Log), args...); err != nil {
+		if p.proc, err = startProcess(s.Opts.Python, s.Path(p.Log), args...); err != nil {
 			return err
 		}
 		waitCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
@@ -600,8 +618,8 @@ func (s *Stack) KillRouter() { stopProcess(s.router, syscall.SIGKILL); s.router 
 func (s *Stack) Stop() {
 	s.StopRouter()
 	for i := len(s.Processes) - 1; i >= 0; i-- {
-		stopProcess(s.Processes[i].cmd, syscall.SIGTERM)
-		s.Processes[i].cmd = nil
+		stopProcess(s.Processes[i].proc, syscall.SIGTERM)
+		s.Processes[i].proc = nil
 	}
 }
 

@@ -25,7 +25,7 @@ type Postgres struct {
 	Dir  string // holds data/ and the server log, postgres.log
 	// temporary: Dir was made for this server and goes with it.
 	temporary bool
-	cmd       *exec.Cmd
+	proc      *process
 }
 
 // PostgresBinDir finds the directory of initdb and postgres: Debian keeps
@@ -138,18 +138,11 @@ func startPostgres(ctx context.Context, dir string, temporary bool) (*Postgres, 
 		// presence-router, not the database server.
 		args = append(args, "-c", "fsync=off")
 	}
-	pg.cmd = exec.Command(filepath.Join(bin, "postgres"), args...)
-	logFile, err := os.OpenFile(filepath.Join(dir, "postgres.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("failed to create the PostgreSQL log: %w", err)
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if pg.proc, err = startCmd(cmd, filepath.Join(dir, "postgres.log")); err != nil {
+		return nil, err
 	}
-	pg.cmd.Stdout, pg.cmd.Stderr = logFile, logFile
-	pg.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
-	if err = pg.cmd.Start(); err != nil {
-		_ = logFile.Close()
-		return nil, fmt.Errorf("failed to start postgres: %w", err)
-	}
-	go func() { _ = pg.cmd.Wait(); _ = logFile.Close() }()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		db, err := sql.Open("postgres", pg.URI("postgres"))
@@ -198,7 +191,7 @@ func (pg *Postgres) EnsureDatabase(ctx context.Context, name string) error {
 
 // Stop stops the server, and removes its directory if StartPostgres made it.
 func (pg *Postgres) Stop() {
-	stopProcess(pg.cmd, syscall.SIGINT) // fast shutdown
+	stopProcess(pg.proc, syscall.SIGINT) // fast shutdown
 	if pg.temporary {
 		_ = os.RemoveAll(pg.Dir)
 	}
@@ -208,7 +201,7 @@ func (pg *Postgres) Stop() {
 // nothing on disk.
 type Redis struct {
 	Port int
-	cmd  *exec.Cmd
+	proc *process
 }
 
 // StartRedis starts redis-server on a free port, logging to logPath.
@@ -221,7 +214,7 @@ func StartRedis(ctx context.Context, logPath string) (*Redis, error) {
 	if r.Port, err = FreePort(); err != nil {
 		return nil, err
 	}
-	r.cmd, err = startProcess(bin, logPath, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
+	r.proc, err = startProcess(bin, logPath, "--port", strconv.Itoa(r.Port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no")
 	if err != nil {
 		return nil, err
 	}
@@ -240,4 +233,4 @@ func StartRedis(ctx context.Context, logPath string) (*Redis, error) {
 }
 
 // Stop stops redis-server.
-func (r *Redis) Stop() { stopProcess(r.cmd, syscall.SIGTERM) }
+func (r *Redis) Stop() { stopProcess(r.proc, syscall.SIGTERM) }
