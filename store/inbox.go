@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -121,7 +120,7 @@ func (s *Store) PruneInbox(ctx context.Context, retention time.Duration) (int, e
 		if before, err := s.prunedBefore(ctx); err != nil || deleted == 0 || !cutoff.After(before) {
 			return err
 		}
-		return s.setMeta(ctx, metaPrunedBefore, strconv.FormatInt(cutoff.UnixMilli(), 10))
+		return s.setMetaTime(ctx, metaPrunedBefore, cutoff)
 	})
 	return deleted, err
 }

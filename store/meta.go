@@ -57,33 +57,35 @@ func (s *Store) PinControlRoom(ctx context.Context, room id.RoomID) error {
 // EncryptionNoticeAt returns when the bot last told the control room that
 // it cannot read encrypted messages (zero if never).
 func (s *Store) EncryptionNoticeAt(ctx context.Context) (time.Time, error) {
-	value, ok, err := s.getMeta(ctx, metaEncryptionNotice)
-	if err != nil || !ok {
-		return time.Time{}, err
-	}
-	ms, err := strconv.ParseInt(value, 10, 64)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("failed to read %s: %w", metaEncryptionNotice, err)
-	}
-	return time.UnixMilli(ms), nil
+	return s.getMetaTime(ctx, metaEncryptionNotice)
 }
 
 // SetEncryptionNoticeAt records when the bot told the control room that it
 // cannot read encrypted messages.
 func (s *Store) SetEncryptionNoticeAt(ctx context.Context, at time.Time) error {
-	return s.setMeta(ctx, metaEncryptionNotice, strconv.FormatInt(at.UnixMilli(), 10))
+	return s.setMetaTime(ctx, metaEncryptionNotice, at)
 }
 
 // prunedBefore returns the time before which the inbox no longer remembers
 // the events it processed (zero if it was never pruned).
 func (s *Store) prunedBefore(ctx context.Context) (time.Time, error) {
-	value, ok, err := s.getMeta(ctx, metaPrunedBefore)
+	return s.getMetaTime(ctx, metaPrunedBefore)
+}
+
+// getMetaTime reads a time stored as unix milliseconds (zero if unset).
+func (s *Store) getMetaTime(ctx context.Context, key string) (time.Time, error) {
+	value, ok, err := s.getMeta(ctx, key)
 	if err != nil || !ok {
 		return time.Time{}, err
 	}
 	ms, err := strconv.ParseInt(value, 10, 64)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("failed to read %s: %w", metaPrunedBefore, err)
+		return time.Time{}, fmt.Errorf("failed to read %s: %w", key, err)
 	}
 	return time.UnixMilli(ms), nil
+}
+
+// setMetaTime stores a time as unix milliseconds.
+func (s *Store) setMetaTime(ctx context.Context, key string, at time.Time) error {
+	return s.setMeta(ctx, key, strconv.FormatInt(at.UnixMilli(), 10))
 }
