@@ -7,6 +7,9 @@ VENV := .venv
 VENV_PY := $(VENV)/bin/python
 BIN := bin/presence-router
 export CGO_ENABLED := 1
+# goolm: mautrix's pure-Go Olm and Megolm (end-to-end encryption without
+# libolm). Every build and test takes it; the -tags below add it again.
+export GOFLAGS := -tags=goolm
 
 .PHONY: all build venv services test unit adapter-test e2e lint run run-workers fuzz fuzz-smoke bench bench-smoke soak clean
 
@@ -40,10 +43,10 @@ lint: $(TOOLS)/staticcheck $(TOOLS)/goimports
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	@out=$$($(TOOLS)/goimports -local github.com/presence-router/presence-router -l .); if [ -n "$$out" ]; then echo "goimports -local github.com/presence-router/presence-router would change:"; echo "$$out"; exit 1; fi
 	go vet ./...
-	go vet -tags e2e ./e2e/...
-	go vet -tags 'e2e bench' ./e2e/...
-	$(TOOLS)/staticcheck ./...
-	$(TOOLS)/staticcheck -tags e2e ./e2e/...
+	go vet -tags 'e2e goolm' ./e2e/...
+	go vet -tags 'e2e bench goolm' ./e2e/...
+	$(TOOLS)/staticcheck -tags goolm ./...
+	$(TOOLS)/staticcheck -tags 'e2e goolm' ./e2e/...
 	@cp go.mod /tmp/presence-router-go.mod.$$$$ && cp go.sum /tmp/presence-router-go.sum.$$$$ && go mod tidy && \
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod or go.sum; run it and commit"; git diff -- go.mod go.sum; \
 	    cp /tmp/presence-router-go.mod.$$$$ go.mod; cp /tmp/presence-router-go.sum.$$$$ go.sum; exit 1; fi
@@ -73,7 +76,7 @@ adapter-test: venv
 	$(VENV_PY) -m pytest -q adapter/tests
 
 e2e: build venv services
-	$(E2E_ENV) go test -tags e2e -count=1 -v -timeout 20m ./e2e/...
+	$(E2E_ENV) go test -tags 'e2e goolm' -count=1 -v -timeout 20m ./e2e/...
 
 # Everything CI runs.
 test: lint unit fuzz-smoke adapter-test bench-smoke e2e
@@ -87,7 +90,7 @@ bench: build venv
 	go test -run='^$$' -bench=ApplyOneChange -benchtime=50x ./store/
 	PR_SCALE=1 go test -count=1 -run TestScale_ListAndHistory -v ./bot/ | grep -E '^(scale:|--- |ok|FAIL|\s+\S+_test.go:)'
 	$(VENV_PY) bench/adapter_bench.py --cold $(BIN)
-	$(E2E_ENV) go test -tags 'e2e bench' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
+	$(E2E_ENV) go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 
 # A short run of the benchmarks, to keep them working.
 bench-smoke: build venv
@@ -95,12 +98,13 @@ bench-smoke: build venv
 	go run ./bench/load --quick
 	go run ./bench/scale --quick --binary $(BIN)
 	$(VENV_PY) bench/adapter_bench.py --quick --cold $(BIN)
-	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
+	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 
-# Crash safety under kill -9, repeated (SOAK_COUNT=5 runs, about 20 s each).
+# Crash safety under kill -9, repeated: on SQLite, on PostgreSQL, and with
+# encrypted commands (SOAK_COUNT=5 runs of each, about 25 s each).
 SOAK_COUNT ?= 5
 soak: build venv services
-	$(E2E_ENV) go test -tags e2e -count=$(SOAK_COUNT) -v -timeout 30m -run TestCrashSafety ./e2e/...
+	$(E2E_ENV) go test -tags 'e2e goolm' -count=$(SOAK_COUNT) -v -timeout 30m -run 'TestCrashSafety|TestEncryptedControlRoom/kill' ./e2e/...
 
 # Every fuzz target, starting from the seed corpora committed under
 # */testdata/fuzz (make fuzz FUZZTIME=5m for longer; 30 s each by default).

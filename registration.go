@@ -17,7 +17,7 @@ func registrationFor(cfg *config.Config) *appservice.Registration {
 	reg.URL = cfg.Appservice.Address
 	reg.AppToken = cfg.Appservice.ASToken
 	reg.ServerToken = cfg.Appservice.HSToken
-	reg.SenderLocalpart = cfg.Appservice.BotUsername
+	reg.SenderLocalpart = cfg.SenderLocalpart()
 	rateLimited := false
 	reg.RateLimited = &rateLimited
 	botRegex := "^" + regexp.QuoteMeta(string(cfg.BotMXID())) + "$"
@@ -44,6 +44,10 @@ func generateRegistration(configPath, regPath string) error {
 	newRouterToken := cfg.Router.TokenFile == "" && config.IsPlaceholder(cfg.Router.Token)
 	if newRouterToken {
 		secrets["router.token"] = random.String(48)
+	}
+	if config.IsPlaceholder(cfg.Encryption.PickleKey) {
+		// Kept once made: the bot's keys in the database are encrypted with it.
+		secrets["encryption.pickle_key"] = random.String(48)
 	}
 	regYAML, err := registrationFor(cfg).YAML()
 	if err != nil {

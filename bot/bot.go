@@ -60,6 +60,7 @@ type Bot struct {
 	problems    map[string]string // what an operator must know, by topic
 	authWarn    logging.Limiter   // rejected hs_tokens
 	connected   atomic.Bool
+	crypto      atomic.Pointer[botCrypto] // set once encryption is up
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -195,7 +196,7 @@ func (b *Bot) connectLoop(ctx context.Context) {
 	backoff := time.Second
 	for {
 		if !b.connected.Load() {
-			err := b.connect(ctx)
+			err := b.connect(ctx, ctx)
 			if err == nil {
 				backoff = time.Second
 				b.connected.Store(true)
@@ -222,12 +223,17 @@ func (b *Bot) connectLoop(ctx context.Context) {
 	}
 }
 
-func (b *Bot) connect(ctx context.Context) error {
+// connect connects the bot; what it starts in the background (the
+// encryption device's /sync) runs until life ends.
+func (b *Bot) connect(ctx, life context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	intent := b.as.BotIntent()
+	intent := b.intent()
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		return fmt.Errorf("failed to register bot user %s (is the registration file loaded by Synapse, and homeserver.address right?): %w", b.botID, err)
+	}
+	if err := b.startCrypto(ctx, life); err != nil {
+		return err
 	}
 	room, err := b.resolveControlRoom(ctx)
 	if err != nil {
@@ -282,7 +288,7 @@ func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 		return room, nil
 	}
 	alias := id.RoomAlias(configured)
-	resp, err := b.as.BotIntent().ResolveAlias(ctx, alias)
+	resp, err := b.intent().ResolveAlias(ctx, alias)
 	switch {
 	case err != nil && !havePin:
 		return "", fmt.Errorf("failed to resolve control room alias %s (does it exist?): %w", alias, err)
@@ -300,3 +306,9 @@ func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 	b.setControlRoom(pinned)
 	return pinned, nil
 }
+
+// intent is the bot's way of acting on the homeserver. The bot is the
+// appservice's sender user, or, with encryption on, a user of its namespace
+// (Synapse serves no /sync to the sender, and the bot's encryption device
+// needs one).
+func (b *Bot) intent() *appservice.IntentAPI { return b.as.Intent(b.botID) }

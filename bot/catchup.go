@@ -120,7 +120,7 @@ func (b *Bot) catchUp(ctx context.Context) error {
 // false). It returns the events sent between from and until, oldest first,
 // so that recovered commands keep their order.
 func (b *Bot) readTimeline(ctx context.Context, room id.RoomID, from, until time.Time) (events []json.RawMessage, complete bool, err error) {
-	cli := b.as.BotClient()
+	cli := b.intent()
 	token := ""
 	for read := 0; read < catchUpMaxEvents; {
 		resp, err := cli.Messages(ctx, room, token, "", mautrix.DirectionBackward, nil, catchUpPage)

@@ -51,7 +51,7 @@ func (b *Bot) mayCommand(ctx context.Context, sender id.UserID, cmd *Command) (b
 // not use mautrix's state store, which would keep the first answer.
 func (b *Bot) readPowerLevels(ctx context.Context, room id.RoomID) (*event.PowerLevelsEventContent, error) {
 	var pl event.PowerLevelsEventContent
-	if err := b.as.BotClient().StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
+	if err := b.intent().StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
 		return nil, fmt.Errorf("failed to read the power levels of %s: %w", room, err)
 	}
 	return &pl, nil

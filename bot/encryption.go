@@ -21,15 +21,18 @@ const EncryptionNoticeInterval = time.Hour
 // room is encrypted: it reads no encrypted message, so it must never stay
 // silent about it.
 const encryptedRoomText = "The control room is end-to-end encrypted, and this presence-router cannot read encrypted messages: " +
-	"commands sent here are not seen or applied. Create a control room without encryption (in Element: " +
-	"turn off \"Enable end-to-end encryption\" when creating the room; it cannot be turned off later), " +
-	"invite the bot, and set bot.control_room to the new room's ID."
+	"encryption.enabled is off in its config, so encrypted commands sent here are not seen or applied. " +
+	"Turn on encryption.enabled (see the README, \"Encrypted control rooms\"), or move to a room without encryption " +
+	"(set bot.control_room to its ID)."
 
 // checkRoomEncryption reports an encrypted control room, as the bot finds it
 // on joining.
 func (b *Bot) checkRoomEncryption(ctx context.Context, log *logrus.Entry) {
+	if b.crypto.Load() != nil {
+		return // it reads them
+	}
 	var content event.EncryptionEventContent
-	err := b.as.BotClient().StateEvent(ctx, b.ControlRoom(), event.StateEncryption, "", &content)
+	err := b.intent().StateEvent(ctx, b.ControlRoom(), event.StateEncryption, "", &content)
 	switch {
 	case errors.Is(err, mautrix.MNotFound):
 		b.setProblem(problemEncryption, "")
@@ -62,7 +65,7 @@ func (b *Bot) cannotDecrypt(ctx context.Context, log *logrus.Entry, evt *event.E
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: "⚠️ " + encryptedRoomText}
-	if _, err = b.as.BotIntent().SendMessageEvent(sendCtx, b.ControlRoom(), event.EventMessage, content); err != nil {
+	if _, err = b.intent().SendMessageEvent(sendCtx, b.ControlRoom(), event.EventMessage, content); err != nil {
 		log.WithError(err).Warn("Failed to post the encryption notice in the control room")
 		return
 	}

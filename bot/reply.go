@@ -70,10 +70,8 @@ func (r *reply) content() *event.MessageEventContent {
 // derived from the command's event ID, so a resend after a crash is
 // de-duplicated by the homeserver.
 func (b *Bot) sendReply(ctx context.Context, r *reply) error {
-	intent := b.as.BotIntent()
 	txn := txnPrefix(r.ReplyTo)
-	_, err := intent.SendMessageEvent(ctx, r.RoomID, event.EventMessage, r.content(), mautrix.ReqSendEvent{TransactionID: txn + "-reply"})
-	if err != nil {
+	if err := b.send(ctx, r.RoomID, event.EventMessage, r.content(), txn+"-reply"); err != nil {
 		return fmt.Errorf("failed to send reply: %w", err)
 	}
 	key := "✅"
@@ -81,10 +79,21 @@ func (b *Bot) sendReply(ctx context.Context, r *reply) error {
 		key = "❌"
 	}
 	reaction := &event.ReactionEventContent{RelatesTo: event.RelatesTo{Type: event.RelAnnotation, EventID: r.ReplyTo, Key: key}}
-	if _, err = intent.SendMessageEvent(ctx, r.RoomID, event.EventReaction, reaction, mautrix.ReqSendEvent{TransactionID: txn + "-react"}); err != nil {
+	if err := b.send(ctx, r.RoomID, event.EventReaction, reaction, txn+"-react"); err != nil {
 		return fmt.Errorf("failed to send reaction: %w", err)
 	}
 	return nil
+}
+
+// send sends an event as the bot, encrypted in an encrypted room when
+// encryption is on. txnID ("" for a fresh one) makes a resend a no-op.
+func (b *Bot) send(ctx context.Context, room id.RoomID, evtType event.Type, content any, txnID string) error {
+	evtType, content, err := b.sealed(ctx, room, evtType, content)
+	if err != nil {
+		return err
+	}
+	_, err = b.intent().SendMessageEvent(ctx, room, evtType, content, mautrix.ReqSendEvent{TransactionID: txnID})
+	return err
 }
 
 func txnPrefix(eventID id.EventID) string {

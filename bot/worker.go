@@ -81,7 +81,11 @@ func (b *Bot) processInbox(ctx context.Context) {
 func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, error) {
 	log := b.log.WithFields(logrus.Fields{"event_id": item.Event.EventID, "room_id": item.Event.RoomID, "sender": item.Event.Sender})
 	if item.Reply != nil {
-		// Applied before, but the reply was not sent yet.
+		// Applied before, but the reply was not sent yet; with encryption
+		// on, it waits for the device that encrypts it.
+		if b.cfg.Encryption.Enabled && b.crypto.Load() == nil {
+			return false, nil
+		}
 		return b.deliver(ctx, log, item)
 	}
 	var evt event.Event
@@ -104,11 +108,36 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		// Commands wait (in order) until the control room is joined.
 		return false, nil
 	}
+	var preset *reply // an answer decided before the command is read
+	wasEncrypted := false
 	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
-		if evt.RoomID == b.ControlRoom() {
+		c := b.crypto.Load()
+		switch {
+		case evt.RoomID != b.ControlRoom():
+			return true, b.store.MarkDone(ctx, item.Seq)
+		case c == nil:
 			b.cannotDecrypt(ctx, log, &evt)
+			return true, b.store.MarkDone(ctx, item.Seq)
+		case evt.Type == event.StateEncryption:
+			log.Info("Encryption was turned on in the control room; replies are encrypted from now on")
+			return true, b.store.MarkDone(ctx, item.Seq)
 		}
-		return true, b.store.MarkDone(ctx, item.Seq)
+		decrypted, err := c.decrypt(ctx, log, &evt)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, ctx.Err()
+			}
+			log.WithError(err).Warn("Could not decrypt a message in the control room")
+			preset = failure(fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", DecryptWait), resultInvalid)
+		} else {
+			evt, wasEncrypted = *decrypted, true
+			if evt.Content.Parsed == nil {
+				_ = evt.Content.ParseRaw(evt.Type)
+			}
+		}
+	}
+	if preset != nil {
+		return b.answer(ctx, log, item, &evt, func(context.Context) (*reply, *store.Change, error) { return preset, nil, nil })
 	}
 	msg := evt.Content.AsMessage()
 	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
@@ -123,21 +152,34 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	if cmd == nil && parseErr == nil {
 		return true, b.store.MarkDone(ctx, item.Seq)
 	}
+	distrust, err := b.distrust(ctx, &evt, wasEncrypted)
+	if err != nil {
+		return false, err
+	}
 	allowed, why := b.mayCommand(ctx, evt.Sender, cmd)
+	return b.answer(ctx, log, item, &evt, func(ctx context.Context) (*reply, *store.Change, error) {
+		switch {
+		case distrust != "":
+			return failure(distrust, resultRefused), nil, nil
+		case parseErr != nil:
+			return failure(parseErr.Error(), resultInvalid), nil, nil
+		case !allowed:
+			return failure(why, resultRefused), nil, nil
+		}
+		return b.execute(ctx, &evt, cmd)
+	})
+}
+
+// answer decides a command's reply (and change) with decide, inside one
+// store transaction that also marks the item applied, then applies the
+// change to the router and delivers the reply.
+func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event, decide func(context.Context) (*reply, *store.Change, error)) (bool, error) {
 	var rep *reply
 	var change *store.Change
 	err := b.store.InTxn(ctx, func(ctx context.Context) error {
 		var err error
-		switch {
-		case parseErr != nil:
-			rep = failure(parseErr.Error(), resultInvalid)
-		case !allowed:
-			rep = failure(why, resultRefused)
-		default:
-			rep, change, err = b.execute(ctx, &evt, cmd)
-			if err != nil {
-				return err
-			}
+		if rep, change, err = decide(ctx); err != nil {
+			return err
 		}
 		rep.RoomID, rep.ReplyTo, rep.Sender = evt.RoomID, evt.ID, evt.Sender
 		data, err := json.Marshal(rep)
@@ -179,7 +221,7 @@ func (b *Bot) deliver(ctx context.Context, log *logrus.Entry, item store.InboxIt
 // control room.
 func (b *Bot) handleMembership(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event) error {
 	member := evt.Content.AsMember()
-	intent := b.as.BotIntent()
+	intent := b.intent()
 	switch member.Membership {
 	case event.MembershipInvite:
 		control := b.ControlRoom()

@@ -30,6 +30,38 @@ type Config struct {
 	Database   Database   `yaml:"database"`
 	Logging    Logging    `yaml:"logging"`
 	Metrics    Metrics    `yaml:"metrics"`
+	Encryption Encryption `yaml:"encryption"`
+}
+
+// Encryption configures end-to-end encryption in the control room.
+type Encryption struct {
+	Enabled bool `yaml:"enabled"`
+	// PickleKey encrypts the bot's keys in the database; -g generates it.
+	PickleKey string `yaml:"pickle_key"`
+	// VerificationLevel is the least trust a command's sending device
+	// needs in an encrypted control room (VerificationLevels).
+	VerificationLevel string `yaml:"verification_level"`
+}
+
+// VerificationLevels are encryption.verification_level's values, from the
+// least trust to the most: any device; a device signed by its owner's
+// cross-signing key, whichever it is; signed by the owner's key first seen
+// (trust on first use, the default); signed by an owner's key the bot has
+// verified; a device the bot has verified itself.
+var VerificationLevels = []id.TrustState{id.TrustStateUnset, id.TrustStateCrossSignedUntrusted, id.TrustStateCrossSignedTOFU, id.TrustStateCrossSignedVerified, id.TrustStateVerified}
+
+// MinTrust is the trust encryption.verification_level names.
+func (e Encryption) MinTrust() (id.TrustState, error) {
+	for _, level := range VerificationLevels {
+		if e.VerificationLevel == level.String() {
+			return level, nil
+		}
+	}
+	names := make([]string, len(VerificationLevels))
+	for i, level := range VerificationLevels {
+		names[i] = level.String()
+	}
+	return 0, fmt.Errorf("%q is not one of %s", e.VerificationLevel, strings.Join(names, ", "))
 }
 
 // Homeserver says where the homeserver is.
@@ -108,10 +140,11 @@ func Default() Config {
 			ID:          "presence-router",
 			BotUsername: "presence",
 		},
-		Bot:      Bot{CommandPrefix: "!presence"},
-		Database: Database{Type: DatabaseSQLite, Path: "presence-router.db"},
-		Logging:  Logging{Level: "info", Format: "text"},
-		Metrics:  Metrics{Listen: "127.0.0.1:9330"},
+		Bot:        Bot{CommandPrefix: "!presence"},
+		Database:   Database{Type: DatabaseSQLite, Path: "presence-router.db"},
+		Logging:    Logging{Level: "info", Format: "text"},
+		Metrics:    Metrics{Listen: "127.0.0.1:9330"},
+		Encryption: Encryption{VerificationLevel: id.TrustStateCrossSignedTOFU.String()},
 	}
 }
 
@@ -256,6 +289,12 @@ func (c *Config) validate(secrets bool) error {
 			return keyErr("metrics.listen", "must be host:port: %v", err)
 		}
 	}
+	if _, err := c.Encryption.MinTrust(); err != nil {
+		return keyErr("encryption.verification_level", "%v", err)
+	}
+	if secrets && c.Encryption.Enabled && IsPlaceholder(c.Encryption.PickleKey) {
+		return keyErr("encryption.pickle_key", "is a placeholder: run presence-router -c CONFIG -g -r registration.yaml to generate it (it encrypts the bot's keys in the database; keep it with the database)")
+	}
 	return nil
 }
 
@@ -268,6 +307,17 @@ func checkURL(raw string) error {
 		return fmt.Errorf("%q must be an http:// or https:// URL", raw)
 	}
 	return nil
+}
+
+// SenderLocalpart is the appservice's sender user: the bot itself, or,
+// with encryption on, a user of its own that never acts (Synapse serves no
+// /sync to an appservice's sender, and the bot's encryption device needs
+// one).
+func (c *Config) SenderLocalpart() string {
+	if c.Encryption.Enabled {
+		return c.Appservice.BotUsername + "-appservice"
+	}
+	return c.Appservice.BotUsername
 }
 
 // BotMXID returns the bot's user ID.

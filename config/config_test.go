@@ -50,6 +50,8 @@ func TestValidate_NamesTheBrokenKey(t *testing.T) {
 		{"bad log format", func(c *Config) { c.Logging.Format = "xml" }, "logging.format"},
 		{"empty database path", func(c *Config) { c.Database.Path = "" }, "database.path"},
 		{"unknown database type", func(c *Config) { c.Database.Type = "mysql" }, "database.type"},
+		{"encryption on with a placeholder pickle key", func(c *Config) { c.Encryption.Enabled, c.Encryption.PickleKey = true, Placeholder }, "encryption.pickle_key"},
+		{"unknown verification level", func(c *Config) { c.Encryption.VerificationLevel = "trusted" }, "encryption.verification_level"},
 		{"postgres without a URI", func(c *Config) { c.Database.Type = DatabasePostgres }, "database.uri"},
 		{"postgres with a file path for URI", func(c *Config) { c.Database.Type, c.Database.URI = DatabasePostgres, "/var/lib/pr.db" }, "database.uri"},
 		{"postgres URI of another scheme", func(c *Config) {
@@ -162,5 +164,32 @@ func TestWriteSecretFile_ReplacingASymlinkDoesNotWriteItsTarget(t *testing.T) {
 	}
 	if data, _ := os.ReadFile(victim); string(data) != "untouched" {
 		t.Errorf("the symlink's target was written: %q", data)
+	}
+}
+
+func TestEncryption_VerificationLevelsInOrderOfTrust(t *testing.T) {
+	for i, level := range VerificationLevels {
+		got, err := Encryption{VerificationLevel: level.String()}.MinTrust()
+		if err != nil || got != level {
+			t.Errorf("%q = %v, %v", level.String(), got, err)
+		}
+		if i > 0 && level <= VerificationLevels[i-1] {
+			t.Errorf("%s is listed after %s but is not more trust", level, VerificationLevels[i-1])
+		}
+	}
+	if got, _ := Default().Encryption.MinTrust(); got.String() != "cross-signed-tofu" {
+		t.Errorf("the default verification level is %s, want cross-signed-tofu", got)
+	}
+}
+
+func TestSenderLocalpart_IsNotTheBotWithEncryption(t *testing.T) {
+	cfg := Default()
+	cfg.Appservice.BotUsername = "presence"
+	if got := cfg.SenderLocalpart(); got != "presence" {
+		t.Errorf("without encryption the sender is %q, want the bot", got)
+	}
+	cfg.Encryption.Enabled = true
+	if got := cfg.SenderLocalpart(); got == "presence" {
+		t.Error("with encryption the bot is the appservice's sender, which Synapse serves no /sync")
 	}
 }

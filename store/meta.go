@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,6 +17,7 @@ const (
 	metaControlRoom      = "control_room"
 	metaPrunedBefore     = "inbox_pruned_before"
 	metaEncryptionNotice = "encryption_notice_at"
+	metaCryptoDevice     = "crypto_device"
 )
 
 const (
@@ -88,4 +90,32 @@ func (s *Store) getMetaTime(ctx context.Context, key string) (time.Time, error) 
 // setMetaTime stores a time as unix milliseconds.
 func (s *Store) setMetaTime(ctx context.Context, key string, at time.Time) error {
 	return s.setMeta(ctx, key, strconv.FormatInt(at.UnixMilli(), 10))
+}
+
+// CryptoDevice is the bot's encryption device and its access token.
+type CryptoDevice struct {
+	DeviceID    id.DeviceID `json:"device_id"`
+	AccessToken string      `json:"access_token"`
+}
+
+// CryptoDevice returns the bot's encryption device (ok is false before the
+// first login).
+func (s *Store) CryptoDevice(ctx context.Context) (device CryptoDevice, ok bool, err error) {
+	value, ok, err := s.getMeta(ctx, metaCryptoDevice)
+	if err != nil || !ok {
+		return device, ok, err
+	}
+	if err = json.Unmarshal([]byte(value), &device); err != nil {
+		return device, false, fmt.Errorf("failed to read %s: %w", metaCryptoDevice, err)
+	}
+	return device, true, nil
+}
+
+// SetCryptoDevice stores the bot's encryption device.
+func (s *Store) SetCryptoDevice(ctx context.Context, device CryptoDevice) error {
+	data, err := json.Marshal(device)
+	if err != nil {
+		return fmt.Errorf("failed to encode %s: %w", metaCryptoDevice, err)
+	}
+	return s.setMeta(ctx, metaCryptoDevice, string(data))
 }

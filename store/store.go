@@ -183,3 +183,7 @@ func isBusy(err error) bool {
 	}
 	return strings.Contains(err.Error(), "database is locked")
 }
+
+// DB is the database, for the tables of mautrix's crypto and state stores
+// (each migrated with its own version table).
+func (s *Store) DB() *dbutil.Database { return s.db }

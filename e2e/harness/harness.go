@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -70,6 +71,10 @@ type Options struct {
 	// Postgres, when set, holds presence-router's database (its own,
 	// presence_router), and with Workers Synapse's too.
 	Postgres *Postgres
+	// Encryption turns on presence-router's end-to-end encryption, with
+	// encryption.verification_level VerificationLevel ("" for the default).
+	Encryption        bool
+	VerificationLevel string
 }
 
 // Synapse's processes in the worker deployment: the presence writer
@@ -245,6 +250,34 @@ func (s *Stack) Process(name string) *Process {
 	return nil
 }
 
+// routerEncryption is the encryption section of presence-router's config
+// (the pickle key made by -g).
+func (s *Stack) routerEncryption() string {
+	if !s.Opts.Encryption {
+		return ""
+	}
+	level := s.Opts.VerificationLevel
+	if level == "" {
+		level = "cross-signed-tofu"
+	}
+	return fmt.Sprintf("encryption:\n  enabled: true\n  pickle_key: generate-with-g\n  verification_level: %s\n", level)
+}
+
+// SetVerificationLevel rewrites encryption.verification_level in
+// presence-router's config; it counts from the next start.
+func (s *Stack) SetVerificationLevel(level string) error {
+	path := s.Path("config.yaml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", path, err)
+	}
+	re := regexp.MustCompile(`(?m)^(\s*verification_level:).*$`)
+	if !re.Match(data) {
+		return fmt.Errorf("%s has no verification_level", path)
+	}
+	return os.WriteFile(path, re.ReplaceAll(data, []byte("${1} "+level)), 0o600)
+}
+
 // routerDatabase is the database section of presence-router's config.
 func (s *Stack) routerDatabase() string {
 	if s.Opts.Postgres != nil {
@@ -289,7 +322,7 @@ database:
 metrics:
   enabled: true
   listen: 127.0.0.1:%d
-`, s.SynapseURL, s.Opts.ServerName, s.RouterURL, s.Opts.RouterPort, s.Opts.ServerName, admins.String(), tokenFile, s.routerDatabase(), s.Opts.MetricsPort)
+%s`, s.SynapseURL, s.Opts.ServerName, s.RouterURL, s.Opts.RouterPort, s.Opts.ServerName, admins.String(), tokenFile, s.routerDatabase(), s.Opts.MetricsPort, s.routerEncryption())
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
@@ -652,12 +685,12 @@ func (s *Stack) User(ctx context.Context, localpart, password string) (*mautrix.
 		if lerr != nil {
 			return nil, fmt.Errorf("failed to log in %s: %w", localpart, lerr)
 		}
-		cli.UserID, cli.AccessToken = login.UserID, login.AccessToken
+		cli.UserID, cli.AccessToken, cli.DeviceID = login.UserID, login.AccessToken, login.DeviceID
 		return cli, nil
 	} else if err != nil {
 		return nil, fmt.Errorf("failed to register %s: %w", localpart, err)
 	}
-	cli.UserID, cli.AccessToken = resp.UserID, resp.AccessToken
+	cli.UserID, cli.AccessToken, cli.DeviceID = resp.UserID, resp.AccessToken, resp.DeviceID
 	return cli, nil
 }
 
