@@ -15,6 +15,7 @@ import (
 
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/crypto/olm"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -244,22 +245,67 @@ func TestEncryptedControlRoom(t *testing.T) {
 	})
 
 	t.Run("with verification_level unverified the same device is obeyed", func(t *testing.T) {
-		e.stack.StopRouter()
-		if err := e.stack.SetVerificationLevel("unverified"); err != nil {
-			t.Fatal(err)
-		}
-		if err := e.stack.StartRouter(e.ctx); err != nil {
-			t.Fatal(err)
-		}
+		restartWithLevel(t, e, "unverified")
 		r := admin.waitReply(t, bot, unverified.send(t, room, "!presence always-send add @unverified:localhost"))
 		if r.Reaction != "✅" {
 			t.Fatalf("reply = %+v", r)
 		}
 	})
 
+	t.Run("with verification_level cross-signed-verified the admin's first-seen device is refused", func(t *testing.T) {
+		restartWithLevel(t, e, "cross-signed-verified")
+		r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @raised:localhost"))
+		if r.Reaction != "❌" || !strings.Contains(r.Body, "cross-signed-tofu") {
+			t.Fatalf("reply = %+v", r)
+		}
+		restartWithLevel(t, e, "cross-signed-tofu")
+	})
+
 	t.Run("kill -9 during a stream of encrypted commands applies each exactly once", func(t *testing.T) {
 		encryptedCrashScenario(t, e, admin, room, 60)
 	})
+
+	t.Run("a command whose keys never arrive is answered could not decrypt after the documented wait", func(t *testing.T) {
+		// A well-formed message of a Megolm session whose keys nobody shares.
+		session, err := olm.NewOutboundGroupSession()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ciphertext, err := session.Encrypt([]byte(`{"type":"m.room.message","room_id":"` + string(room) + `","content":{"msgtype":"m.text","body":"!presence status"}}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		sent, err := plainAdmin.SendMessageEvent(e.ctx, room, event.EventEncrypted, map[string]any{
+			"algorithm": id.AlgorithmMegolmV1, "ciphertext": string(ciphertext), "device_id": admin.cli.DeviceID,
+			"sender_key": admin.helper.Machine().OwnIdentity().IdentityKey, "session_id": session.ID(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := admin.waitReply(t, bot, sent.EventID)
+		waited := time.Since(start)
+		if r.Reaction != "❌" || !strings.Contains(r.Body, "Could not decrypt") {
+			t.Fatalf("reply = %+v", r)
+		}
+		if waited < 30*time.Second {
+			t.Errorf("answered after %s, before the documented 30 s wait", waited.Round(time.Millisecond))
+		}
+		t.Logf("answered %q after %s", r.Body, waited.Round(time.Millisecond))
+	})
+}
+
+// restartWithLevel restarts presence-router with another
+// encryption.verification_level.
+func restartWithLevel(t *testing.T, e *env, level string) {
+	t.Helper()
+	e.stack.StopRouter()
+	if err := e.stack.SetVerificationLevel(level); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.stack.StartRouter(e.ctx); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // encryptedCrashScenario sends n encrypted commands while presence-router
