@@ -29,19 +29,22 @@ func TestCrashSafety(t *testing.T) {
 	})
 }
 
-func crashScenario(t *testing.T, e *env) {
-	const commands = 200
-	sent := make(chan id.EventID, commands)
+// sendWhileKilling sends n commands with send, spaced by gap, while
+// presence-router is killed with SIGKILL three times at random moments
+// (and started again each time); it returns the commands' event IDs.
+func sendWhileKilling(t *testing.T, e *env, n int, gap time.Duration, send func(i int) (id.EventID, error)) []id.EventID {
+	t.Helper()
+	sent := make(chan id.EventID, n)
 	go func() {
 		defer close(sent)
-		for i := range commands {
-			resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost", i))
+		for i := range n {
+			evt, err := send(i)
 			if err != nil {
 				t.Errorf("send %d: %v", i, err)
 				return
 			}
-			sent <- resp.EventID
-			time.Sleep(10 * time.Millisecond)
+			sent <- evt
+			time.Sleep(gap)
 		}
 	}()
 	for kill := range 3 {
@@ -56,9 +59,21 @@ func crashScenario(t *testing.T, e *env) {
 	for evt := range sent {
 		eventIDs = append(eventIDs, evt)
 	}
-	if len(eventIDs) != commands {
+	if len(eventIDs) != n {
 		t.Fatalf("only %d commands were sent", len(eventIDs))
 	}
+	return eventIDs
+}
+
+func crashScenario(t *testing.T, e *env) {
+	const commands = 200
+	eventIDs := sendWhileKilling(t, e, commands, 10*time.Millisecond, func(i int) (id.EventID, error) {
+		resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost", i))
+		if err != nil {
+			return "", err
+		}
+		return resp.EventID, nil
+	})
 	// Synapse retries what it could not deliver; wait for all to apply.
 	deadline := time.Now().Add(90 * time.Second)
 	var applied int

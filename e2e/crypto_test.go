@@ -6,7 +6,6 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"math/rand/v2"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -312,34 +311,13 @@ func restartWithLevel(t *testing.T, e *env, level string) {
 // is killed with SIGKILL three times, then checks that each was applied
 // exactly once and answered.
 func encryptedCrashScenario(t *testing.T, e *env, admin *cryptoUser, room id.RoomID, n int) {
-	sent := make(chan id.EventID, n)
-	go func() {
-		defer close(sent)
-		for i := range n {
-			resp, err := admin.cli.SendText(context.Background(), room, fmt.Sprintf("!presence always-send add @enc%03d:localhost", i))
-			if err != nil {
-				t.Errorf("send %d: %v", i, err)
-				return
-			}
-			sent <- resp.EventID
-			time.Sleep(20 * time.Millisecond)
+	eventIDs := sendWhileKilling(t, e, n, 20*time.Millisecond, func(i int) (id.EventID, error) {
+		resp, err := admin.cli.SendText(context.Background(), room, fmt.Sprintf("!presence always-send add @enc%03d:localhost", i))
+		if err != nil {
+			return "", err
 		}
-	}()
-	for kill := range 3 {
-		time.Sleep(time.Duration(300+rand.IntN(500)) * time.Millisecond)
-		e.stack.KillRouter()
-		t.Logf("kill -9 number %d", kill+1)
-		if err := e.stack.StartRouter(e.ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var eventIDs []id.EventID
-	for evt := range sent {
-		eventIDs = append(eventIDs, evt)
-	}
-	if len(eventIDs) != n {
-		t.Fatalf("only %d commands were sent", len(eventIDs))
-	}
+		return resp.EventID, nil
+	})
 	for _, evt := range eventIDs[len(eventIDs)-3:] {
 		if r := admin.waitReply(t, e.stack.BotID(), evt); r.Reaction != "✅" {
 			t.Errorf("command %s: reply %+v", evt, r)
