@@ -104,7 +104,7 @@ bench-smoke: build venv
 # encrypted commands (SOAK_COUNT=5 runs of each, about 25 s each).
 SOAK_COUNT ?= 5
 soak: build venv services
-	$(E2E_ENV) go test -tags 'e2e goolm' -count=$(SOAK_COUNT) -v -timeout 30m -run 'TestCrashSafety|TestEncryptedControlRoom$$/kill' ./e2e/...
+	$(E2E_ENV) go test -tags 'e2e goolm' -count=$(SOAK_COUNT) -v -timeout 30m -run 'TestCrashSafety|TestEncryptedControlRoom$$/.*/kill' ./e2e/...
 
 # Every fuzz target, starting from the seed corpora committed under
 # */testdata/fuzz (make fuzz FUZZTIME=5m for longer; 30 s each by default).

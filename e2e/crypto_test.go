@@ -138,7 +138,17 @@ func (u *cryptoUser) send(t *testing.T, room id.RoomID, text string) id.EventID 
 // initial state). Commands are decrypted and applied, replies and
 // reactions come back encrypted, and the trust policy holds.
 func TestEncryptedControlRoom(t *testing.T) {
-	e := newEnvWith(t, harness.Options{Admins: []string{"admin"}, Encryption: true})
+	t.Run("sqlite", func(t *testing.T) { encryptedRoomScenario(t, false) })
+	// The crypto and state stores live in presence-router's database.
+	t.Run("postgres", func(t *testing.T) { encryptedRoomScenario(t, true) })
+}
+
+func encryptedRoomScenario(t *testing.T, onPostgres bool) {
+	opts := harness.Options{Admins: []string{"admin"}, Encryption: true}
+	if onPostgres {
+		opts.Postgres = startPostgres(t)
+	}
+	e := newEnvWith(t, opts)
 	if err := e.stack.StartSynapse(e.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -265,6 +275,9 @@ func TestEncryptedControlRoom(t *testing.T) {
 	})
 
 	t.Run("a command whose keys never arrive is answered could not decrypt after the documented wait", func(t *testing.T) {
+		if onPostgres {
+			t.Skip("waits 30 s; once, on SQLite, is enough")
+		}
 		// A well-formed message of a Megolm session whose keys nobody shares.
 		session, err := olm.NewOutboundGroupSession()
 		if err != nil {
