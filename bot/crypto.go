@@ -93,14 +93,15 @@ func (b *Bot) startCrypto(ctx, life context.Context) error {
 		c.once.Do(func() { close(c.synced) })
 		return true
 	})
+	loop, stop := context.WithCancel(life)
 	b.done.Add(1)
 	go func() {
 		defer b.done.Done()
-		for life.Err() == nil {
-			if err := cli.SyncWithContext(life); err != nil && life.Err() == nil {
+		for loop.Err() == nil {
+			if err := cli.SyncWithContext(loop); err != nil && loop.Err() == nil {
 				b.log.WithError(err).Warn("The encryption device's /sync stopped; restarting it")
 				select {
-				case <-life.Done():
+				case <-loop.Done():
 				case <-time.After(5 * time.Second):
 				}
 			}
@@ -109,8 +110,10 @@ func (b *Bot) startCrypto(ctx, life context.Context) error {
 	select {
 	case <-c.synced:
 	case <-ctx.Done():
+		stop() // the next try starts another
 		return fmt.Errorf("failed to sync the encryption device: %w", ctx.Err())
 	}
+	_ = stop // the loop runs until life ends
 	b.crypto.Store(c)
 	b.log.WithFields(logrus.Fields{"device_id": cli.DeviceID, "verification_level": minTrust.String()}).Info("End-to-end encryption is on")
 	return nil

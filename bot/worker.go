@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 
 	"github.com/presence-router/presence-router/router"
@@ -128,7 +129,11 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 				return false, ctx.Err()
 			}
 			log.WithError(err).Warn("Could not decrypt a message in the control room")
-			preset = failure(fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", DecryptWait), resultInvalid)
+			text := fmt.Sprintf("Could not decrypt this message: %s.", code(err.Error()))
+			if errors.Is(err, crypto.ErrNoSessionFound) {
+				text = fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", DecryptWait)
+			}
+			preset = failure(text, resultInvalid)
 		} else {
 			evt, wasEncrypted = *decrypted, true
 			if evt.Content.Parsed == nil {
