@@ -35,7 +35,8 @@ func BenchmarkEngine_UsersForStates(b *testing.B) {
 			}
 			b.Run(fmt.Sprintf("always=%d/states=%d", nAlways, nStates), func(b *testing.B) {
 				for b.Loop() {
-					e.usersForStatesJSON(batch)
+					var routes [2]RouteJSON
+					e.usersForStatesJSON(batch, &routes)
 				}
 			})
 		}

@@ -351,19 +351,20 @@ type RouteJSON struct {
 	Indices       []int
 }
 
-// usersForStatesJSON routes a batch of states for the routing API: the
-// version and the routes (none when there are no always-send users, and
-// then nothing is routed). Every always-send user is in one route, with no
+// usersForStatesJSON routes a batch of states for the routing API: it
+// returns the version and fills the first n of routes, the caller's array
+// (none when there are no always-send users, and then nothing is routed;
+// the hot path allocates and copies nothing for them). Every always-send user is in one route, with no
 // states when nothing is routed to them, because Synapse indexes the
 // answer by each of them on their /sync. Usually there is one route; when
 // remote states are routed and some always-send users are on other
 // servers, those get a second route with the local states only
 // (routeRemote).
-func (e *Engine) usersForStatesJSON(states []State) (version int64, routes []RouteJSON) {
+func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (version int64, n int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
 	if len(e.alwaysSend) == 0 {
-		return e.version, nil
+		return e.version, 0
 	}
 	indices := make([]int, 0, len(states))
 	remoteRouted := false
@@ -374,26 +375,28 @@ func (e *Engine) usersForStatesJSON(states []State) (version int64, routes []Rou
 		}
 	}
 	if !remoteRouted {
-		return e.version, []RouteJSON{{Users: e.alwaysSendJSON, AllRecipients: true, Indices: indices}}
+		routes[0] = RouteJSON{Users: e.alwaysSendJSON, AllRecipients: true, Indices: indices}
+		return e.version, 1
 	}
-	return e.version, e.routeRemote(states, indices)
+	return e.version, e.routeRemote(states, indices, routes)
 }
 
 // routeRemote splits the routed states' indices between the local
 // always-send users (all of them) and those on other servers (the local
 // users' states only). The caller holds the lock.
-func (e *Engine) routeRemote(states []State, indices []int) []RouteJSON {
+func (e *Engine) routeRemote(states []State, indices []int, routes *[2]RouteJSON) int {
 	local := make([]int, 0, len(indices))
 	for _, i := range indices {
 		if e.reachesRemote(states[i].UserID) {
 			local = append(local, i)
 		}
 	}
-	routes := []RouteJSON{{Users: e.remoteAlwaysSendJSON, Indices: local}}
-	if string(e.localAlwaysSendJSON) != "[]" {
-		routes = append(routes, RouteJSON{Users: e.localAlwaysSendJSON, Indices: indices})
+	routes[0] = RouteJSON{Users: e.remoteAlwaysSendJSON, Indices: local}
+	if string(e.localAlwaysSendJSON) == "[]" {
+		return 1
 	}
-	return routes
+	routes[1] = RouteJSON{Users: e.localAlwaysSendJSON, Indices: indices}
+	return 2
 }
 
 // InterestedUsers says whether user receives everyone's presence beyond

@@ -208,13 +208,14 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		mautrix.RespError{ErrCode: errcode, Err: msg, StatusCode: http.StatusBadRequest}.Write(w)
 		return
 	}
-	version, routes := h.engine.usersForStatesJSON(states)
+	var routes [2]RouteJSON
+	version, n := h.engine.usersForStatesJSON(states, &routes)
 	buf.Reset() // the states hold their own strings; the buffer now carries the answer
 	var num [20]byte
 	buf.WriteString(`{"version":`)
 	buf.Write(strconv.AppendInt(num[:0], version, 10))
 	buf.WriteString(`,"routes":[`)
-	for r, route := range routes {
+	for r, route := range routes[:n] {
 		buf.Grow(32 + len(route.Users) + 8*len(route.Indices))
 		if r > 0 {
 			buf.WriteByte(',')
