@@ -201,17 +201,11 @@ func (b *Bot) roomEncrypted(ctx context.Context, c *botCrypto, room id.RoomID) (
 	if encrypted, err := states.IsEncrypted(ctx, room); err == nil && encrypted {
 		return true, nil
 	}
-	var content event.EncryptionEventContent
-	err := b.intent().StateEvent(ctx, room, event.StateEncryption, "", &content)
-	if errors.Is(err, mautrix.MNotFound) {
-		return false, nil
-	} else if err != nil {
-		return false, fmt.Errorf("failed to read whether %s is encrypted: %w", room, err)
+	content, err := b.readRoomEncryption(ctx, room)
+	if err != nil || content == nil {
+		return false, err
 	}
-	if content.Algorithm == "" {
-		return false, nil
-	}
-	if err = states.SetEncryptionEvent(ctx, room, &content); err != nil {
+	if err = states.SetEncryptionEvent(ctx, room, content); err != nil {
 		return true, fmt.Errorf("failed to remember that %s is encrypted: %w", room, err)
 	}
 	return true, nil

@@ -3,11 +3,13 @@ package bot
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 )
 
 // problemEncryption is the problem topic of an encrypted control room.
@@ -31,16 +33,31 @@ func (b *Bot) checkRoomEncryption(ctx context.Context, log *logrus.Entry) {
 	if b.crypto.Load() != nil {
 		return // it reads them
 	}
-	var content event.EncryptionEventContent
-	err := b.intent().StateEvent(ctx, b.ControlRoom(), event.StateEncryption, "", &content)
+	content, err := b.readRoomEncryption(ctx, b.ControlRoom())
 	switch {
-	case errors.Is(err, mautrix.MNotFound):
-		b.setProblem(problemEncryption, "")
 	case err != nil:
 		log.WithError(err).Warn("Failed to read whether the control room is encrypted")
-	case content.Algorithm != "":
+	case content == nil:
+		b.setProblem(problemEncryption, "")
+	default:
 		b.cannotDecrypt(ctx, log, nil)
 	}
+}
+
+// readRoomEncryption reads a room's m.room.encryption state from the
+// homeserver: nil when the room is not encrypted.
+func (b *Bot) readRoomEncryption(ctx context.Context, room id.RoomID) (*event.EncryptionEventContent, error) {
+	var content event.EncryptionEventContent
+	err := b.intent().StateEvent(ctx, room, event.StateEncryption, "", &content)
+	if errors.Is(err, mautrix.MNotFound) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("failed to read whether %s is encrypted: %w", room, err)
+	}
+	if content.Algorithm == "" {
+		return nil, nil
+	}
+	return &content, nil
 }
 
 // cannotDecrypt reports that the control room is encrypted (evt is what
