@@ -32,6 +32,7 @@ import (
 	"github.com/presence-router/presence-router/importer"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -246,7 +247,7 @@ func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, e
 }
 
 func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken string) error {
-	rules, err := a.store.LoadRules(ctx)
+	snap, err := a.store.LoadRules(ctx)
 	if err != nil {
 		return err
 	}
@@ -254,12 +255,12 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 	if err != nil {
 		return err
 	}
-	feed := make([]router.Update, len(history))
+	feed := make([]rules.Update, len(history))
 	for i := range history {
-		feed[i] = router.UpdateOf(&history[i])
+		feed[i] = history[i].Update()
 	}
-	a.engine = router.NewEngine(a.cfg.Homeserver.Domain, rules.Version, rules.AlwaysSend, rules.Blacklist, feed)
-	a.log.WithFields(logrus.Fields{"version": rules.Version, "always_send": len(rules.AlwaysSend), "blacklist": len(rules.Blacklist)}).Info("Loaded rules")
+	a.engine = router.NewEngine(a.cfg.Homeserver.Domain, snap.Version, snap.AlwaysSend, snap.Blacklist, feed)
+	a.log.WithFields(logrus.Fields{"version": snap.Version, "always_send": len(snap.AlwaysSend), "blacklist": len(snap.Blacklist)}).Info("Loaded rules")
 
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -341,8 +342,8 @@ func (a *app) start() error {
 	a.bot.Start()
 	var watchCtx context.Context
 	watchCtx, a.stopWatch = context.WithCancel(context.Background())
-	go a.store.Watch(watchCtx, 2*time.Second, a.engine.Version, func(c store.Change) {
-		a.engine.Apply(router.UpdateOf(&c))
+	go a.store.Watch(watchCtx, 2*time.Second, a.engine.Version, func(c rules.Change) {
+		a.engine.Apply(c.Update())
 		a.log.WithField("version", c.Version).Info("Applied a change committed by another process")
 	}, func(err error) {
 		a.log.WithError(err).Warn("Failed to check the database for new changes")

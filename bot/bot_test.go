@@ -24,6 +24,7 @@ import (
 
 	"github.com/presence-router/presence-router/config"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -426,15 +427,15 @@ func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := newTestBot(t, "", nil)
-			m := store.Mutation{Sender: testAdmin}
+			m := rules.Mutation{Sender: testAdmin}
 			for i := 0; i < 10000; i++ {
-				m.Entries = append(m.Entries, store.Entry{List: store.AlwaysSend, UserID: id.UserID(fmt.Sprintf(tt.format, i)), Action: store.Add})
+				m.Entries = append(m.Entries, rules.Entry{List: rules.AlwaysSend, UserID: id.UserID(fmt.Sprintf(tt.format, i)), Action: rules.Add})
 			}
 			res, err := tb.store.Apply(context.Background(), m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			tb.engine.Apply(router.UpdateOf(res.Change))
+			tb.engine.Apply(res.Change.Update())
 			tb.deliver(t, "t", hsToken, message("$list", testAdmin, "!presence always-send list"))
 			reply := tb.replies(t, 1)[0]
 			if reply.Size >= 65536 {

@@ -9,7 +9,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/userid"
 )
 
@@ -40,7 +40,7 @@ const (
 // Command is a parsed, validated chat command.
 type Command struct {
 	Verb      Verb
-	List      store.List  // add, remove, list
+	List      rules.List  // add, remove, list
 	Users     []id.UserID // add, remove (deduplicated, in order); explain (one)
 	Reason    string      // add, remove (optional free text, sanitized and cut to MaxReasonRunes)
 	ReasonCut bool        // the reason was longer and was cut
@@ -86,9 +86,9 @@ func (e *ParseError) Error() string {
 }
 
 // listAliases are the ways a list may be typed.
-var listAliases = map[string]store.List{
-	"always-send": store.AlwaysSend, "always_send": store.AlwaysSend, "alwayssend": store.AlwaysSend,
-	"blacklist": store.Blacklist, "black-list": store.Blacklist,
+var listAliases = map[string]rules.List{
+	"always-send": rules.AlwaysSend, "always_send": rules.AlwaysSend, "alwayssend": rules.AlwaysSend,
+	"blacklist": rules.Blacklist, "black-list": rules.Blacklist,
 }
 
 // token is a word of the command with its offset in the text.

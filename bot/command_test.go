@@ -8,7 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 
 	"github.com/presence-router/presence-router/userid"
 )
@@ -32,26 +32,26 @@ func TestParseCommand(t *testing.T) {
 		{"help topic", "!presence help always-send", "", &Command{Verb: VerbHelp, Topic: "always-send"}, "", 0},
 		{"help topic alias", "!presence help always_send", "", &Command{Verb: VerbHelp, Topic: "always-send"}, "", 0},
 		{"help unknown topic", "!presence help nope", "", nil, "No help topic", 0},
-		{"prefix is case-insensitive", "!PRESENCE Always-Send ADD @dash:example.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
-		{"add one", "!presence always-send add @dash:example.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
-		{"add several with a reason", "!presence always-send add @a:x.org @b:x.org  Support   desk", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@a:x.org", "@b:x.org"}, Reason: "Support   desk"}, "", 0},
-		{"duplicates are dropped", "!presence blacklist add @a:x.org @a:x.org", "", &Command{Verb: VerbAdd, List: store.Blacklist, Users: []id.UserID{"@a:x.org"}}, "", 0},
-		{"remove", "!presence blacklist remove @alice:example.org", "", &Command{Verb: VerbRemove, List: store.Blacklist, Users: []id.UserID{"@alice:example.org"}}, "", 0},
-		{"remove with a reason", "!presence blacklist remove @alice:example.org asked again", "", &Command{Verb: VerbRemove, List: store.Blacklist, Users: []id.UserID{"@alice:example.org"}, Reason: "asked again"}, "", 0},
-		{"list alias always_send", "!presence always_send list", "", &Command{Verb: VerbList, List: store.AlwaysSend}, "", 0},
-		{"blacklist list", "!presence blacklist list", "", &Command{Verb: VerbList, List: store.Blacklist}, "", 0},
+		{"prefix is case-insensitive", "!PRESENCE Always-Send ADD @dash:example.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
+		{"add one", "!presence always-send add @dash:example.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
+		{"add several with a reason", "!presence always-send add @a:x.org @b:x.org  Support   desk", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@a:x.org", "@b:x.org"}, Reason: "Support   desk"}, "", 0},
+		{"duplicates are dropped", "!presence blacklist add @a:x.org @a:x.org", "", &Command{Verb: VerbAdd, List: rules.Blacklist, Users: []id.UserID{"@a:x.org"}}, "", 0},
+		{"remove", "!presence blacklist remove @alice:example.org", "", &Command{Verb: VerbRemove, List: rules.Blacklist, Users: []id.UserID{"@alice:example.org"}}, "", 0},
+		{"remove with a reason", "!presence blacklist remove @alice:example.org asked again", "", &Command{Verb: VerbRemove, List: rules.Blacklist, Users: []id.UserID{"@alice:example.org"}, Reason: "asked again"}, "", 0},
+		{"list alias always_send", "!presence always_send list", "", &Command{Verb: VerbList, List: rules.AlwaysSend}, "", 0},
+		{"blacklist list", "!presence blacklist list", "", &Command{Verb: VerbList, List: rules.Blacklist}, "", 0},
 		{"list takes no arguments", "!presence blacklist list @a:x.org", "", nil, "takes no arguments", 0},
-		{"remote user with port", "!presence always-send add @bot:remote.example:8448", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@bot:remote.example:8448"}}, "", 0},
-		{"IPv6 server", "!presence always-send add @bot:[::1]:8448", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@bot:[::1]:8448"}}, "", 0},
-		{"historical localpart", "!presence always-send add @Dash!Board:x.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@Dash!Board:x.org"}}, "", 0},
-		{"matrix.to link", "!presence always-send add https://matrix.to/#/@dash:example.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
-		{"percent-encoded matrix.to link with via", "!presence always-send add https://matrix.to/#/%40dash%3Aexample.org?via=example.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
-		{"matrix: URI", "!presence always-send add matrix:u/dash:example.org", "", &Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
+		{"remote user with port", "!presence always-send add @bot:remote.example:8448", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@bot:remote.example:8448"}}, "", 0},
+		{"IPv6 server", "!presence always-send add @bot:[::1]:8448", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@bot:[::1]:8448"}}, "", 0},
+		{"historical localpart", "!presence always-send add @Dash!Board:x.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@Dash!Board:x.org"}}, "", 0},
+		{"matrix.to link", "!presence always-send add https://matrix.to/#/@dash:example.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
+		{"percent-encoded matrix.to link with via", "!presence always-send add https://matrix.to/#/%40dash%3Aexample.org?via=example.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
+		{"matrix: URI", "!presence always-send add matrix:u/dash:example.org", "", &Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}}, "", 0},
 		{"pill in formatted body", "!presence always-send add Dash Board",
 			`!presence always-send add <a href="https://matrix.to/#/@dash:example.org">Dash Board</a> reception`,
-			&Command{Verb: VerbAdd, List: store.AlwaysSend, Users: []id.UserID{"@dash:example.org"}, Reason: "reception"}, "", 0},
+			&Command{Verb: VerbAdd, List: rules.AlwaysSend, Users: []id.UserID{"@dash:example.org"}, Reason: "reception"}, "", 0},
 		{"two pills", "", `!presence blacklist add <a href="https://matrix.to/#/@a:x.org">A</a> <a href="https://matrix.to/#/%40b%3Ax.org">B</a>`,
-			&Command{Verb: VerbAdd, List: store.Blacklist, Users: []id.UserID{"@a:x.org", "@b:x.org"}}, "", 0},
+			&Command{Verb: VerbAdd, List: rules.Blacklist, Users: []id.UserID{"@a:x.org", "@b:x.org"}}, "", 0},
 		{"room link is not a user", "!presence always-send add https://matrix.to/#/#room:x.org", "", nil, "does not point to a user", 1},
 		{"missing sigil", "!presence always-send add dash:example.org", "", nil, "missing the @ sigil", 1},
 		{"missing server", "!presence always-send add @dash", "", nil, "missing the :server part", 1},

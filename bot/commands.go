@@ -8,7 +8,7 @@ import (
 
 	"maunium.net/go/mautrix/event"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // commandSpec declares one command. The parser, permissions, dispatch, the
@@ -18,7 +18,7 @@ import (
 // commands.Processor, which sends replies itself, is not used.
 type commandSpec struct {
 	verb Verb
-	list store.List // "" for commands that are not about a list
+	list rules.List // "" for commands that are not about a list
 	// args is the usage of the arguments, e.g. "<user>... [reason]".
 	args string
 	// summary says what it does: the README's table and the help overview.
@@ -31,7 +31,7 @@ type commandSpec struct {
 	// command's words, args its tokens.
 	parse func(cmd *Command, rest string, args []token) *ParseError
 	// run executes a permitted command inside the caller's store transaction.
-	run func(b *Bot, ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error)
+	run func(b *Bot, ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error)
 }
 
 // Words returns what is typed after the prefix, e.g. "always-send add".
@@ -60,51 +60,51 @@ var commands []*commandSpec
 func init() {
 	commands = []*commandSpec{
 		{verb: VerbHelp, args: "[command]", summary: "the overview, or one command's details (open to every member)", example: "blacklist", open: true,
-			parse: parseHelp, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+			parse: parseHelp, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 				return success(HelpMarkdown(b.cfg.Bot.CommandPrefix, cmd.Topic)), nil, nil
 			}},
-		listChange(store.AlwaysSend, VerbAdd, "these users receive every non-blacklisted user's presence; they get everyone's current presence at once", "@dash:example.org Support dashboard"),
-		listChange(store.AlwaysSend, VerbRemove, "these users no longer receive everyone's presence", "@dash:example.org"),
-		listShow(store.AlwaysSend),
-		listChange(store.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it); a pattern with * or ? (case-insensitive) covers many users, such as a bridge's puppets", "@whatsapp_*:example.org WhatsApp puppets"),
-		listChange(store.Blacklist, VerbRemove, "these users' (or patterns') presence is routed again; the always-send users get it at once", "@ceo:example.org"),
-		listShow(store.Blacklist),
+		listChange(rules.AlwaysSend, VerbAdd, "these users receive every non-blacklisted user's presence; they get everyone's current presence at once", "@dash:example.org Support dashboard"),
+		listChange(rules.AlwaysSend, VerbRemove, "these users no longer receive everyone's presence", "@dash:example.org"),
+		listShow(rules.AlwaysSend),
+		listChange(rules.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it); a pattern with * or ? (case-insensitive) covers many users, such as a bridge's puppets", "@whatsapp_*:example.org WhatsApp puppets"),
+		listChange(rules.Blacklist, VerbRemove, "these users' (or patterns') presence is routed again; the always-send users get it at once", "@ceo:example.org"),
+		listShow(rules.Blacklist),
 		{verb: VerbExplain, args: "<user>", summary: "where the user's presence goes, and what they receive", example: "@alice:example.org",
-			parse: parseExplain, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+			parse: parseExplain, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 				return b.explain(cmd.Users[0]), nil, nil
 			}},
 		{verb: VerbHistory, args: "[count]", summary: fmt.Sprintf("the last changes (default %d, at most %d), newest first: who, when, what, why", defaultHistory, maxHistory), example: "5",
-			parse: parseHistory, run: func(b *Bot, ctx context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+			parse: parseHistory, run: func(b *Bot, ctx context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 				rep, err := b.history(ctx, cmd.Count)
 				return rep, nil, err
 			}},
 		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
-			parse: noArguments, run: func(b *Bot, ctx context.Context, _ *event.Event, _ *Command) (*reply, *store.Change, error) {
+			parse: noArguments, run: func(b *Bot, ctx context.Context, _ *event.Event, _ *Command) (*reply, *rules.Change, error) {
 				rep, err := b.status(ctx)
 				return rep, nil, err
 			}},
 	}
 }
 
-func listChange(list store.List, verb Verb, summary, example string) *commandSpec {
+func listChange(list rules.List, verb Verb, summary, example string) *commandSpec {
 	args := "<user>... [reason]"
-	if list == store.Blacklist {
+	if list == rules.Blacklist {
 		args = "<user-or-pattern>... [reason]"
 	}
 	return &commandSpec{verb: verb, list: list, args: args, summary: summary, example: example,
 		parse: parseUserChange, run: (*Bot).mutate}
 }
 
-func listShow(list store.List) *commandSpec {
+func listShow(list rules.List) *commandSpec {
 	return &commandSpec{verb: VerbList, list: list, summary: "show the list", parse: noArguments,
-		run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *store.Change, error) {
+		run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 			rep, err := b.list(cmd.List)
 			return rep, nil, err
 		}}
 }
 
 // specFor finds the command with the given verb and list.
-func specFor(verb Verb, list store.List) *commandSpec {
+func specFor(verb Verb, list rules.List) *commandSpec {
 	for _, c := range commands {
 		if c.verb == verb && c.list == list {
 			return c
@@ -141,7 +141,7 @@ func parseHelp(cmd *Command, _ string, args []token) *ParseError {
 
 func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 	patterns := noPatterns
-	if cmd.List == store.Blacklist {
+	if cmd.List == rules.Blacklist {
 		patterns = blacklistPatterns
 	}
 	users, reason, bad := parseUsers(rest, args, patterns)

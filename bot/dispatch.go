@@ -9,7 +9,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/userid"
 )
 
@@ -76,19 +76,19 @@ func (b *Bot) checkPowerLevelFloor(pl *event.PowerLevelsEventContent) {
 }
 
 // execute runs a permitted command inside the caller's store transaction.
-func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
+func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 	return specFor(cmd.Verb, cmd.List).run(b, ctx, evt, cmd)
 }
 
-func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *store.Change, error) {
+func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error) {
 	list := cmd.List
-	action := store.Add
+	action := rules.Add
 	if cmd.Verb == VerbRemove {
-		action = store.Remove
+		action = rules.Remove
 	}
-	m := store.Mutation{EventID: evt.ID, Sender: evt.Sender, Command: b.cfg.Bot.CommandPrefix + " " + cmd.Raw, Reason: cmd.Reason}
+	m := rules.Mutation{EventID: evt.ID, Sender: evt.Sender, Command: b.cfg.Bot.CommandPrefix + " " + cmd.Raw, Reason: cmd.Reason}
 	for _, user := range cmd.Users {
-		m.Entries = append(m.Entries, store.Entry{List: list, UserID: user, Action: action})
+		m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
 	}
 	res, err := b.store.Apply(ctx, m)
 	if err != nil {
@@ -97,7 +97,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 	var sb strings.Builder
 	verb, prep := "Added", "to"
 	already := "already on"
-	if action == store.Remove {
+	if action == rules.Remove {
 		verb, prep, already = "Removed", "from", "not on"
 	}
 	if res.Change != nil {
@@ -116,7 +116,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		case len(res.Change.PushTo) > 0:
 			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
 		}
-		if list == store.Blacklist && action == store.Add {
+		if list == rules.Blacklist && action == rules.Add {
 			sb.WriteString(b.patternReach(res.Change.Entries))
 		}
 	}
@@ -132,7 +132,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 // patternReach says, for the patterns among entries, how many of the users
 // the router knows by name (the always-send users) they match; which other
 // users they hide shows as those users' presence changes.
-func (b *Bot) patternReach(entries []store.Entry) string {
+func (b *Bot) patternReach(entries []rules.Entry) string {
 	alwaysSend := b.engine.AlwaysSend()
 	patterns, matched := 0, 0
 	for _, e := range entries {
@@ -153,11 +153,11 @@ func (b *Bot) patternReach(entries []store.Entry) string {
 		plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), plural(len(alwaysSend), "user", "users"), b.cfg.Bot.CommandPrefix)
 }
 
-func (b *Bot) list(name store.List) (*reply, error) {
+func (b *Bot) list(name rules.List) (*reply, error) {
 	version, alwaysSend, blacklist := b.engine.Rules()
 	users := alwaysSend
 	meaning := "They receive the presence of every user who is not blacklisted."
-	if name == store.Blacklist {
+	if name == rules.Blacklist {
 		users = blacklist
 		meaning = "Their presence is never routed (users who share a room with them still see it)."
 	}
@@ -288,14 +288,14 @@ func (b *Bot) status(ctx context.Context) (*reply, error) {
 }
 
 // listPhrase names a list in a sentence: "the always-send list", "the blacklist".
-func listPhrase(name store.List) string {
-	if name == store.Blacklist {
+func listPhrase(name rules.List) string {
+	if name == rules.Blacklist {
 		return "the blacklist"
 	}
 	return "the " + name.String() + " list"
 }
 
-func entryUsers(entries []store.Entry) []id.UserID {
+func entryUsers(entries []rules.Entry) []id.UserID {
 	users := make([]id.UserID, len(entries))
 	for i, e := range entries {
 		users[i] = e.UserID
@@ -303,10 +303,10 @@ func entryUsers(entries []store.Entry) []id.UserID {
 	return users
 }
 
-func describeEntries(entries []store.Entry) string {
+func describeEntries(entries []rules.Entry) string {
 	type key struct {
-		action store.Action
-		list   store.List
+		action rules.Action
+		list   rules.List
 	}
 	groups := map[key][]id.UserID{}
 	var order []key
@@ -320,7 +320,7 @@ func describeEntries(entries []store.Entry) string {
 	parts := make([]string, 0, len(order))
 	for _, k := range order {
 		verb, prep := "added", "to"
-		if k.action == store.Remove {
+		if k.action == rules.Remove {
 			verb, prep = "removed", "from"
 		}
 		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(groups[k], 5), prep, k.list))

@@ -4,16 +4,16 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // topicIntros introduce the help topics that are lists; %[1]s stands for
 // the command prefix.
 var topicIntros = map[string]string{
-	store.AlwaysSend.String(): "**always-send**: users on this list receive the presence of every user who is not blacklisted, local or remote, " +
+	rules.AlwaysSend.String(): "**always-send**: users on this list receive the presence of every user who is not blacklisted, local or remote, " +
 		"whether or not they share a room (dashboards, support desks, reception bots). " +
 		"Users may be given as user IDs, mentions (pills) or matrix.to links; one bad user rejects the whole command, and a reason after the users goes to the audit log.",
-	store.Blacklist.String(): "**blacklist**: the presence of users on this list is never routed to always-send users. " +
+	rules.Blacklist.String(): "**blacklist**: the presence of users on this list is never routed to always-send users. " +
 		"Users who share a room with them still see it (a router can only add recipients).",
 }
 

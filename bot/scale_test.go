@@ -10,8 +10,7 @@ import (
 
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/router"
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // TestScale_ListAndHistory answers `blacklist list` and `history` with
@@ -24,21 +23,21 @@ func TestScale_ListAndHistory(t *testing.T) {
 	}
 	tb := newTestBot(t, "", nil)
 	ctx := context.Background()
-	seed := func(list store.List, prefix string, n int) {
+	seed := func(list rules.List, prefix string, n int) {
 		for start := 0; start < n; start += 100_000 {
-			m := store.Mutation{Sender: testAdmin, Command: "seed"}
+			m := rules.Mutation{Sender: testAdmin, Command: "seed"}
 			for i := start; i < min(start+100_000, n); i++ {
-				m.Entries = append(m.Entries, store.Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: store.Add})
+				m.Entries = append(m.Entries, rules.Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: rules.Add})
 			}
 			res, err := tb.store.Apply(ctx, m)
 			if err != nil {
 				t.Fatal(err)
 			}
-			tb.engine.Apply(router.UpdateOf(res.Change))
+			tb.engine.Apply(res.Change.Update())
 		}
 	}
-	seed(store.Blacklist, "blocked", 1_000_000)
-	seed(store.AlwaysSend, "dash", 10_000)
+	seed(rules.Blacklist, "blocked", 1_000_000)
+	seed(rules.AlwaysSend, "dash", 10_000)
 	tests := []struct {
 		name, command string
 		want          []string

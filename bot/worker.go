@@ -12,7 +12,7 @@ import (
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 
-	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -142,7 +142,7 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		}
 	}
 	if preset != nil {
-		return b.answer(ctx, log, item, &evt, func(context.Context) (*reply, *store.Change, error) { return preset, nil, nil })
+		return b.answer(ctx, log, item, &evt, func(context.Context) (*reply, *rules.Change, error) { return preset, nil, nil })
 	}
 	msg := evt.Content.AsMessage()
 	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
@@ -162,7 +162,7 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		return false, err
 	}
 	allowed, why := b.mayCommand(ctx, evt.Sender, cmd)
-	return b.answer(ctx, log, item, &evt, func(ctx context.Context) (*reply, *store.Change, error) {
+	return b.answer(ctx, log, item, &evt, func(ctx context.Context) (*reply, *rules.Change, error) {
 		switch {
 		case distrust != "":
 			return failure(distrust, resultRefused), nil, nil
@@ -178,9 +178,9 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 // answer decides a command's reply (and change) with decide, inside one
 // store transaction that also marks the item applied, then applies the
 // change to the router and delivers the reply.
-func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event, decide func(context.Context) (*reply, *store.Change, error)) (bool, error) {
+func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event, decide func(context.Context) (*reply, *rules.Change, error)) (bool, error) {
 	var rep *reply
-	var change *store.Change
+	var change *rules.Change
 	err := b.store.InTxn(ctx, func(ctx context.Context) error {
 		var err error
 		if rep, change, err = decide(ctx); err != nil {
@@ -198,7 +198,7 @@ func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxIte
 	}
 	b.metrics.countCommand(rep.Result)
 	if change != nil {
-		b.engine.Apply(router.UpdateOf(change))
+		b.engine.Apply(change.Update())
 		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": change.PushCount}).Info("Applied rule change")
 	}
 	item.Reply, _ = json.Marshal(rep)

@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 	"github.com/presence-router/presence-router/userid"
 )
@@ -30,7 +31,7 @@ type Lists struct {
 // Result says what an import did.
 type Result struct {
 	Lists
-	Change    *store.Change
+	Change    *rules.Change
 	Unchanged int
 }
 
@@ -139,16 +140,16 @@ func Import(ctx context.Context, st *store.Store, path string) (*Result, error) 
 	if len(lists.AlwaysSend)+len(lists.Blacklist) == 0 {
 		return nil, errors.New("failed to import: the lists are empty")
 	}
-	m := store.Mutation{
+	m := rules.Mutation{
 		Sender:  Sender,
 		Command: "--import-synapse-config " + path,
 		Reason:  "imported from " + lists.Source,
 	}
 	for _, user := range lists.AlwaysSend {
-		m.Entries = append(m.Entries, store.Entry{List: store.AlwaysSend, UserID: user, Action: store.Add})
+		m.Entries = append(m.Entries, rules.Entry{List: rules.AlwaysSend, UserID: user, Action: rules.Add})
 	}
 	for _, user := range lists.Blacklist {
-		m.Entries = append(m.Entries, store.Entry{List: store.Blacklist, UserID: user, Action: store.Add})
+		m.Entries = append(m.Entries, rules.Entry{List: rules.Blacklist, UserID: user, Action: rules.Add})
 	}
 	res, err := st.Apply(ctx, m)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -55,24 +56,24 @@ func TestRule_StoreAndEngineAgreeOnWhoGainsPresence(t *testing.T) {
 	engine := NewEngine("", 0, nil, nil, nil)
 	rng := rand.New(rand.NewPCG(1, 2))
 	for step := range 400 {
-		var m store.Mutation
+		var m rules.Mutation
 		m.Sender = "@admin:x"
 		for range 1 + rng.IntN(3) {
-			list := store.AlwaysSend
+			list := rules.AlwaysSend
 			if rng.IntN(2) == 0 {
-				list = store.Blacklist
+				list = rules.Blacklist
 			}
-			action := store.Add
+			action := rules.Add
 			if rng.IntN(2) == 0 {
-				action = store.Remove
+				action = rules.Remove
 			}
 			user := universe[rng.IntN(len(universe)-1)]
-			if !slices.ContainsFunc(m.Entries, func(e store.Entry) bool { return e.List == list && e.UserID == user }) {
-				m.Entries = append(m.Entries, store.Entry{List: list, UserID: user, Action: action})
+			if !slices.ContainsFunc(m.Entries, func(e rules.Entry) bool { return e.List == list && e.UserID == user }) {
+				m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
 			}
 		}
 		before := recipientsOf(engine, universe)
-		var res store.Result
+		var res rules.Result
 		err := st.InTxn(ctx, func(ctx context.Context) error {
 			var err error
 			res, err = st.Apply(ctx, m)
@@ -84,7 +85,7 @@ func TestRule_StoreAndEngineAgreeOnWhoGainsPresence(t *testing.T) {
 		if res.Change == nil {
 			continue
 		}
-		engine.Apply(UpdateOf(res.Change))
+		engine.Apply(res.Change.Update())
 		want := gains(before, recipientsOf(engine, universe))
 		got := slices.Clone(res.Change.PushTo)
 		if res.Change.PushToAll {

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 func users(prefix string, n int) []id.UserID {
@@ -50,9 +52,9 @@ func BenchmarkEngine_Apply(b *testing.B) {
 	for b.Loop() {
 		version++
 		if version%2 == 0 {
-			e.Apply(Update{Version: version, AddBlacklist: []id.UserID{"@new:example.org"}})
+			e.Apply(rules.Update{Version: version, AddBlacklist: []id.UserID{"@new:example.org"}})
 		} else {
-			e.Apply(Update{Version: version, RemoveBlacklist: []id.UserID{"@new:example.org"}})
+			e.Apply(rules.Update{Version: version, RemoveBlacklist: []id.UserID{"@new:example.org"}})
 		}
 	}
 }

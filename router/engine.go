@@ -14,7 +14,7 @@ import (
 	"go.mau.fi/util/glob"
 	"maunium.net/go/mautrix/id"
 
-	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/userid"
 )
 
@@ -27,20 +27,6 @@ const FeedLimit = 10000
 type State struct {
 	UserID id.UserID `json:"user_id"`
 	State  string    `json:"state,omitempty"`
-}
-
-// Update is one committed rule change.
-type Update struct {
-	Version                         int64
-	AddAlwaysSend, RemoveAlwaysSend []id.UserID
-	AddBlacklist, RemoveBlacklist   []id.UserID
-	PushTo                          []id.UserID // users who gained presence
-	// PushToAllAlwaysSend: every always-send user after this update gained
-	// presence (a user left the blacklist); PushTo is then ignored.
-	PushToAllAlwaysSend bool
-	// EntriesOmitted: the lists above are not known (a large change read
-	// back from the store); the feed then says every source changed.
-	EntriesOmitted bool
 }
 
 // FeedEntry is a retained change of the feed: what a client caching
@@ -63,29 +49,10 @@ type FeedEntry struct {
 // feed) lists; past it, the feed says every source changed.
 const MaxFeedSources = 10000
 
-// UpdateOf turns a committed change into the router's update: the one
-// conversion from the store to the router.
-func UpdateOf(c *store.Change) Update {
-	u := Update{Version: c.Version, PushTo: c.PushTo, PushToAllAlwaysSend: c.PushToAll, EntriesOmitted: c.EntriesOmitted}
-	for _, e := range c.Entries {
-		switch {
-		case e.List == store.AlwaysSend && e.Action == store.Add:
-			u.AddAlwaysSend = append(u.AddAlwaysSend, e.UserID)
-		case e.List == store.AlwaysSend:
-			u.RemoveAlwaysSend = append(u.RemoveAlwaysSend, e.UserID)
-		case e.Action == store.Add:
-			u.AddBlacklist = append(u.AddBlacklist, e.UserID)
-		default:
-			u.RemoveBlacklist = append(u.RemoveBlacklist, e.UserID)
-		}
-	}
-	return u
-}
-
 func isPattern(u id.UserID) bool { return userid.IsPattern(string(u)) }
 
 // feedEntry is what the feed keeps of an update.
-func (e *Engine) feedEntry(u Update, pushTo []id.UserID) FeedEntry {
+func (e *Engine) feedEntry(u rules.Update, pushTo []id.UserID) FeedEntry {
 	f := FeedEntry{Version: u.Version, PushTo: pushTo, AllSources: u.EntriesOmitted}
 	if n := len(u.AddBlacklist) + len(u.RemoveBlacklist); n > MaxFeedSources ||
 		slices.ContainsFunc(u.AddBlacklist, isPattern) || slices.ContainsFunc(u.RemoveBlacklist, isPattern) {
@@ -149,9 +116,9 @@ type Engine struct {
 }
 
 // NewEngine returns an engine for the homeserver named server at version
-// with the given lists and retained feed history (oldest first, as UpdateOf
+// with the given lists and retained feed history (oldest first, as Change.Update
 // makes them). With server "", every user counts as local.
-func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, history []Update) *Engine {
+func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) *Engine {
 	e := &Engine{
 		server:        server,
 		version:       version,
@@ -210,7 +177,7 @@ func (e *Engine) reachesRemote(user id.UserID) bool { return !e.remote(user) }
 
 // Apply applies a committed change. An update whose version is not above
 // the current one is ignored.
-func (e *Engine) Apply(u Update) {
+func (e *Engine) Apply(u rules.Update) {
 	e.lock.Lock()
 	defer e.lock.Unlock()
 	if u.Version <= e.version {

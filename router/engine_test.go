@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 func states(users ...id.UserID) []State {
@@ -118,9 +120,9 @@ func TestRule_UsersForStates(t *testing.T) {
 
 func TestEngine_ApplyAndExplain(t *testing.T) {
 	e := NewEngine("", 0, nil, nil, nil)
-	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x"}, PushTo: []id.UserID{"@dash:x"}})
-	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@alice:x"}})
-	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@stale:x"}}) // not above: ignored
+	e.Apply(rules.Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x"}, PushTo: []id.UserID{"@dash:x"}})
+	e.Apply(rules.Update{Version: 2, AddBlacklist: []id.UserID{"@alice:x"}})
+	e.Apply(rules.Update{Version: 2, AddBlacklist: []id.UserID{"@stale:x"}}) // not above: ignored
 	if _, _, bl := e.Rules(); !slices.Equal(bl, []id.UserID{"@alice:x"}) {
 		t.Fatalf("blacklist = %v; a stale update was applied", bl)
 	}
@@ -138,7 +140,7 @@ func TestEngine_ApplyAndExplain(t *testing.T) {
 			t.Errorf("Explain(%s) = %+v, want %+v", tt.user, got, tt.want)
 		}
 	}
-	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@dash:x"}, RemoveBlacklist: []id.UserID{"@alice:x"}})
+	e.Apply(rules.Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@dash:x"}, RemoveBlacklist: []id.UserID{"@alice:x"}})
 	if a, b := e.Counts(); a != 0 || b != 0 {
 		t.Errorf("counts = %d, %d after removals", a, b)
 	}
@@ -147,7 +149,7 @@ func TestEngine_ApplyAndExplain(t *testing.T) {
 func ptr(v int64) *int64 { return &v }
 
 func TestEngine_Changes(t *testing.T) {
-	history := []Update{{Version: 3, PushTo: []id.UserID{"@a:x"}}, {Version: 4, PushTo: []id.UserID{"@b:x", "@a:x"}}}
+	history := []rules.Update{{Version: 3, PushTo: []id.UserID{"@a:x"}}, {Version: 4, PushTo: []id.UserID{"@b:x", "@a:x"}}}
 	tests := []struct {
 		name      string
 		since     *int64
@@ -183,7 +185,7 @@ func TestEngine_Changes(t *testing.T) {
 		e := NewEngine("", 4, nil, nil, history)
 		go func() {
 			time.Sleep(50 * time.Millisecond)
-			e.Apply(Update{Version: 5, AddAlwaysSend: []id.UserID{"@c:x"}, PushTo: []id.UserID{"@c:x"}})
+			e.Apply(rules.Update{Version: 5, AddAlwaysSend: []id.UserID{"@c:x"}, PushTo: []id.UserID{"@c:x"}})
 		}()
 		a := e.Changes(context.Background(), ptr(4), 10*time.Second)
 		v, push := a.Version, a.PushTo
@@ -195,10 +197,10 @@ func TestEngine_Changes(t *testing.T) {
 
 func TestEngine_ChangesSayWhatChanged(t *testing.T) {
 	e := NewEngine("", 0, nil, nil, nil)
-	e.Apply(Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x", "@mon:x"}})
-	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@ceo:x"}})
-	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}, RemoveBlacklist: []id.UserID{"@old:x"}})
-	e.Apply(Update{Version: 4, AddAlwaysSend: []id.UserID{"@desk:x"}})
+	e.Apply(rules.Update{Version: 1, AddAlwaysSend: []id.UserID{"@dash:x", "@mon:x"}})
+	e.Apply(rules.Update{Version: 2, AddBlacklist: []id.UserID{"@ceo:x"}})
+	e.Apply(rules.Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}, RemoveBlacklist: []id.UserID{"@old:x"}})
+	e.Apply(rules.Update{Version: 4, AddAlwaysSend: []id.UserID{"@desk:x"}})
 	tests := []struct {
 		name               string
 		since              int64
@@ -224,13 +226,13 @@ func TestEngine_ChangesSayWhatChanged(t *testing.T) {
 		for i := range many {
 			many[i] = id.UserID(fmt.Sprintf("@u%d:x", i))
 		}
-		e.Apply(Update{Version: 5, AddBlacklist: many})
+		e.Apply(rules.Update{Version: 5, AddBlacklist: many})
 		if a := e.Changes(context.Background(), ptr(4), time.Second); !a.AllSources || len(a.Sources) != 0 {
 			t.Errorf("answer has all_sources %v and %d sources; want all_sources", a.AllSources, len(a.Sources))
 		}
 	})
 	t.Run("a change read back without its entries says every source changed", func(t *testing.T) {
-		e := NewEngine("", 2, nil, nil, []Update{{Version: 2, EntriesOmitted: true}})
+		e := NewEngine("", 2, nil, nil, []rules.Update{{Version: 2, EntriesOmitted: true}})
 		if a := e.Changes(context.Background(), ptr(1), time.Second); !a.AllSources {
 			t.Errorf("answer = %+v; want all_sources", a)
 		}
@@ -241,8 +243,8 @@ func TestEngine_PushToAllAlwaysSendServesTheListAfterTheChange(t *testing.T) {
 	e := NewEngine("", 1, []id.UserID{"@dash:x", "@mon:x"}, []id.UserID{"@alice:x"}, nil)
 	// A user leaves the blacklist and a new always-send user arrives in the
 	// same change: everyone on always-send afterwards gains presence.
-	e.Apply(Update{Version: 2, RemoveBlacklist: []id.UserID{"@alice:x"}, AddAlwaysSend: []id.UserID{"@new:x"}, PushToAllAlwaysSend: true, PushTo: []id.UserID{"@ignored:x"}})
-	e.Apply(Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}})
+	e.Apply(rules.Update{Version: 2, RemoveBlacklist: []id.UserID{"@alice:x"}, AddAlwaysSend: []id.UserID{"@new:x"}, PushToAllAlwaysSend: true, PushTo: []id.UserID{"@ignored:x"}})
+	e.Apply(rules.Update{Version: 3, RemoveAlwaysSend: []id.UserID{"@mon:x"}})
 	a := e.Changes(context.Background(), ptr(1), time.Second)
 	push, reset := a.PushTo, a.Reset
 	if reset || !slices.Equal(push, []id.UserID{"@dash:x", "@mon:x", "@new:x"}) {
@@ -266,12 +268,12 @@ func TestEngine_RemoteUsers(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name       string
-		update     Update
+		update     rules.Update
 		allSources bool
 	}{
-		{"a local always-send user patches the answers", Update{Version: 2, AddAlwaysSend: []id.UserID{"@mon:hs1"}}, false},
-		{"a remote always-send user added drops them", Update{Version: 3, AddAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
-		{"a remote always-send user removed drops them", Update{Version: 4, RemoveAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
+		{"a local always-send user patches the answers", rules.Update{Version: 2, AddAlwaysSend: []id.UserID{"@mon:hs1"}}, false},
+		{"a remote always-send user added drops them", rules.Update{Version: 3, AddAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
+		{"a remote always-send user removed drops them", rules.Update{Version: 4, RemoveAlwaysSend: []id.UserID{"@zed:hs3"}}, true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			since := tt.update.Version - 1

@@ -9,6 +9,7 @@ import (
 	"go.mau.fi/util/glob"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/userid"
 )
 
@@ -48,7 +49,7 @@ func TestEngine_PatternChanges(t *testing.T) {
 		}
 	}
 	check("exact entry only", []int{1, 2})
-	e.Apply(Update{Version: 2, AddBlacklist: []id.UserID{"@bot-*:x"}})
+	e.Apply(rules.Update{Version: 2, AddBlacklist: []id.UserID{"@bot-*:x"}})
 	check("after adding the pattern (the verdicts of version 1 must not stay)", []int{2})
 	if ex := e.Explain("@bot-8:x"); !ex.Blacklisted || ex.Pattern != "@bot-*:x" {
 		t.Errorf("explain names %+v; want the pattern", ex)
@@ -56,12 +57,12 @@ func TestEngine_PatternChanges(t *testing.T) {
 	if ex := e.Explain("@bot-7:x"); !ex.Blacklisted || ex.Pattern != "" {
 		t.Errorf("explain of an exact entry names pattern %q", ex.Pattern)
 	}
-	e.Apply(Update{Version: 3, RemoveBlacklist: []id.UserID{"@bot-*:x"}})
+	e.Apply(rules.Update{Version: 3, RemoveBlacklist: []id.UserID{"@bot-*:x"}})
 	check("the pattern removed while the exact entry remains", []int{1, 2})
 	// A cached verdict must not outlive its pattern while another remains.
-	e.Apply(Update{Version: 4, AddBlacklist: []id.UserID{"@bot-*:x", "@other-*:x"}})
+	e.Apply(rules.Update{Version: 4, AddBlacklist: []id.UserID{"@bot-*:x", "@other-*:x"}})
 	check("two patterns", []int{2})
-	e.Apply(Update{Version: 5, RemoveBlacklist: []id.UserID{"@bot-*:x"}})
+	e.Apply(rules.Update{Version: 5, RemoveBlacklist: []id.UserID{"@bot-*:x"}})
 	check("one pattern removed, another left", []int{1, 2})
 	a := e.Changes(t.Context(), ptr(1), 0)
 	if !a.AllSources {

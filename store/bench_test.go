@@ -8,6 +8,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 // BenchmarkStore_ApplyOneChange commits one-user changes to a database with
@@ -21,32 +23,32 @@ func BenchmarkStore_ApplyOneChange(b *testing.B) {
 	}
 	defer st.Close()
 	ctx := context.Background()
-	seed := func(list List, prefix string, n int) {
+	seed := func(list rules.List, prefix string, n int) {
 		for start := 0; start < n; start += 100_000 {
-			m := Mutation{Sender: "@bench:x", Command: "seed"}
+			m := rules.Mutation{Sender: "@bench:x", Command: "seed"}
 			for i := start; i < min(start+100_000, n); i++ {
-				m.Entries = append(m.Entries, Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: Add})
+				m.Entries = append(m.Entries, rules.Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: rules.Add})
 			}
 			if _, err := st.Apply(ctx, m); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	seed(Blacklist, "blocked", 1_000_000)
-	seed(AlwaysSend, "dash", 10_000)
-	for _, action := range []Action{Add, Remove} {
+	seed(rules.Blacklist, "blocked", 1_000_000)
+	seed(rules.AlwaysSend, "dash", 10_000)
+	for _, action := range []rules.Action{rules.Add, rules.Remove} {
 		b.Run("blacklist "+string(action), func(b *testing.B) {
 			for b.Loop() {
 				b.StopTimer()
-				if action == Remove { // put the user in place first
-					if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(Blacklist, "@toggle:x")}); err != nil {
+				if action == rules.Remove { // put the user in place first
+					if _, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.Blacklist, "@toggle:x")}); err != nil {
 						b.Fatal(err)
 					}
-				} else if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: remove(Blacklist, "@toggle:x")}); err != nil {
+				} else if _, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: remove(rules.Blacklist, "@toggle:x")}); err != nil {
 					b.Fatal(err)
 				}
 				b.StartTimer()
-				res, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: []Entry{{List: Blacklist, UserID: "@toggle:x", Action: action}}})
+				res, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: []rules.Entry{{List: rules.Blacklist, UserID: "@toggle:x", Action: action}}})
 				if err != nil || res.Change == nil {
 					b.Fatalf("apply: %v %+v", err, res)
 				}

@@ -9,6 +9,8 @@ import (
 
 	_ "github.com/mattn/go-sqlite3"
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 // holdWriteLock takes the database's write lock from another connection,
@@ -60,7 +62,7 @@ func TestStore_BusyDatabaseIsRetriedNotLost(t *testing.T) {
 		{
 			name: "a rule change waits for the lock and commits",
 			write: func(ctx context.Context, st *Store) error {
-				_, err := st.Apply(ctx, Mutation{Sender: "@admin:x", Command: "blacklist add", Entries: add(Blacklist, "@busy:x")})
+				_, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:x", Command: "blacklist add", Entries: add(rules.Blacklist, "@busy:x")})
 				return err
 			},
 			check: func(ctx context.Context, t *testing.T, st *Store) {

@@ -7,81 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
-
-// List names one of the two rule lists.
-type List string
-
-// The two lists, with the stock example router's meaning.
-const (
-	// AlwaysSend users receive every non-blacklisted user's presence.
-	AlwaysSend List = "always_send"
-	// Blacklist users' presence is never routed.
-	Blacklist List = "blacklist"
-)
-
-// Action says whether an entry joins or leaves a list.
-type Action string
-
-// The two actions.
-const (
-	Add    Action = "add"
-	Remove Action = "remove"
-)
-
-// Entry is one user joining or leaving one list.
-type Entry struct {
-	List   List      `json:"list"`
-	UserID id.UserID `json:"user_id"`
-	Action Action    `json:"action"`
-}
-
-// Mutation is what a command asks for.
-type Mutation struct {
-	EventID id.EventID // the command event; empty for imports
-	Sender  id.UserID
-	Command string
-	Reason  string
-	Entries []Entry
-}
-
-// Change is one committed change: the audit record and the router's update.
-type Change struct {
-	Version   int64
-	EventID   id.EventID
-	Sender    id.UserID
-	Command   string
-	Reason    string
-	CreatedAt time.Time
-	Entries   []Entry     // only what really changed
-	PushTo    []id.UserID // users who gained presence they did not get before
-	// PushToAll is set only on a change that Apply returns when a user
-	// left the blacklist: everyone on always-send after the change gains
-	// presence. SQLite writes that list into the change row itself, and
-	// PushTo stays empty; the caller takes the list from its own copy of
-	// the rules rather than having it read back. Changes read from the
-	// database always carry the full PushTo.
-	PushToAll bool
-	// PushCount is how many users gain presence (len(PushTo), or the
-	// always-send list's size with PushToAll).
-	PushCount int
-	// EntriesOmitted is set on a change read by RecentChanges that has more
-	// entries than it was asked to load.
-	EntriesOmitted bool
-}
-
-// Result says what Apply did.
-type Result struct {
-	// Change is nil when nothing changed (every entry was already so).
-	Change *Change
-	// Unchanged lists the entries that were already so: adding a present
-	// user or removing an absent one.
-	Unchanged []Entry
-}
 
 const (
 	getVersionQuery   = `SELECT COALESCE(MAX(version), 0) FROM change`
@@ -112,18 +43,11 @@ const (
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
 )
 
-// Rules is the content of both lists at one version.
-type Rules struct {
-	Version    int64
-	AlwaysSend []id.UserID
-	Blacklist  []id.UserID
-}
-
 // LoadRules reads both lists and the current version in one snapshot.
-func (s *Store) LoadRules(ctx context.Context) (*Rules, error) {
-	rules := &Rules{}
+func (s *Store) LoadRules(ctx context.Context) (*rules.Snapshot, error) {
+	snap := &rules.Snapshot{}
 	err := s.db.DoTxn(ctx, nil, func(ctx context.Context) error {
-		if err := s.db.QueryRow(ctx, getVersionQuery).Scan(&rules.Version); err != nil {
+		if err := s.db.QueryRow(ctx, getVersionQuery).Scan(&snap.Version); err != nil {
 			return fmt.Errorf("failed to read version: %w", err)
 		}
 		rows, err := s.db.Query(ctx, getRulesQuery)
@@ -132,15 +56,15 @@ func (s *Store) LoadRules(ctx context.Context) (*Rules, error) {
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var list List
+			var list rules.List
 			var user id.UserID
 			if err = rows.Scan(&list, &user); err != nil {
 				return fmt.Errorf("failed to read rule: %w", err)
 			}
-			if list == AlwaysSend {
-				rules.AlwaysSend = append(rules.AlwaysSend, user)
+			if list == rules.AlwaysSend {
+				snap.AlwaysSend = append(snap.AlwaysSend, user)
 			} else {
-				rules.Blacklist = append(rules.Blacklist, user)
+				snap.Blacklist = append(snap.Blacklist, user)
 			}
 		}
 		return rows.Err()
@@ -148,7 +72,7 @@ func (s *Store) LoadRules(ctx context.Context) (*Rules, error) {
 	if err != nil {
 		return nil, err
 	}
-	return rules, nil
+	return snap, nil
 }
 
 // Version returns the version of the latest committed change, 0 if none.
@@ -164,14 +88,14 @@ func (s *Store) Version(ctx context.Context) (int64, error) {
 // and push_to, all in one transaction (the caller's, when ctx carries one).
 // Entries that change nothing are reported in Result.Unchanged; when no
 // entry changes anything, no change row is written and the version stays.
-func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
-	var res Result
+func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, error) {
+	var res rules.Result
 	err := s.InTxn(ctx, func(ctx context.Context) error {
-		res = Result{}
-		var effective []Entry
-		seen := make(map[Entry]bool, len(m.Entries))
+		res = rules.Result{}
+		var effective []rules.Entry
+		seen := make(map[rules.Entry]bool, len(m.Entries))
 		for _, e := range m.Entries {
-			if e.List != AlwaysSend && e.List != Blacklist {
+			if e.List != rules.AlwaysSend && e.List != rules.Blacklist {
 				return fmt.Errorf("failed to apply: unknown list %q", e.List)
 			}
 			if seen[e] {
@@ -182,7 +106,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 			if err := s.db.QueryRow(ctx, ruleExistsQuery, e.List, e.UserID).Scan(&exists); err != nil {
 				return fmt.Errorf("failed to read rule: %w", err)
 			}
-			if exists == (e.Action == Add) {
+			if exists == (e.Action == rules.Add) {
 				res.Unchanged = append(res.Unchanged, e)
 			} else {
 				effective = append(effective, e)
@@ -191,7 +115,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		if len(effective) == 0 {
 			return nil
 		}
-		change := &Change{
+		change := &rules.Change{
 			EventID: m.EventID, Sender: m.Sender, Command: m.Command, Reason: m.Reason,
 			CreatedAt: time.Now().UTC().Truncate(time.Millisecond), Entries: effective,
 		}
@@ -207,14 +131,14 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		pushSet := make(map[id.UserID]struct{})
 		unblacklisted := false
 		for _, e := range effective {
-			if e.Action == Add {
+			if e.Action == rules.Add {
 				_, err = s.db.Exec(ctx, insertRuleQuery, e.List, e.UserID, change.Version)
-				if e.List == AlwaysSend {
+				if e.List == rules.AlwaysSend {
 					pushSet[e.UserID] = struct{}{}
 				}
 			} else {
 				_, err = s.db.Exec(ctx, deleteRuleQuery, e.List, e.UserID)
-				if e.List == Blacklist {
+				if e.List == rules.Blacklist {
 					unblacklisted = true
 				}
 			}
@@ -243,7 +167,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		// Users added and removed again in one change gain nothing.
 		for user := range pushSet {
 			var present bool
-			if err = s.db.QueryRow(ctx, ruleExistsQuery, AlwaysSend, user).Scan(&present); err != nil {
+			if err = s.db.QueryRow(ctx, ruleExistsQuery, rules.AlwaysSend, user).Scan(&present); err != nil {
 				return fmt.Errorf("failed to read rule: %w", err)
 			}
 			if !present {
@@ -267,7 +191,7 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 		return nil
 	})
 	if err != nil {
-		return Result{}, err
+		return rules.Result{}, err
 	}
 	return res, nil
 }
@@ -276,14 +200,14 @@ func (s *Store) Apply(ctx context.Context, m Mutation) (Result, error) {
 // for the router's change feed: each with its version, PushTo and entries.
 // A change of more than maxEntries entries (an import) comes without them,
 // with EntriesOmitted set.
-func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]Change, error) {
+func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]rules.Change, error) {
 	rows, err := s.db.Query(ctx, recentChangesQuery, limit)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
-	var changes []Change
+	var changes []rules.Change
 	for rows.Next() {
-		var c Change
+		var c rules.Change
 		var pushJSON string
 		if err = rows.Scan(&c.Version, &pushJSON); err != nil {
 			_ = rows.Close()
@@ -303,7 +227,7 @@ func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]Cha
 		return nil, nil
 	}
 	slices.Reverse(changes)
-	byVersion := make(map[int64]*Change, len(changes))
+	byVersion := make(map[int64]*rules.Change, len(changes))
 	for i := range changes {
 		byVersion[changes[i].Version] = &changes[i]
 	}
@@ -314,7 +238,7 @@ func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]Cha
 	defer rows.Close()
 	for rows.Next() {
 		var version int64
-		var e Entry
+		var e rules.Entry
 		if err = rows.Scan(&version, &e.List, &e.UserID, &e.Action); err != nil {
 			return nil, fmt.Errorf("failed to read change entry: %w", err)
 		}
@@ -330,20 +254,20 @@ func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]Cha
 }
 
 // History returns up to limit changes with their entries, newest first.
-func (s *Store) History(ctx context.Context, limit int) ([]Change, error) {
+func (s *Store) History(ctx context.Context, limit int) ([]rules.Change, error) {
 	return s.queryChanges(ctx, historyQuery, limit)
 }
 
 // queryChanges runs a query over the change table (the columns of
 // historyQuery) and loads each change's entries.
-func (s *Store) queryChanges(ctx context.Context, query string, args ...any) ([]Change, error) {
+func (s *Store) queryChanges(ctx context.Context, query string, args ...any) ([]rules.Change, error) {
 	rows, err := s.db.Query(ctx, query, args...)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read changes: %w", err)
 	}
-	var changes []Change
+	var changes []rules.Change
 	for rows.Next() {
-		var c Change
+		var c rules.Change
 		var createdAt int64
 		var pushJSON string
 		if err = rows.Scan(&c.Version, &c.EventID, &c.Sender, &c.Command, &c.Reason, &createdAt, &pushJSON); err != nil {
@@ -367,15 +291,15 @@ func (s *Store) queryChanges(ctx context.Context, query string, args ...any) ([]
 	return changes, nil
 }
 
-func (s *Store) entries(ctx context.Context, version int64) ([]Entry, error) {
+func (s *Store) entries(ctx context.Context, version int64) ([]rules.Entry, error) {
 	rows, err := s.db.Query(ctx, entriesQuery, version)
 	if err != nil {
 		return nil, fmt.Errorf("failed to read change entries: %w", err)
 	}
 	defer rows.Close()
-	var entries []Entry
+	var entries []rules.Entry
 	for rows.Next() {
-		var e Entry
+		var e rules.Entry
 		if err = rows.Scan(&e.List, &e.UserID, &e.Action); err != nil {
 			return nil, fmt.Errorf("failed to read change entry: %w", err)
 		}
@@ -383,6 +307,3 @@ func (s *Store) entries(ctx context.Context, version int64) ([]Entry, error) {
 	}
 	return entries, rows.Err()
 }
-
-// String renders a list name the way users type it.
-func (l List) String() string { return strings.ReplaceAll(string(l), "_", "-") }

@@ -15,6 +15,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/e2e/harness"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // openTemp opens a new test database (SQLite, or PostgreSQL: main_test.go)
@@ -27,18 +28,18 @@ func openTemp(t *testing.T) (*Store, string) {
 	return st, location
 }
 
-func add(list List, users ...id.UserID) []Entry {
-	entries := make([]Entry, len(users))
+func add(list rules.List, users ...id.UserID) []rules.Entry {
+	entries := make([]rules.Entry, len(users))
 	for i, u := range users {
-		entries[i] = Entry{List: list, UserID: u, Action: Add}
+		entries[i] = rules.Entry{List: list, UserID: u, Action: rules.Add}
 	}
 	return entries
 }
 
-func remove(list List, users ...id.UserID) []Entry {
+func remove(list rules.List, users ...id.UserID) []rules.Entry {
 	entries := add(list, users...)
 	for i := range entries {
-		entries[i].Action = Remove
+		entries[i].Action = rules.Remove
 	}
 	return entries
 }
@@ -48,22 +49,22 @@ func TestStore_ApplyVersionsAndPushTo(t *testing.T) {
 	ctx := context.Background()
 	tests := []struct {
 		name        string
-		entries     []Entry
+		entries     []rules.Entry
 		wantVersion int64 // 0: no change expected
 		wantPush    []id.UserID
 		wantSkipped int
 	}{
-		{"adding always-send pushes to the new users", add(AlwaysSend, "@dash:x", "@mon:y"), 1, []id.UserID{"@dash:x", "@mon:y"}, 0},
-		{"adding to the blacklist pushes to nobody", add(Blacklist, "@alice:x"), 2, []id.UserID{}, 0},
-		{"adding a present user changes nothing", add(AlwaysSend, "@dash:x"), 0, nil, 1},
-		{"leaving the blacklist pushes to every always-send user", remove(Blacklist, "@alice:x"), 3, []id.UserID{"@dash:x", "@mon:y"}, 0},
-		{"removing an absent user changes nothing", remove(Blacklist, "@alice:x"), 0, nil, 1},
-		{"mixed entries apply only what changes", append(add(AlwaysSend, "@dash:x"), add(AlwaysSend, "@new:x")...), 4, []id.UserID{"@new:x"}, 1},
-		{"removing always-send pushes to nobody", remove(AlwaysSend, "@new:x"), 5, []id.UserID{}, 0},
+		{"adding always-send pushes to the new users", add(rules.AlwaysSend, "@dash:x", "@mon:y"), 1, []id.UserID{"@dash:x", "@mon:y"}, 0},
+		{"adding to the blacklist pushes to nobody", add(rules.Blacklist, "@alice:x"), 2, []id.UserID{}, 0},
+		{"adding a present user changes nothing", add(rules.AlwaysSend, "@dash:x"), 0, nil, 1},
+		{"leaving the blacklist pushes to every always-send user", remove(rules.Blacklist, "@alice:x"), 3, []id.UserID{"@dash:x", "@mon:y"}, 0},
+		{"removing an absent user changes nothing", remove(rules.Blacklist, "@alice:x"), 0, nil, 1},
+		{"mixed entries apply only what changes", append(add(rules.AlwaysSend, "@dash:x"), add(rules.AlwaysSend, "@new:x")...), 4, []id.UserID{"@new:x"}, 1},
+		{"removing always-send pushes to nobody", remove(rules.AlwaysSend, "@new:x"), 5, []id.UserID{}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := st.Apply(ctx, Mutation{Sender: "@admin:x", EventID: id.EventID("$" + tt.name), Command: "test", Entries: tt.entries})
+			res, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:x", EventID: id.EventID("$" + tt.name), Command: "test", Entries: tt.entries})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -110,10 +111,10 @@ func TestStore_ApplyVersionsAndPushTo(t *testing.T) {
 func TestStore_VersionSurvivesReopen(t *testing.T) {
 	st, path := openTemp(t)
 	ctx := context.Background()
-	if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+	if _, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: remove(AlwaysSend, "@d:x")}); err != nil {
+	if _, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: remove(rules.AlwaysSend, "@d:x")}); err != nil {
 		t.Fatal(err)
 	}
 	_ = st.Close()
@@ -123,7 +124,7 @@ func TestStore_VersionSurvivesReopen(t *testing.T) {
 	if err != nil || v != 2 {
 		t.Fatalf("version after reopen = %d, %v; want 2", v, err)
 	}
-	res, err := st2.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(Blacklist, "@b:x")})
+	res, err := st2.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.Blacklist, "@b:x")})
 	if err != nil || res.Change.Version != 3 {
 		t.Fatalf("next version = %+v, %v; want 3", res.Change, err)
 	}
@@ -132,8 +133,8 @@ func TestStore_VersionSurvivesReopen(t *testing.T) {
 func TestStore_HistoryNewestFirstWithEntries(t *testing.T) {
 	st, _ := openTemp(t)
 	ctx := context.Background()
-	_, _ = st.Apply(ctx, Mutation{Sender: "@a:x", Reason: "dashboards", Entries: add(AlwaysSend, "@d:x", "@e:x")})
-	_, _ = st.Apply(ctx, Mutation{Sender: "@b:x", Entries: add(Blacklist, "@c:x")})
+	_, _ = st.Apply(ctx, rules.Mutation{Sender: "@a:x", Reason: "dashboards", Entries: add(rules.AlwaysSend, "@d:x", "@e:x")})
+	_, _ = st.Apply(ctx, rules.Mutation{Sender: "@b:x", Entries: add(rules.Blacklist, "@c:x")})
 	history, err := st.History(ctx, 10)
 	if err != nil {
 		t.Fatal(err)
@@ -168,7 +169,7 @@ func TestStore_InboxStoresEachEventOnce(t *testing.T) {
 		t.Fatalf("items = %+v", items)
 	}
 	err = st.InTxn(ctx, func(ctx context.Context) error {
-		if _, err := st.Apply(ctx, Mutation{EventID: "$1", Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+		if _, err := st.Apply(ctx, rules.Mutation{EventID: "$1", Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")}); err != nil {
 			return err
 		}
 		return st.MarkApplied(ctx, items[0].Seq, json.RawMessage(`{"ok":true}`))
@@ -223,7 +224,7 @@ func TestStore_FailedTransactionLeavesNothing(t *testing.T) {
 	_, _ = st.Enqueue(ctx, []InboxEvent{{EventID: "$1", RoomID: "!r:x", Sender: "@a:x", JSON: json.RawMessage(`{}`)}})
 	items, _ := st.Unfinished(ctx, 10)
 	err := st.InTxn(ctx, func(ctx context.Context) error {
-		if _, err := st.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")}); err != nil {
+		if _, err := st.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")}); err != nil {
 			return err
 		}
 		return st.MarkApplied(ctx, items[0].Seq+100, nil) // fails: no such item
@@ -267,11 +268,11 @@ func TestStore_WatchReplaysOtherWritersChanges(t *testing.T) {
 	defer other.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan Change, 10)
+	got := make(chan rules.Change, 10)
 	var have int64
-	go st.Watch(ctx, 10*time.Millisecond, func() int64 { return have }, func(c Change) { have = c.Version; got <- c }, func(error) {})
-	_, _ = other.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(AlwaysSend, "@d:x")})
-	_, _ = other.Apply(ctx, Mutation{Sender: "@a:x", Entries: add(Blacklist, "@b:x")})
+	go st.Watch(ctx, 10*time.Millisecond, func() int64 { return have }, func(c rules.Change) { have = c.Version; got <- c }, func(error) {})
+	_, _ = other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")})
+	_, _ = other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.Blacklist, "@b:x")})
 	for want := int64(1); want <= 2; want++ {
 		select {
 		case c := <-got:

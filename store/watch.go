@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"time"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 const changesSinceQuery = `
@@ -11,7 +13,7 @@ const changesSinceQuery = `
 
 // ChangesSince returns up to limit changes after version, oldest first, with
 // their entries.
-func (s *Store) ChangesSince(ctx context.Context, version int64, limit int) ([]Change, error) {
+func (s *Store) ChangesSince(ctx context.Context, version int64, limit int) ([]rules.Change, error) {
 	return s.queryChanges(ctx, changesSinceQuery, version, limit)
 }
 
@@ -19,7 +21,7 @@ func (s *Store) ChangesSince(ctx context.Context, version int64, limit int) ([]C
 // import while the service runs) and passes each one, in order, to apply.
 // current returns the version the caller already has. It returns when ctx
 // ends.
-func (s *Store) Watch(ctx context.Context, interval time.Duration, current func() int64, apply func(Change), onError func(error)) {
+func (s *Store) Watch(ctx context.Context, interval time.Duration, current func() int64, apply func(rules.Change), onError func(error)) {
 	ticker := time.NewTicker(interval)
 	defer ticker.Stop()
 	for {

@@ -33,6 +33,7 @@ import (
 	"github.com/presence-router/presence-router/e2e/harness"
 	"github.com/presence-router/presence-router/internal/benchdata"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -59,12 +60,12 @@ func verdict(ok bool) string {
 }
 
 // seed fills the database through the store, in changes of 100,000 users.
-func seed(ctx context.Context, st *store.Store, list store.List, prefix string, n int) error {
+func seed(ctx context.Context, st *store.Store, list rules.List, prefix string, n int) error {
 	const batch = 100_000
 	for start := 0; start < n; start += batch {
-		m := store.Mutation{Sender: "@bench:example.org", Command: "bench seed"}
+		m := rules.Mutation{Sender: "@bench:example.org", Command: "bench seed"}
 		for i := start; i < min(start+batch, n); i++ {
-			m.Entries = append(m.Entries, store.Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: store.Add})
+			m.Entries = append(m.Entries, rules.Entry{List: list, UserID: id.UserID(fmt.Sprintf("@%s%07d:example.org", prefix, i)), Action: rules.Add})
 		}
 		if _, err := st.Apply(ctx, m); err != nil {
 			return fmt.Errorf("failed to seed: %w", err)
@@ -88,10 +89,10 @@ func run(binary string, nBlacklist, nAlways int, quick bool) error {
 	if err != nil {
 		return err
 	}
-	if err = seed(ctx, st, store.Blacklist, "blocked", nBlacklist); err != nil {
+	if err = seed(ctx, st, rules.Blacklist, "blocked", nBlacklist); err != nil {
 		return err
 	}
-	if err = seed(ctx, st, store.AlwaysSend, "dash", nAlways); err != nil {
+	if err = seed(ctx, st, rules.AlwaysSend, "dash", nAlways); err != nil {
 		return err
 	}
 	version, err := st.Version(ctx)
@@ -162,11 +163,11 @@ logging: {level: warn}
 	}
 	defer st.Close()
 	loadStart := time.Now()
-	rules, err := st.LoadRules(ctx)
+	snap, err := st.LoadRules(ctx)
 	if err != nil {
 		return err
 	}
-	engine := router.NewEngine("", rules.Version, rules.AlwaysSend, rules.Blacklist, nil)
+	engine := router.NewEngine("", snap.Version, snap.AlwaysSend, snap.Blacklist, nil)
 	fmt.Printf("%-44s %10s\n", "load the rules into the router, in process", time.Since(loadStart).Round(time.Millisecond))
 	changes := 200
 	if quick {
@@ -174,43 +175,43 @@ logging: {level: warn}
 	}
 	// 1,000 patterns besides the exact entries, as a homeserver with
 	// bridges would have: prefixes, suffixes, a few with ?.
-	var seed []store.Entry
+	var seed []rules.Entry
 	for _, p := range benchdata.Patterns(1000) {
-		seed = append(seed, store.Entry{List: store.Blacklist, UserID: p, Action: store.Add})
+		seed = append(seed, rules.Entry{List: rules.Blacklist, UserID: p, Action: rules.Add})
 	}
-	res, err := st.Apply(ctx, store.Mutation{Sender: "@admin:example.org", Command: "seed patterns", Entries: seed})
+	res, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:example.org", Command: "seed patterns", Entries: seed})
 	if err != nil {
 		return err
 	}
-	engine.Apply(router.UpdateOf(res.Change))
+	engine.Apply(res.Change.Update())
 	// Adding to the blacklist pushes to nobody; removing from it pushes to
 	// every always-send user (they gain that user's presence), so the
 	// change carries all their IDs. A pattern change also recompiles the
 	// patterns. All four are reported.
 	type kind struct {
-		action store.Action
+		action rules.Action
 		user   id.UserID
 		name   string
 	}
 	kinds := []kind{
-		{store.Add, "@scale-change:example.org", "blacklist add"},
-		{store.Remove, "@scale-change:example.org", "blacklist remove"},
-		{store.Add, "@scale-puppet_*:example.org", "pattern add"},
-		{store.Remove, "@scale-puppet_*:example.org", "pattern remove"},
+		{rules.Add, "@scale-change:example.org", "blacklist add"},
+		{rules.Remove, "@scale-change:example.org", "blacklist remove"},
+		{rules.Add, "@scale-puppet_*:example.org", "pattern add"},
+		{rules.Remove, "@scale-puppet_*:example.org", "pattern remove"},
 	}
 	took := map[string][]time.Duration{}
 	for i := range changes {
 		k := kinds[i%len(kinds)]
 		began := time.Now()
-		res, err := st.Apply(ctx, store.Mutation{Sender: "@admin:example.org", Command: k.name,
-			Entries: []store.Entry{{List: store.Blacklist, UserID: k.user, Action: k.action}}})
+		res, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:example.org", Command: k.name,
+			Entries: []rules.Entry{{List: rules.Blacklist, UserID: k.user, Action: k.action}}})
 		if err != nil {
 			return err
 		}
 		if res.Change == nil {
 			return fmt.Errorf("change %d changed nothing", i)
 		}
-		engine.Apply(router.UpdateOf(res.Change))
+		engine.Apply(res.Change.Update())
 		took[k.name] = append(took[k.name], time.Since(began))
 	}
 	for _, k := range kinds {
