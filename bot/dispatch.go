@@ -140,8 +140,9 @@ func (b *Bot) patternReach(entries []rules.Entry) string {
 			continue
 		}
 		patterns++
+		m := userid.Compile(string(e.UserID))
 		for _, u := range alwaysSend {
-			if userid.Match(string(e.UserID), string(u)) {
+			if m != nil && m.Match(string(u)) {
 				matched++
 			}
 		}

@@ -11,7 +11,6 @@ import (
 	"sync"
 	"time"
 
-	"go.mau.fi/util/glob"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/rules"
@@ -97,7 +96,7 @@ type Engine struct {
 	// compiled holds the blacklist entries that are patterns, each
 	// compiled once; patterns lists them, rebuilt when one is added or
 	// removed.
-	compiled map[id.UserID]glob.Glob
+	compiled map[id.UserID]*userid.Matcher
 	patterns []pattern
 	// verdicts caches, for the current patterns, whether a user matches one
 	// (the pattern, or "" for none); emptied when the patterns change.
@@ -126,7 +125,7 @@ func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, 
 		alwaysSendSet: make(map[id.UserID]struct{}, len(alwaysSend)),
 		changed:       make(chan struct{}),
 	}
-	e.compiled = make(map[id.UserID]glob.Glob)
+	e.compiled = make(map[id.UserID]*userid.Matcher)
 	for _, u := range blacklist {
 		e.blacklist[u] = struct{}{}
 		e.compile(u)
@@ -244,7 +243,7 @@ func (e *Engine) routedLocked(user id.UserID) bool {
 // pattern is a blacklist pattern and its compiled matcher.
 type pattern struct {
 	text    id.UserID
-	matcher glob.Glob
+	matcher *userid.Matcher
 }
 
 // maxVerdicts bounds the verdict cache; it is emptied when full.
@@ -257,15 +256,14 @@ type verdictCache struct {
 	m    map[id.UserID]id.UserID
 }
 
-// compile compiles entry if it is a pattern (into the cheapest matcher:
-// exact, prefix, suffix, contains, or an anchored regular expression, all
-// case-insensitive) and reports whether it was one. The caller holds the
+// compile compiles entry if it is a pattern (userid.Compile) and reports
+// whether it was one. The caller holds the
 // write lock.
 func (e *Engine) compile(entry id.UserID) bool {
 	if !userid.IsPattern(string(entry)) {
 		return false
 	}
-	if m := glob.Compile(string(entry)); m != nil {
+	if m := userid.Compile(string(entry)); m != nil {
 		e.compiled[entry] = m
 	}
 	return true
