@@ -116,7 +116,7 @@ FUZZMINIMIZETIME ?= 2s
 FUZZFLAGS = -run='^$$' -fuzztime=$(FUZZTIME) -fuzzminimizetime=$(FUZZMINIMIZETIME)
 fuzz:
 	go test $(FUZZFLAGS) -fuzz=FuzzParse ./userid/
-	go test $(FUZZFLAGS) -fuzz=FuzzParseCommand ./bot/
+	go test $(FUZZFLAGS) -fuzz=FuzzParseCommand ./commands/
 	go test $(FUZZFLAGS) -fuzz=FuzzUsersForStatesDecode ./router/
 	go test $(FUZZFLAGS) -fuzz=FuzzPlainJSONString ./router/
 	go test $(FUZZFLAGS) -fuzz=FuzzPatternMatch ./router/

@@ -10,7 +10,7 @@ import (
 
 	flag "github.com/spf13/pflag"
 
-	"github.com/presence-router/presence-router/bot"
+	"github.com/presence-router/presence-router/commands"
 	"github.com/presence-router/presence-router/config"
 )
 
@@ -108,8 +108,8 @@ func TestDocs_FlagsMatchTheCode(t *testing.T) {
 func TestDocs_CommandsMatchTheCode(t *testing.T) {
 	readme, _ := os.ReadFile("README.md")
 	rows := regexp.MustCompile("(?m)^\\| `!presence [^`]+` \\|.*$").FindAllString(string(readme), -1)
-	want := bot.CommandTable("!presence")
+	want := commands.CommandTable("!presence")
 	if !slices.Equal(rows, want) {
-		t.Errorf("README's command table differs from the command table in bot/commands.go:\n got:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+		t.Errorf("README's command table differs from the command table in commands/table.go:\n got:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
 	}
 }

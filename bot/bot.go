@@ -19,7 +19,9 @@ import (
 	"maunium.net/go/mautrix/appservice"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/commands"
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/store"
@@ -39,17 +41,18 @@ type Options struct {
 
 // Bot is the appservice bot. Create it with New, then Start it.
 type Bot struct {
-	cfg         *config.Config
-	as          *appservice.AppService
-	store       *store.Store
-	engine      *router.Engine
-	log         *logrus.Entry
-	metrics     *Metrics
-	lastContact func() time.Time
-	botID       id.UserID
-	admins      map[id.UserID]struct{}
-	started     time.Time
-	caughtUpTo  time.Time // the timeline was read up to here (catchUpLoop only)
+	cfg        *config.Config
+	as         *appservice.AppService
+	store      *store.Store
+	engine     *router.Engine
+	log        *logrus.Entry
+	metrics    *Metrics
+	botID      id.UserID
+	admins     map[id.UserID]struct{}
+	runner     *commands.Runner
+	enc        encryption.Component
+	started    time.Time
+	caughtUpTo time.Time // the timeline was read up to here (catchUpLoop only)
 
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}
@@ -60,7 +63,6 @@ type Bot struct {
 	problems    map[string]string // what an operator must know, by topic
 	authWarn    logging.Limiter   // rejected hs_tokens
 	connected   atomic.Bool
-	crypto      atomic.Pointer[botCrypto] // set once encryption is up
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -83,7 +85,6 @@ func New(opts Options) *Bot {
 		engine:      opts.Engine,
 		log:         opts.Log,
 		metrics:     opts.Metrics,
-		lastContact: lastContact,
 		botID:       opts.Config.BotMXID(),
 		admins:      admins,
 		started:     time.Now(),
@@ -92,6 +93,11 @@ func New(opts Options) *Bot {
 		wakeCatchUp: make(chan struct{}, 1),
 		problems:    map[string]string{},
 	}
+	b.runner = &commands.Runner{
+		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,
+		Store: opts.Store, Engine: opts.Engine, Service: b, LastContact: lastContact, Started: b.started,
+	}
+	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RoomEncryption: b.readRoomEncryption})
 	return b
 }
 
@@ -155,6 +161,7 @@ func (b *Bot) Stop(ctx context.Context) {
 	finished := make(chan struct{})
 	go func() {
 		b.done.Wait()
+		b.enc.Wait()
 		close(finished)
 	}()
 	select {
@@ -232,7 +239,7 @@ func (b *Bot) connect(ctx, life context.Context) error {
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		return fmt.Errorf("failed to register bot user %s (is the registration file loaded by Synapse, and homeserver.address right?): %w", b.botID, err)
 	}
-	if err := b.startCrypto(ctx, life); err != nil {
+	if err := b.enc.Start(ctx, life); err != nil {
 		return err
 	}
 	room, err := b.resolveControlRoom(ctx)

@@ -64,7 +64,8 @@ type fakeHomeserver struct {
 	aliases      map[string]id.RoomID
 	joins        []string
 	usersDefault int
-	encrypted    bool // the control room has an m.room.encryption event
+	encrypted    bool     // the control room has an m.room.encryption event
+	paths        []string // every request's path, in order
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
@@ -75,6 +76,7 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hs.lock.Lock()
 	defer hs.lock.Unlock()
 	path := r.URL.Path
+	hs.paths = append(hs.paths, path)
 	body, _ := io.ReadAll(r.Body)
 	w.Header().Set("Content-Type", "application/json")
 	switch {

@@ -30,8 +30,8 @@ const encryptedRoomText = "The control room is end-to-end encrypted, and this pr
 // checkRoomEncryption reports an encrypted control room, as the bot finds it
 // on joining.
 func (b *Bot) checkRoomEncryption(ctx context.Context, log *logrus.Entry) {
-	if b.crypto.Load() != nil {
-		return // it reads them
+	if b.enc.ReadsEncrypted() {
+		return
 	}
 	content, err := b.readRoomEncryption(ctx, b.ControlRoom())
 	switch {

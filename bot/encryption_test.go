@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/encryption"
 )
 
 func encrypted(eventID string, sender id.UserID) map[string]any {
@@ -103,4 +105,30 @@ func TestBot_EncryptedControlRoomIsNeverSilent(t *testing.T) {
 			t.Error("an encrypted event outside the control room, or the bot's own, was reported")
 		}
 	})
+}
+
+// With encryption.enabled off, no crypto code runs: the bot's component is
+// encryption.Off, and a control room full of encrypted events makes no
+// request that only encryption makes (login of a device, keys, /sync,
+// to-device messages).
+func TestBot_EncryptionOffRunsNoCryptoPath(t *testing.T) {
+	hs := newFakeHomeserver(t)
+	hs.encrypted = true
+	tb := newTestBotWith(t, "", nil, hs)
+	if _, off := tb.enc.(encryption.Off); !off {
+		t.Fatalf("the encryption component is %T with encryption.enabled off; want encryption.Off", tb.enc)
+	}
+	tb.deliver(t, "t1", hsToken, encryptionEvent("$enc", testAdmin), encrypted("$c1", testAdmin), encrypted("$c2", testMember))
+	tb.waitFor(t, "the encryption notice", func() bool { return encryptionNotices(tb) == 1 })
+	tb.deliver(t, "t2", hsToken, message("$plain", testAdmin, "!presence status"))
+	tb.replies(t, 1)
+	hs.lock.Lock()
+	defer hs.lock.Unlock()
+	for _, path := range hs.paths {
+		for _, cryptoPath := range []string{"/login", "/keys/", "/sync", "/sendToDevice", "/account/whoami"} {
+			if strings.Contains(path, cryptoPath) {
+				t.Errorf("with encryption off the bot requested %s", path)
+			}
+		}
+	}
 }

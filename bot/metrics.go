@@ -1,6 +1,10 @@
 package bot
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/presence-router/presence-router/commands"
+)
 
 // Metrics are the bot's Prometheus series. A nil *Metrics records nothing.
 type Metrics struct {
@@ -25,7 +29,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "Commands the homeserver did not deliver, found in the control room's timeline.",
 		}),
 	}
-	for _, result := range []string{resultOK, resultInvalid, resultRefused} {
+	for _, result := range []string{commands.ResultOK, commands.ResultInvalid, commands.ResultRefused} {
 		m.commands.WithLabelValues(result)
 	}
 	reg.MustRegister(m.commands, m.connected, m.recovered)

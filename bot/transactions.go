@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -15,6 +14,7 @@ import (
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/commands"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -114,8 +114,7 @@ func (b *Bot) wanted(hdr *eventHeader) bool {
 		if hdr.Sender == b.botID || hdr.Content.MsgType == string(event.MsgNotice) {
 			return false
 		}
-		_, ok := cutPrefix(strings.TrimSpace(hdr.Content.Body), b.cfg.Bot.CommandPrefix)
-		return ok
+		return commands.Addressed(hdr.Content.Body, b.cfg.Bot.CommandPrefix)
 	}
 	return false
 }

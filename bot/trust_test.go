@@ -218,14 +218,3 @@ func TestBot_BadTokenWarningsAreRateLimited(t *testing.T) {
 		t.Errorf("50 bad tokens logged %d warnings; want 1 per %s", warnings, authWarnInterval)
 	}
 }
-
-func TestCode_EchoedFragmentsAreCut(t *testing.T) {
-	long := strings.Repeat("x", 5000)
-	if got := renderedText(code(long)); len([]rune(strings.Trim(got, "`"))) > maxEchoRunes+1 {
-		t.Errorf("an echoed fragment kept %d characters; want at most %d", len(got), maxEchoRunes)
-	}
-	user := id.UserID("@" + strings.Repeat("u", 240) + ":example.org")
-	if got := renderedText(codeUser(user)); !strings.Contains(got, string(user)) {
-		t.Errorf("a 253-byte user ID was cut: %q", got)
-	}
-}

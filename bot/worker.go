@@ -9,9 +9,10 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
-	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/event"
 
+	"github.com/presence-router/presence-router/commands"
+	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
@@ -84,65 +85,40 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	if item.Reply != nil {
 		// Applied before, but the reply was not sent yet; with encryption
 		// on, it waits for the device that encrypts it.
-		if b.cfg.Encryption.Enabled && b.crypto.Load() == nil {
+		if !b.enc.Ready() {
 			return false, nil
 		}
-		return b.deliver(ctx, log, item)
+		var rep storedReply
+		if err := json.Unmarshal(item.Reply, &rep); err != nil {
+			log.WithError(err).Warn("Dropping an unreadable stored reply")
+			return true, b.store.MarkDone(ctx, item.Seq)
+		}
+		return b.deliver(ctx, item.Seq, &rep)
 	}
-	var evt event.Event
-	if err := json.Unmarshal(item.Event.JSON, &evt); err != nil {
+	evt, err := decodeEvent(item.Event.JSON)
+	if err != nil {
 		log.WithError(err).Warn("Dropping an unreadable event")
 		return true, b.store.MarkDone(ctx, item.Seq)
 	}
-	evt.Type.Class = event.MessageEventType
-	if evt.StateKey != nil {
-		evt.Type.Class = event.StateEventType
-	}
-	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
-		log.WithError(err).Warn("Dropping an event with unreadable content")
-		return true, b.store.MarkDone(ctx, item.Seq)
-	}
 	if evt.Type == event.StateMember {
-		return true, b.handleMembership(ctx, log, item, &evt)
+		return true, b.handleMembership(ctx, log, item, evt)
 	}
 	if !b.connected.Load() {
 		// Commands wait (in order) until the control room is joined.
 		return false, nil
 	}
-	var preset *reply // an answer decided before the command is read
 	wasEncrypted := false
 	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
-		c := b.crypto.Load()
+		decrypted, preset, done, err := b.openEncrypted(ctx, log, evt)
 		switch {
-		case evt.RoomID != b.ControlRoom():
+		case err != nil:
+			return false, err
+		case done:
 			return true, b.store.MarkDone(ctx, item.Seq)
-		case c == nil:
-			b.cannotDecrypt(ctx, log, &evt)
-			return true, b.store.MarkDone(ctx, item.Seq)
-		case evt.Type == event.StateEncryption:
-			log.Info("Encryption was turned on in the control room; replies are encrypted from now on")
-			return true, b.store.MarkDone(ctx, item.Seq)
+		case preset != nil:
+			return b.answer(ctx, log, item, evt, func(context.Context) (*commands.Reply, *rules.Change, error) { return preset, nil, nil })
 		}
-		decrypted, err := c.decrypt(ctx, log, &evt)
-		if err != nil {
-			if ctx.Err() != nil {
-				return false, ctx.Err()
-			}
-			log.WithError(err).Warn("Could not decrypt a message in the control room")
-			text := fmt.Sprintf("Could not decrypt this message: %s.", code(err.Error()))
-			if errors.Is(err, crypto.ErrNoSessionFound) {
-				text = fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", DecryptWait)
-			}
-			preset = failure(text, resultInvalid)
-		} else {
-			evt, wasEncrypted = *decrypted, true
-			if evt.Content.Parsed == nil {
-				_ = evt.Content.ParseRaw(evt.Type)
-			}
-		}
-	}
-	if preset != nil {
-		return b.answer(ctx, log, item, &evt, func(context.Context) (*reply, *rules.Change, error) { return preset, nil, nil })
+		evt, wasEncrypted = decrypted, true
 	}
 	msg := evt.Content.AsMessage()
 	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
@@ -153,40 +129,90 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	if msg.Format == event.FormatHTML {
 		formatted = msg.FormattedBody
 	}
-	cmd, parseErr := ParseCommand(b.cfg.Bot.CommandPrefix, msg.Body, formatted)
+	cmd, parseErr := commands.ParseCommand(b.cfg.Bot.CommandPrefix, msg.Body, formatted)
 	if cmd == nil && parseErr == nil {
 		return true, b.store.MarkDone(ctx, item.Seq)
 	}
-	distrust, err := b.distrust(ctx, &evt, wasEncrypted)
+	refusal, err := b.enc.Refusal(ctx, evt, wasEncrypted)
 	if err != nil {
 		return false, err
 	}
 	allowed, why := b.mayCommand(ctx, evt.Sender, cmd)
-	return b.answer(ctx, log, item, &evt, func(ctx context.Context) (*reply, *rules.Change, error) {
+	return b.answer(ctx, log, item, evt, func(ctx context.Context) (*commands.Reply, *rules.Change, error) {
 		switch {
-		case distrust != "":
-			return failure(distrust, resultRefused), nil, nil
+		case refusal != "":
+			return commands.Failure(refusal, commands.ResultRefused), nil, nil
 		case parseErr != nil:
-			return failure(parseErr.Error(), resultInvalid), nil, nil
+			return commands.Failure(parseErr.Error(), commands.ResultInvalid), nil, nil
 		case !allowed:
-			return failure(why, resultRefused), nil, nil
+			return commands.Failure(why, commands.ResultRefused), nil, nil
 		}
-		return b.execute(ctx, &evt, cmd)
+		return b.runner.Run(ctx, commands.Origin{EventID: evt.ID, Sender: evt.Sender}, cmd)
 	})
+}
+
+// decodeEvent reads an inbox item's event and its content.
+func decodeEvent(data []byte) (*event.Event, error) {
+	var evt event.Event
+	if err := json.Unmarshal(data, &evt); err != nil {
+		return nil, fmt.Errorf("failed to decode event: %w", err)
+	}
+	evt.Type.Class = event.MessageEventType
+	if evt.StateKey != nil {
+		evt.Type.Class = event.StateEventType
+	}
+	if err := evt.Content.ParseRaw(evt.Type); err != nil && !errors.Is(err, event.ErrUnsupportedContentType) {
+		return nil, fmt.Errorf("failed to decode content: %w", err)
+	}
+	return &evt, nil
+}
+
+// openEncrypted handles an encryption event or an encrypted message: it
+// returns the decrypted event, or an answer decided without reading it
+// (preset), or done when there is nothing to answer.
+func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, evt *event.Event) (decrypted *event.Event, preset *commands.Reply, done bool, err error) {
+	if evt.RoomID != b.ControlRoom() {
+		return nil, nil, true, nil
+	}
+	if !b.enc.ReadsEncrypted() {
+		b.cannotDecrypt(ctx, log, evt)
+		return nil, nil, true, nil
+	}
+	if evt.Type == event.StateEncryption {
+		log.Info("Encryption was turned on in the control room; replies are encrypted from now on")
+		return nil, nil, true, nil
+	}
+	decrypted, err = b.enc.Decrypt(ctx, log, evt)
+	if err == nil {
+		if decrypted.Content.Parsed == nil {
+			_ = decrypted.Content.ParseRaw(decrypted.Type)
+		}
+		return decrypted, nil, false, nil
+	}
+	if ctx.Err() != nil {
+		return nil, nil, false, ctx.Err()
+	}
+	log.WithError(err).Warn("Could not decrypt a message in the control room")
+	text := fmt.Sprintf("Could not decrypt this message: %s.", commands.Code(err.Error()))
+	if errors.Is(err, encryption.ErrKeysMissing) {
+		text = fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", encryption.DecryptWait)
+	}
+	return nil, commands.Failure(text, commands.ResultInvalid), false, nil
 }
 
 // answer decides a command's reply (and change) with decide, inside one
 // store transaction that also marks the item applied, then applies the
 // change to the router and delivers the reply.
-func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event, decide func(context.Context) (*reply, *rules.Change, error)) (bool, error) {
-	var rep *reply
+func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event, decide func(context.Context) (*commands.Reply, *rules.Change, error)) (bool, error) {
+	var rep *storedReply
 	var change *rules.Change
 	err := b.store.InTxn(ctx, func(ctx context.Context) error {
-		var err error
-		if rep, change, err = decide(ctx); err != nil {
+		decided, c, err := decide(ctx)
+		if err != nil {
 			return err
 		}
-		rep.RoomID, rep.ReplyTo, rep.Sender = evt.RoomID, evt.ID, evt.Sender
+		change = c
+		rep = &storedReply{RoomID: evt.RoomID, ReplyTo: evt.ID, Sender: evt.Sender, Reply: *decided}
 		data, err := json.Marshal(rep)
 		if err != nil {
 			return fmt.Errorf("failed to encode reply: %w", err)
@@ -201,24 +227,18 @@ func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxIte
 		b.engine.Apply(change.Update())
 		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": change.PushCount}).Info("Applied rule change")
 	}
-	item.Reply, _ = json.Marshal(rep)
-	return b.deliver(ctx, log, item)
+	return b.deliver(ctx, item.Seq, rep)
 }
 
 // deliver sends an applied item's reply and marks it done. When sending
 // fails, the item stays applied and is retried later.
-func (b *Bot) deliver(ctx context.Context, log *logrus.Entry, item store.InboxItem) (bool, error) {
-	var rep reply
-	if err := json.Unmarshal(item.Reply, &rep); err != nil {
-		log.WithError(err).Warn("Dropping an unreadable stored reply")
-		return true, b.store.MarkDone(ctx, item.Seq)
-	}
+func (b *Bot) deliver(ctx context.Context, seq int64, rep *storedReply) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := b.sendReply(sendCtx, &rep); err != nil {
+	if err := b.sendReply(sendCtx, rep); err != nil {
 		return false, fmt.Errorf("failed to send reply: %w", err)
 	}
-	return true, b.store.MarkDone(ctx, item.Seq)
+	return true, b.store.MarkDone(ctx, seq)
 }
 
 // handleMembership joins the control room when an admin invites the bot,

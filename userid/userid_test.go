@@ -72,7 +72,6 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-
 func TestMatcher_FoldsASCIILettersOnly(t *testing.T) {
 	tests := []struct {
 		pattern, user string

@@ -1,4 +1,4 @@
-package bot
+package commands
 
 import (
 	"strings"
@@ -23,15 +23,15 @@ const (
 // templates of ours, and every piece of member text goes into them through
 // one of these functions.
 
-// code renders a fragment of member text as a code span that no backtick
+// Code renders a fragment of member text as a code span that no backtick
 // inside it can break, cut to maxEchoRunes.
-func code[T ~string](s T) string {
+func Code[T ~string](s T) string {
 	return format.SafeMarkdownCode(sanitize(string(s), maxEchoRunes))
 }
 
-// codeUser renders a user ID (at most 255 bytes, so never cut) as a code
+// CodeUser renders a user ID (at most 255 bytes, so never cut) as a code
 // span.
-func codeUser(user id.UserID) string {
+func CodeUser(user id.UserID) string {
 	return format.SafeMarkdownCode(sanitize(string(user), maxUserIDBytes))
 }
 

@@ -1,4 +1,4 @@
-package bot
+package commands
 
 import (
 	"context"
@@ -14,7 +14,7 @@ import (
 
 // renderedText is what a client shows for a reply's Markdown.
 func renderedText(markdown string) string {
-	content := (&reply{Markdown: markdown}).content()
+	content := (&Reply{Markdown: markdown}).Content("$command", "@admin:test")
 	if content.FormattedBody == "" {
 		return content.Body
 	}
@@ -23,7 +23,7 @@ func renderedText(markdown string) string {
 
 // renderedHTML is the HTML a client renders for a reply's Markdown.
 func renderedHTML(markdown string) string {
-	content := (&reply{Markdown: markdown}).content()
+	content := (&Reply{Markdown: markdown}).Content("$command", "@admin:test")
 	if content.FormattedBody == "" {
 		return ""
 	}
@@ -71,11 +71,11 @@ func TestLiteral_RendersMemberTextAsPlainText(t *testing.T) {
 
 func TestCodeUser_BacktickUserIDStaysOneCodeSpan(t *testing.T) {
 	user := id.UserID("@we`ird``name:example.org")
-	html := renderedHTML("User " + codeUser(user) + " added.")
+	html := renderedHTML("User " + CodeUser(user) + " added.")
 	if strings.Count(html, "<code>") != 1 || !strings.Contains(html, "<code>"+strings.ReplaceAll(string(user), "`", "`")+"</code>") {
 		t.Errorf("a backtick user ID broke its code span: %s", html)
 	}
-	if got := renderedText("* " + codeUser(user)); !strings.Contains(got, string(user)) {
+	if got := renderedText("* " + CodeUser(user)); !strings.Contains(got, string(user)) {
 		t.Errorf("rendered text %q does not show the user ID intact", got)
 	}
 }
@@ -129,17 +129,17 @@ func pathological64K(prefix string) map[string]string {
 // five runs, so a noisy machine does not fail it; before member text was
 // escaped and cut, the first input took about 3 s).
 func TestRender_AnyReplyToHostileInputIsFast(t *testing.T) {
-	tb := newTestBot(t, "", nil)
+	tr := newTestRunner(t)
 	n := 0
 	for name, body := range pathological64K("!presence") {
 		t.Run(name, func(t *testing.T) {
 			n++
-			rep := tb.replyFor(t, id.EventID(fmt.Sprintf("$hostile-%d", n)), body)
+			rep := tr.replyFor(t, id.EventID(fmt.Sprintf("$hostile-%d", n)), body)
 			best := time.Hour
 			var content *event.MessageEventContent
 			for range 5 {
 				start := time.Now()
-				content = rep.content()
+				content = rep.Content("$command", "@admin:test")
 				best = min(best, time.Since(start))
 			}
 			if best > 10*time.Millisecond {
@@ -155,23 +155,33 @@ func TestRender_AnyReplyToHostileInputIsFast(t *testing.T) {
 	}
 }
 
-// replyFor answers a command from the admin the way the worker does, and
-// returns the reply without sending it.
-func (tb *testBot) replyFor(t *testing.T, eventID id.EventID, body string) *reply {
+// replyFor runs a command from an admin the way the bot does, inside a
+// store transaction, and returns the reply.
+func (tr *testRunner) replyFor(t *testing.T, eventID id.EventID, body string) *Reply {
 	t.Helper()
-	cmd, err := ParseCommand(tb.cfg.Bot.CommandPrefix, body, "")
+	cmd, err := ParseCommand(tr.Prefix, body, "")
 	if err != nil {
-		return failure(err.Error(), resultInvalid)
+		return Failure(err.Error(), ResultInvalid)
 	}
-	var rep *reply
-	evt := &event.Event{ID: eventID, RoomID: testRoom, Sender: testAdmin}
-	err = tb.store.InTxn(context.Background(), func(ctx context.Context) error {
+	var rep *Reply
+	err = tr.store.InTxn(context.Background(), func(ctx context.Context) error {
 		var err error
-		rep, _, err = tb.execute(ctx, evt, cmd)
+		rep, _, err = tr.Run(ctx, Origin{EventID: eventID, Sender: "@admin:test"}, cmd)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
+}
+
+func TestCode_EchoedFragmentsAreCut(t *testing.T) {
+	long := strings.Repeat("x", 5000)
+	if got := renderedText(Code(long)); len([]rune(strings.Trim(got, "`"))) > maxEchoRunes+1 {
+		t.Errorf("an echoed fragment kept %d characters; want at most %d", len(got), maxEchoRunes)
+	}
+	user := id.UserID("@" + strings.Repeat("u", 240) + ":example.org")
+	if got := renderedText(CodeUser(user)); !strings.Contains(got, string(user)) {
+		t.Errorf("a 253-byte user ID was cut: %q", got)
+	}
 }

@@ -1,4 +1,4 @@
-package bot
+package commands
 
 import (
 	"errors"
@@ -73,7 +73,7 @@ func (e *ParseError) Error() string {
 				fmt.Fprintf(&sb, "\n* and %d more", len(e.Args)-maxArgErrors)
 				break
 			}
-			fmt.Fprintf(&sb, "\n* %s: %s", code(a.Arg), literal(a.Reason, maxEchoRunes))
+			fmt.Fprintf(&sb, "\n* %s: %s", Code(a.Arg), literal(a.Reason, maxEchoRunes))
 		}
 		sb.WriteString("\n\nNothing was changed.")
 	}
@@ -130,6 +130,13 @@ func cutPrefix(text, prefix string) (rest string, ok bool) {
 	return rest, true
 }
 
+// Addressed reports whether a message body is addressed to the bot (starts
+// with the prefix), before it is parsed.
+func Addressed(body, prefix string) bool {
+	_, ok := cutPrefix(strings.TrimSpace(body), prefix)
+	return ok
+}
+
 // ParseCommand parses a message. prefix is e.g. "!presence", matched
 // case-insensitively and followed by whitespace or the end. formattedBody is
 // the HTML body ("" if none); when present, pills in it count as user IDs.
@@ -168,10 +175,10 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 		sub := strings.ToLower(args[0].text)
 		args = args[1:]
 		if spec = specFor(Verb(sub), list); spec == nil {
-			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, code(sub)), list.String())
+			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, Code(sub)), list.String())
 		}
 	} else if spec = specFor(Verb(word), ""); spec == nil {
-		return fail(fmt.Sprintf("Unknown command %s", code(toks[0].text)), "")
+		return fail(fmt.Sprintf("Unknown command %s", Code(toks[0].text)), "")
 	}
 	cmd.Verb, cmd.List = spec.verb, spec.list
 	if perr := spec.parse(cmd, rest, args); perr != nil {

@@ -1,12 +1,10 @@
-package bot
+package commands
 
 import (
 	"context"
 	"fmt"
 	"strconv"
 	"strings"
-
-	"maunium.net/go/mautrix/event"
 
 	"github.com/presence-router/presence-router/rules"
 )
@@ -31,7 +29,7 @@ type commandSpec struct {
 	// command's words, args its tokens.
 	parse func(cmd *Command, rest string, args []token) *ParseError
 	// run executes a permitted command inside the caller's store transaction.
-	run func(b *Bot, ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error)
+	run func(r *Runner, ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error)
 }
 
 // Words returns what is typed after the prefix, e.g. "always-send add".
@@ -60,8 +58,8 @@ var commands []*commandSpec
 func init() {
 	commands = []*commandSpec{
 		{verb: VerbHelp, args: "[command]", summary: "the overview, or one command's details (open to every member)", example: "blacklist", open: true,
-			parse: parseHelp, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
-				return success(HelpMarkdown(b.cfg.Bot.CommandPrefix, cmd.Topic)), nil, nil
+			parse: parseHelp, run: func(r *Runner, _ context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
+				return Success(HelpMarkdown(r.Prefix, cmd.Topic)), nil, nil
 			}},
 		listChange(rules.AlwaysSend, VerbAdd, "these users receive every non-blacklisted user's presence; they get everyone's current presence at once", "@dash:example.org Support dashboard"),
 		listChange(rules.AlwaysSend, VerbRemove, "these users no longer receive everyone's presence", "@dash:example.org"),
@@ -70,17 +68,17 @@ func init() {
 		listChange(rules.Blacklist, VerbRemove, "these users' (or patterns') presence is routed again; the always-send users get it at once", "@ceo:example.org"),
 		listShow(rules.Blacklist),
 		{verb: VerbExplain, args: "<user>", summary: "where the user's presence goes, and what they receive", example: "@alice:example.org",
-			parse: parseExplain, run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
-				return b.explain(cmd.Users[0]), nil, nil
+			parse: parseExplain, run: func(r *Runner, _ context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
+				return r.explain(cmd.Users[0]), nil, nil
 			}},
 		{verb: VerbHistory, args: "[count]", summary: fmt.Sprintf("the last changes (default %d, at most %d), newest first: who, when, what, why", defaultHistory, maxHistory), example: "5",
-			parse: parseHistory, run: func(b *Bot, ctx context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
-				rep, err := b.history(ctx, cmd.Count)
+			parse: parseHistory, run: func(r *Runner, ctx context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
+				rep, err := r.history(ctx, cmd.Count)
 				return rep, nil, err
 			}},
 		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
-			parse: noArguments, run: func(b *Bot, ctx context.Context, _ *event.Event, _ *Command) (*reply, *rules.Change, error) {
-				rep, err := b.status(ctx)
+			parse: noArguments, run: func(r *Runner, ctx context.Context, _ Origin, _ *Command) (*Reply, *rules.Change, error) {
+				rep, err := r.status(ctx)
 				return rep, nil, err
 			}},
 	}
@@ -92,13 +90,13 @@ func listChange(list rules.List, verb Verb, summary, example string) *commandSpe
 		args = "<user-or-pattern>... [reason]"
 	}
 	return &commandSpec{verb: verb, list: list, args: args, summary: summary, example: example,
-		parse: parseUserChange, run: (*Bot).mutate}
+		parse: parseUserChange, run: (*Runner).mutate}
 }
 
 func listShow(list rules.List) *commandSpec {
 	return &commandSpec{verb: VerbList, list: list, summary: "show the list", parse: noArguments,
-		run: func(b *Bot, _ context.Context, _ *event.Event, cmd *Command) (*reply, *rules.Change, error) {
-			rep, err := b.list(cmd.List)
+		run: func(r *Runner, _ context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
+			rep, err := r.list(cmd.List)
 			return rep, nil, err
 		}}
 }
@@ -133,7 +131,7 @@ func parseHelp(cmd *Command, _ string, args []token) *ParseError {
 		topic = list.String()
 	}
 	if !isHelpTopic(topic) {
-		return argError(fmt.Sprintf("No help topic %s", code(args[0].text)))
+		return argError(fmt.Sprintf("No help topic %s", Code(args[0].text)))
 	}
 	cmd.Topic = topic
 	return nil
@@ -188,4 +186,10 @@ func parseHistory(cmd *Command, _ string, args []token) *ParseError {
 		cmd.Count = n
 	}
 	return nil
+}
+
+// Open reports whether any member of the control room may run cmd (help);
+// every other command is admin-only.
+func (c *Command) Open() bool {
+	return specFor(c.Verb, c.List).open
 }

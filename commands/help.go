@@ -1,4 +1,4 @@
-package bot
+package commands
 
 import (
 	"fmt"
@@ -29,9 +29,9 @@ func isHelpTopic(topic string) bool {
 
 // helpLine renders one command for the help: usage, summary, example.
 func helpLine(prefix string, c *commandSpec) string {
-	line := fmt.Sprintf("* %s: %s", code(c.Usage(prefix)), c.summary)
+	line := fmt.Sprintf("* %s: %s", Code(c.Usage(prefix)), c.summary)
 	if c.example != "" {
-		line += ". Example: " + code(prefix+" "+c.Words()+" "+c.example)
+		line += ". Example: " + Code(prefix+" "+c.Words()+" "+c.example)
 	}
 	return line + "\n"
 }

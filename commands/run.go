@@ -1,4 +1,4 @@
-package bot
+package commands
 
 import (
 	"context"
@@ -6,91 +6,69 @@ import (
 	"strings"
 	"time"
 
-	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
+	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/userid"
 )
 
-// isListedAdmin reports whether user is in bot.admins.
-func (b *Bot) isListedAdmin(user id.UserID) bool {
-	_, ok := b.admins[user]
-	return ok
+// Store is what commands read and change in the database (*store.Store).
+type Store interface {
+	// Apply commits a mutation and says what changed.
+	Apply(ctx context.Context, m rules.Mutation) (rules.Result, error)
+	// History returns up to limit changes with their entries, newest first.
+	History(ctx context.Context, limit int) ([]rules.Change, error)
+	// Backlog counts the inbox items not done yet.
+	Backlog(ctx context.Context) (int, error)
 }
 
-// mayCommand decides whether sender may run cmd: help is open to everyone
-// in the control room; everything else needs bot.admins, or a power level of
-// at least bot.admin_power_level in the control room. The power levels are
-// read from the homeserver for every such check, so a demotion or a
-// promotion counts from the next command on. It returns the reason for a
-// refusal.
-func (b *Bot) mayCommand(ctx context.Context, sender id.UserID, cmd *Command) (bool, string) {
-	if cmd == nil || specFor(cmd.Verb, cmd.List).open || b.isListedAdmin(sender) {
-		return true, ""
-	}
-	need := b.cfg.Bot.AdminPowerLevel
-	if need == nil {
-		return false, fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins may use this command.", codeUser(sender))
-	}
-	plCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	pl, err := b.readPowerLevels(plCtx, b.ControlRoom())
-	if err != nil {
-		b.log.WithError(err).Warn("Failed to read the control room's power levels")
-		return false, "Could not read this room's power levels to check your permission; try again later."
-	}
-	b.checkPowerLevelFloor(pl)
-	if level := pl.GetUserLevel(sender); level < *need {
-		return false, fmt.Sprintf("%s is not a presence-router admin: only users in bot.admins or with power level %d or more in this room may use this command (yours is %d).", codeUser(sender), *need, level)
-	}
-	return true, ""
+// Service is what status reports of the running service (the bot).
+type Service interface {
+	// ControlRoom returns the pinned control room, or "" while unresolved.
+	ControlRoom() id.RoomID
+	// Problems returns what an operator must know about, sorted.
+	Problems() []string
 }
 
-// readPowerLevels reads a room's power levels from the homeserver. It does
-// not use mautrix's state store, which would keep the first answer.
-func (b *Bot) readPowerLevels(ctx context.Context, room id.RoomID) (*event.PowerLevelsEventContent, error) {
-	var pl event.PowerLevelsEventContent
-	if err := b.intent().StateEvent(ctx, room, event.StatePowerLevels, "", &pl); err != nil {
-		return nil, fmt.Errorf("failed to read the power levels of %s: %w", room, err)
-	}
-	return &pl, nil
+// Runner runs permitted commands: it reads the rules from the router's
+// engine, changes them through the store, and words the replies. It does
+// no Matrix I/O; the transport checks permissions and sends the replies.
+type Runner struct {
+	Prefix  string // bot.command_prefix, for replies that name a command
+	Domain  string // homeserver.domain, for replies about remote users
+	Store   Store
+	Engine  *router.Engine
+	Service Service
+	// LastContact returns when the adapter last called the routing API.
+	LastContact func() time.Time
+	// Started is when the service started, for status's uptime.
+	Started time.Time
 }
 
-// checkPowerLevelFloor warns when bot.admin_power_level lets every member
-// of the control room command: it is at or below the room's users_default.
-func (b *Bot) checkPowerLevelFloor(pl *event.PowerLevelsEventContent) {
-	need := b.cfg.Bot.AdminPowerLevel
-	if need == nil || *need > pl.UsersDefault {
-		b.setProblem(problemPowerLevel, "")
-		return
-	}
-	msg := fmt.Sprintf("bot.admin_power_level (%d) is at or below the control room's default power level (users_default %d): every member of the room may change the lists. Raise bot.admin_power_level or the room's users_default.", *need, pl.UsersDefault)
-	b.lock.RLock()
-	known := b.problems[problemPowerLevel] == msg
-	b.lock.RUnlock()
-	if !known {
-		b.log.Warn(msg)
-		b.setProblem(problemPowerLevel, msg)
-	}
+// Origin is the event a command came in and who sent it.
+type Origin struct {
+	EventID id.EventID
+	Sender  id.UserID
 }
 
-// execute runs a permitted command inside the caller's store transaction.
-func (b *Bot) execute(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error) {
-	return specFor(cmd.Verb, cmd.List).run(b, ctx, evt, cmd)
+// Run runs a permitted command inside the caller's store transaction (ctx
+// carries it): the reply, and the change it committed (nil for none).
+func (r *Runner) Run(ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
+	return specFor(cmd.Verb, cmd.List).run(r, ctx, origin, cmd)
 }
 
-func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*reply, *rules.Change, error) {
+func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
 	list := cmd.List
 	action := rules.Add
 	if cmd.Verb == VerbRemove {
 		action = rules.Remove
 	}
-	m := rules.Mutation{EventID: evt.ID, Sender: evt.Sender, Command: b.cfg.Bot.CommandPrefix + " " + cmd.Raw, Reason: cmd.Reason}
+	m := rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Command: r.Prefix + " " + cmd.Raw, Reason: cmd.Reason}
 	for _, user := range cmd.Users {
 		m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
 	}
-	res, err := b.store.Apply(ctx, m)
+	res, err := r.Store.Apply(ctx, m)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -117,7 +95,7 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
 		}
 		if list == rules.Blacklist && action == rules.Add {
-			sb.WriteString(b.patternReach(res.Change.Entries))
+			sb.WriteString(r.patternReach(res.Change.Entries))
 		}
 	}
 	if len(res.Unchanged) > 0 {
@@ -126,14 +104,14 @@ func (b *Bot) mutate(ctx context.Context, evt *event.Event, cmd *Command) (*repl
 		}
 		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
-	return success(sb.String()), res.Change, nil
+	return Success(sb.String()), res.Change, nil
 }
 
 // patternReach says, for the patterns among entries, how many of the users
 // the router knows by name (the always-send users) they match; which other
 // users they hide shows as those users' presence changes.
-func (b *Bot) patternReach(entries []rules.Entry) string {
-	alwaysSend := b.engine.AlwaysSend()
+func (r *Runner) patternReach(entries []rules.Entry) string {
+	alwaysSend := r.Engine.AlwaysSend()
 	patterns, matched := 0, 0
 	for _, e := range entries {
 		if !userid.IsPattern(string(e.UserID)) {
@@ -151,11 +129,11 @@ func (b *Bot) patternReach(entries []rules.Entry) string {
 		return ""
 	}
 	return fmt.Sprintf(" The %s %d of the %d always-send %s (their own presence is no longer routed; they still receive everyone's). Other users it hides are not listed anywhere: `%s explain <user>` tells for one.",
-		plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), plural(len(alwaysSend), "user", "users"), b.cfg.Bot.CommandPrefix)
+		plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), plural(len(alwaysSend), "user", "users"), r.Prefix)
 }
 
-func (b *Bot) list(name rules.List) (*reply, error) {
-	version, alwaysSend, blacklist := b.engine.Rules()
+func (r *Runner) list(name rules.List) (*Reply, error) {
+	version, alwaysSend, blacklist := r.Engine.Rules()
 	users := alwaysSend
 	meaning := "They receive the presence of every user who is not blacklisted."
 	if name == rules.Blacklist {
@@ -163,7 +141,7 @@ func (b *Bot) list(name rules.List) (*reply, error) {
 		meaning = "Their presence is never routed (users who share a room with them still see it)."
 	}
 	if len(users) == 0 {
-		return success(fmt.Sprintf("%s is empty (version %d).", capitalize(listPhrase(name)), version)), nil
+		return Success(fmt.Sprintf("%s is empty (version %d).", capitalize(listPhrase(name)), version)), nil
 	}
 	// Patterns first, apart from the users they are not.
 	var patterns, exact []id.UserID
@@ -189,7 +167,7 @@ func (b *Bot) list(name rules.List) (*reply, error) {
 			sb.WriteString([]string{"**Patterns**\n\n", "**Users**\n\n"}[i])
 		}
 		for _, user := range group {
-			line := "* " + codeUser(user) + "\n"
+			line := "* " + CodeUser(user) + "\n"
 			if sb.Len()+len(line) > listBudget || shown == listMaxLines {
 				break
 			}
@@ -199,18 +177,18 @@ func (b *Bot) list(name rules.List) (*reply, error) {
 		sb.WriteString("\n")
 	}
 	if shown < len(users) {
-		fmt.Fprintf(&sb, "…and %d more, not shown to keep this message under Matrix's size limit. The full list: `GET /_presence_router/v1/rules`; one user: `%s explain <user>`.", len(users)-shown, b.cfg.Bot.CommandPrefix)
+		fmt.Fprintf(&sb, "…and %d more, not shown to keep this message under Matrix's size limit. The full list: `GET /_presence_router/v1/rules`; one user: `%s explain <user>`.", len(users)-shown, r.Prefix)
 	}
-	return success(strings.TrimRight(sb.String(), "\n")), nil
+	return Success(strings.TrimRight(sb.String(), "\n")), nil
 }
 
-func (b *Bot) explain(user id.UserID) *reply {
-	ex := b.engine.Explain(user)
+func (r *Runner) explain(user id.UserID) *Reply {
+	ex := r.Engine.Explain(user)
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "**%s** (version %d)\n\n", codeUser(user), ex.Version)
+	fmt.Fprintf(&sb, "**%s** (version %d)\n\n", CodeUser(user), ex.Version)
 	switch {
 	case ex.Blacklisted && ex.Pattern != "":
-		fmt.Fprintf(&sb, "* **Their presence**: blacklisted by the pattern %s, so it is not routed to anyone. Users who share a room with them still see it.\n", codeUser(ex.Pattern))
+		fmt.Fprintf(&sb, "* **Their presence**: blacklisted by the pattern %s, so it is not routed to anyone. Users who share a room with them still see it.\n", CodeUser(ex.Pattern))
 	case ex.Blacklisted:
 		sb.WriteString("* **Their presence**: blacklisted, so it is not routed to anyone. Users who share a room with them still see it.\n")
 	case len(ex.Recipients) == 0:
@@ -223,27 +201,27 @@ func (b *Bot) explain(user id.UserID) *reply {
 	}
 	switch {
 	case ex.AlwaysSend && ex.Remote:
-		fmt.Fprintf(&sb, "* **They receive**: the presence of every user of %s who is not blacklisted (always-send), sent to their server, which shows it to them only if it routes presence to them too (or they share a room).\n", code(b.cfg.Homeserver.Domain))
+		fmt.Fprintf(&sb, "* **They receive**: the presence of every user of %s who is not blacklisted (always-send), sent to their server, which shows it to them only if it routes presence to them too (or they share a room).\n", Code(r.Domain))
 	case ex.AlwaysSend:
 		sb.WriteString("* **They receive**: the presence of every user who is not blacklisted (always-send).\n")
 	default:
 		sb.WriteString("* **They receive**: only the presence of users who share a room with them.\n")
 	}
-	return success(sb.String())
+	return Success(sb.String())
 }
 
-func (b *Bot) history(ctx context.Context, count int) (*reply, error) {
-	changes, err := b.store.History(ctx, count)
+func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
+	changes, err := r.Store.History(ctx, count)
 	if err != nil {
 		return nil, err
 	}
 	if len(changes) == 0 {
-		return success("No changes yet."), nil
+		return Success("No changes yet."), nil
 	}
 	var lines strings.Builder
 	shown := 0
 	for _, c := range changes {
-		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), codeUser(c.Sender), describeEntries(c.Entries))
+		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), CodeUser(c.Sender), describeEntries(c.Entries))
 		if c.Reason != "" {
 			line += " — reason: " + literal(c.Reason, MaxReasonRunes)
 		}
@@ -257,20 +235,20 @@ func (b *Bot) history(ctx context.Context, count int) (*reply, error) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n%s", shown, plural(shown, "change", "changes"), lines.String())
 	if shown < len(changes) {
-		fmt.Fprintf(&sb, "\n%d older %s not shown to keep this message under Matrix's size limit; ask for fewer with `%s history <count>`.\n", len(changes)-shown, plural(len(changes)-shown, "change is", "changes are"), b.cfg.Bot.CommandPrefix)
+		fmt.Fprintf(&sb, "\n%d older %s not shown to keep this message under Matrix's size limit; ask for fewer with `%s history <count>`.\n", len(changes)-shown, plural(len(changes)-shown, "change is", "changes are"), r.Prefix)
 	}
-	return success(sb.String()), nil
+	return Success(sb.String()), nil
 }
 
-func (b *Bot) status(ctx context.Context) (*reply, error) {
-	version, _, _ := b.engine.Rules()
-	alwaysSend, blacklist := b.engine.Counts()
-	backlog, err := b.store.Backlog(ctx)
+func (r *Runner) status(ctx context.Context) (*Reply, error) {
+	version, _, _ := r.Engine.Rules()
+	alwaysSend, blacklist := r.Engine.Counts()
+	backlog, err := r.Store.Backlog(ctx)
 	if err != nil {
 		return nil, err
 	}
 	contact := "never (is the adapter installed in Synapse?)"
-	if last := b.lastContact(); !last.IsZero() {
+	if last := r.LastContact(); !last.IsZero() {
 		contact = fmt.Sprintf("%s ago", time.Since(last).Round(time.Second))
 	}
 	var sb strings.Builder
@@ -280,12 +258,12 @@ func (b *Bot) status(ctx context.Context) (*reply, error) {
 	fmt.Fprintf(&sb, "* blacklist: %d %s\n", blacklist, plural(blacklist, "user", "users"))
 	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
 	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
-	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(b.started).Round(time.Second))
-	fmt.Fprintf(&sb, "* Control room: %s (pinned)\n", code(b.ControlRoom()))
-	for _, problem := range b.Problems() {
+	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(r.Started).Round(time.Second))
+	fmt.Fprintf(&sb, "* Control room: %s (pinned)\n", Code(r.Service.ControlRoom()))
+	for _, problem := range r.Service.Problems() {
 		fmt.Fprintf(&sb, "* ⚠️ %s\n", literal(problem, 1000))
 	}
-	return success(sb.String()), nil
+	return Success(sb.String()), nil
 }
 
 // listPhrase names a list in a sentence: "the always-send list", "the blacklist".
@@ -337,7 +315,7 @@ func userList(users []id.UserID, limit int) string {
 			parts = append(parts, fmt.Sprintf("%d more", len(users)-limit))
 			break
 		}
-		parts = append(parts, codeUser(user))
+		parts = append(parts, CodeUser(user))
 	}
 	switch len(parts) {
 	case 1:

@@ -1,0 +1,94 @@
+package commands
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/store"
+)
+
+// fakeService is the bot as status sees it.
+type fakeService struct {
+	room     id.RoomID
+	problems []string
+}
+
+func (s *fakeService) ControlRoom() id.RoomID { return s.room }
+func (s *fakeService) Problems() []string     { return s.problems }
+
+// testRunner is a Runner on a fresh SQLite store and an empty engine: the
+// commands with no Matrix in the way.
+type testRunner struct {
+	*Runner
+	store *store.Store
+}
+
+func newTestRunner(t *testing.T) *testRunner {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "commands.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	return &testRunner{store: st, Runner: &Runner{
+		Prefix: "!presence", Domain: "test", Store: st, Engine: router.NewEngine("test", 0, nil, nil, nil),
+		Service: &fakeService{room: "!control:test"}, LastContact: func() time.Time { return time.Time{} }, Started: time.Now(),
+	}}
+}
+
+// run runs a command as the admin, applies its change to the engine as the
+// bot does, and returns the reply's Markdown.
+func (tr *testRunner) run(t *testing.T, body string) *Reply {
+	t.Helper()
+	cmd, err := ParseCommand(tr.Prefix, body, "")
+	if err != nil {
+		return Failure(err.Error(), ResultInvalid)
+	}
+	rep, change, err := tr.Run(context.Background(), Origin{EventID: id.EventID("$" + body), Sender: "@admin:test"}, cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if change != nil {
+		tr.Engine.Apply(change.Update())
+	}
+	return rep
+}
+
+func TestRunner_RepliesToEachCommand(t *testing.T) {
+	tr := newTestRunner(t)
+	tests := []struct {
+		name, body string
+		result     string
+		want       []string
+	}{
+		{"add to always-send pushes to the new users", "!presence always-send add @dash:test @desk:test Support", ResultOK, []string{"Added `@dash:test` and `@desk:test` to the always-send list (reason: Support). Version 1.", "Sending current presence to `@dash:test` and `@desk:test`."}},
+		{"adding again changes nothing", "!presence always-send add @dash:test", ResultOK, []string{"`@dash:test` is already on the always-send list: nothing to do."}},
+		{"a pattern says how many always-send users it matches", "!presence blacklist add @d*:test", ResultOK, []string{"The pattern matches 2 of the 2 always-send users"}},
+		{"explain names the pattern", "!presence explain @dora:test", ResultOK, []string{"blacklisted by the pattern `@d*:test`"}},
+		{"removal from the blacklist pushes to every always-send user", "!presence blacklist remove @d*:test", ResultOK, []string{"Sending current presence to every always-send user (2)."}},
+		{"list shows the users", "!presence always-send list", ResultOK, []string{"The always-send list has 2 users (version 3).", "* `@dash:test`"}},
+		{"history is newest first", "!presence history 2", ResultOK, []string{"The last 2 changes, newest first:", "**v3**", "**v2**"}},
+		{"status counts the lists", "!presence status", ResultOK, []string{"* Version: 3", "* always-send: 2 users", "* Control room: `!control:test` (pinned)"}},
+		{"a bad user is refused and named", "!presence always-send add @nope", ResultInvalid, []string{"`@nope`", "Nothing was changed."}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rep := tr.run(t, tt.body)
+			if rep.Result != tt.result {
+				t.Errorf("result %q, want %q: %s", rep.Result, tt.result, rep.Markdown)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(rep.Markdown, want) {
+					t.Errorf("reply lacks %q:\n%s", want, rep.Markdown)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,390 @@
+// Package encryption is the bot's end-to-end encryption: the one place that
+// knows about mautrix's crypto machine, Olm and Megolm. The bot calls it
+// through a few methods (start, decrypt a command, seal a reply, apply the
+// trust policy); with encryption.enabled off it uses Off, which does
+// nothing, so no other code checks whether encryption exists.
+package encryption
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
+	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/commands"
+	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/logging"
+	"github.com/presence-router/presence-router/store"
+)
+
+// DecryptWait is how long an encrypted command whose keys have not arrived
+// waits for them (asking the sender's devices after a few seconds) before
+// it is answered ❌ "could not decrypt". Commands after it wait too: they
+// are applied in order.
+const DecryptWait = 30 * time.Second
+
+// firstKeysWait is how long a command waits for its keys before the bot
+// asks for them.
+const firstKeysWait = 5 * time.Second
+
+// ErrOff is returned by Off's Decrypt: this service reads no encrypted
+// message (encryption.enabled is off).
+var ErrOff = errors.New("end-to-end encryption is off (encryption.enabled)")
+
+// ErrKeysMissing wraps the error of a decryption whose keys never came.
+var ErrKeysMissing = errors.New("the message's keys did not arrive")
+
+// Component is the bot's encryption as the rest of the bot uses it.
+type Component interface {
+	// Start sets encryption up on connecting; what it runs in the
+	// background runs until life ends. It is called on every connect.
+	Start(ctx, life context.Context) error
+	// Ready reports whether replies can be sent (sealed where needed).
+	Ready() bool
+	// ReadsEncrypted reports whether this service reads encrypted
+	// messages at all.
+	ReadsEncrypted() bool
+	// Decrypt decrypts an encrypted event (ErrOff when it reads none).
+	Decrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) (*event.Event, error)
+	// Seal returns what to send in room: the content, or its encryption.
+	Seal(ctx context.Context, room id.RoomID, evtType event.Type, content any) (event.Type, any, error)
+	// Refusal applies the trust policy to a command: why it is refused,
+	// or "".
+	Refusal(ctx context.Context, evt *event.Event, wasEncrypted bool) (string, error)
+	// Wait waits for the background work to end once life ended.
+	Wait()
+}
+
+var (
+	_ Component = Off{}
+	_ Component = (*Machine)(nil)
+)
+
+// Off is encryption turned off: it reads no encrypted message, sends
+// everything as it is, and refuses nothing.
+type Off struct{}
+
+// Start does nothing.
+func (Off) Start(context.Context, context.Context) error { return nil }
+
+// Ready reports true: replies need no device.
+func (Off) Ready() bool { return true }
+
+// ReadsEncrypted reports false.
+func (Off) ReadsEncrypted() bool { return false }
+
+// Decrypt fails with ErrOff.
+func (Off) Decrypt(context.Context, *logrus.Entry, *event.Event) (*event.Event, error) {
+	return nil, ErrOff
+}
+
+// Seal returns the content as it is.
+func (Off) Seal(_ context.Context, _ id.RoomID, evtType event.Type, content any) (event.Type, any, error) {
+	return evtType, content, nil
+}
+
+// Refusal refuses nothing.
+func (Off) Refusal(context.Context, *event.Event, bool) (string, error) { return "", nil }
+
+// Wait returns at once.
+func (Off) Wait() {}
+
+// Options configure Machine.
+type Options struct {
+	Config *config.Config
+	Store  *store.Store
+	Log    *logrus.Entry
+	// RoomEncryption reads a room's m.room.encryption state from the
+	// homeserver (nil when the room is not encrypted).
+	RoomEncryption func(ctx context.Context, room id.RoomID) (*event.EncryptionEventContent, error)
+}
+
+// Machine is encryption turned on: a device of the bot's own, logged in
+// once with the appservice's token and kept (its keys in the service's
+// database, encrypted with encryption.pickle_key), and a /sync loop that
+// only brings what encryption needs: to-device messages (room keys),
+// device lists and the rooms' membership and encryption state. Commands
+// still arrive through appservice transactions and the inbox.
+type Machine struct {
+	opts  Options
+	botID id.UserID
+	// up is set once Start succeeded.
+	up   atomic.Pointer[device]
+	done sync.WaitGroup
+}
+
+// device is what Start sets up.
+type device struct {
+	helper   *cryptohelper.CryptoHelper
+	client   *mautrix.Client
+	minTrust id.TrustState
+}
+
+// New returns the encryption component for the config: Off when
+// encryption.enabled is off, else a Machine (which does no I/O until
+// Start).
+func New(opts Options) Component {
+	if !opts.Config.Encryption.Enabled {
+		return Off{}
+	}
+	return &Machine{opts: opts, botID: opts.Config.BotMXID()}
+}
+
+// syncFilter keeps the crypto device's /sync to what encryption needs.
+var syncFilter = &mautrix.Filter{
+	Presence:    &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+	AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+	Room: &mautrix.RoomFilter{
+		Timeline:    &mautrix.FilterPart{Types: []event.Type{event.StateMember, event.StateEncryption, event.StateHistoryVisibility}, Limit: 50},
+		Ephemeral:   &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+		AccountData: &mautrix.FilterPart{NotTypes: []event.Type{{Type: "*"}}},
+	},
+}
+
+// Start sets up the bot's encryption device (once per process): logs it
+// in on first use, loads its keys, cross-signs it on first start (logging
+// the recovery key once, for the operator's records), and starts the /sync
+// loop under life, waiting for its first answer. Once it succeeded, later
+// calls do nothing.
+func (m *Machine) Start(ctx, life context.Context) error {
+	if m.up.Load() != nil {
+		return nil
+	}
+	cfg := m.opts.Config
+	minTrust, err := cfg.Encryption.MinTrust()
+	if err != nil {
+		return err
+	}
+	cli, err := m.client(ctx)
+	if err != nil {
+		return err
+	}
+	helper, err := cryptohelper.NewCryptoHelper(cli, []byte(cfg.Encryption.PickleKey), m.opts.Store.DB())
+	if err != nil {
+		return fmt.Errorf("failed to set up encryption: %w", err)
+	}
+	if err = helper.Init(ctx); err != nil {
+		return fmt.Errorf("failed to load the bot's encryption keys (is encryption.pickle_key the one they were made with?): %w", err)
+	}
+	if err = m.crossSignSelf(ctx, helper.Machine()); err != nil {
+		return err
+	}
+	// Synapse answers 500 to a /sync of the appservice's sender: say why.
+	probeCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	_, err = cli.FullSyncRequest(probeCtx, mautrix.ReqSync{Timeout: 0, FilterID: `{"room":{"rooms":[]},"presence":{"not_types":["*"]}}`})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("the homeserver refused the encryption device's /sync (with encryption on, the registration's sender_localpart must be %s, not the bot: regenerate the registration with -g, load it in Synapse and restart Synapse): %w", cfg.SenderLocalpart(), err)
+	}
+	synced := make(chan struct{})
+	var once sync.Once
+	syncer := cli.Syncer.(*mautrix.DefaultSyncer)
+	syncer.FilterJSON = syncFilter
+	syncer.OnSync(func(context.Context, *mautrix.RespSync, string) bool {
+		once.Do(func() { close(synced) })
+		return true
+	})
+	loop, stop := context.WithCancel(life)
+	m.done.Add(1)
+	go func() {
+		defer m.done.Done()
+		for loop.Err() == nil {
+			if err := cli.SyncWithContext(loop); err != nil && loop.Err() == nil {
+				m.opts.Log.WithError(err).Warn("The encryption device's /sync stopped; restarting it")
+				select {
+				case <-loop.Done():
+				case <-time.After(5 * time.Second):
+				}
+			}
+		}
+	}()
+	select {
+	case <-synced:
+	case <-ctx.Done():
+		stop() // the next try starts another
+		return fmt.Errorf("failed to sync the encryption device: %w", ctx.Err())
+	}
+	_ = stop // the loop runs until life ends
+	m.up.Store(&device{helper: helper, client: cli, minTrust: minTrust})
+	m.opts.Log.WithFields(logrus.Fields{"device_id": cli.DeviceID, "verification_level": minTrust.String()}).Info("End-to-end encryption is on")
+	return nil
+}
+
+// Wait waits for the /sync loop to end (after Start's life ended).
+func (m *Machine) Wait() { m.done.Wait() }
+
+// Ready reports whether the device is up, so that replies can be sealed.
+func (m *Machine) Ready() bool { return m.up.Load() != nil }
+
+// ReadsEncrypted reports true: encrypted commands are read (once the
+// device is up).
+func (m *Machine) ReadsEncrypted() bool { return true }
+
+// client returns a client for the bot's encryption device: the one
+// stored, logged in again (as the same device) if its token is no longer
+// valid, or a new one, logged in with the appservice's token.
+func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
+	cfg, st, log := m.opts.Config, m.opts.Store, m.opts.Log
+	stored, ok, err := st.CryptoDevice(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cli, err := mautrix.NewClient(cfg.Homeserver.Address, m.botID, stored.AccessToken)
+	if err != nil {
+		return nil, fmt.Errorf("failed to create the encryption client: %w", err)
+	}
+	cli.Log = logging.Zerolog(log.Logger).With().Str("component", "crypto").Logger()
+	cli.DefaultHTTPRetries = 0
+	cli.DeviceID = stored.DeviceID
+	if ok {
+		if _, err = cli.Whoami(ctx); err == nil {
+			return cli, nil
+		} else if !errors.Is(err, mautrix.MUnknownToken) {
+			return nil, fmt.Errorf("failed to check the encryption device's token: %w", err)
+		}
+		log.WithField("device_id", stored.DeviceID).Info("The encryption device's token is no longer valid; logging it in again")
+	}
+	cli.AccessToken = cfg.Appservice.ASToken
+	resp, err := cli.Login(ctx, &mautrix.ReqLogin{
+		Type:                     mautrix.AuthTypeAppservice,
+		Identifier:               mautrix.UserIdentifier{Type: mautrix.IdentifierTypeUser, User: m.botID.Localpart()},
+		DeviceID:                 stored.DeviceID,
+		InitialDeviceDisplayName: "presence-router",
+		StoreCredentials:         true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("failed to log in the bot's encryption device: %w", err)
+	}
+	if err = st.SetCryptoDevice(ctx, store.CryptoDevice{DeviceID: resp.DeviceID, AccessToken: resp.AccessToken}); err != nil {
+		return nil, err
+	}
+	log.WithField("device_id", resp.DeviceID).Info("Logged in the bot's encryption device")
+	return cli, nil
+}
+
+// crossSignSelf makes the bot's cross-signing keys and signs its device
+// with them, once: the recovery key is logged then, and never again.
+func (m *Machine) crossSignSelf(ctx context.Context, mach *crypto.OlmMachine) error {
+	if keys, err := mach.GetOwnCrossSigningPublicKeys(ctx); err == nil && keys != nil {
+		return nil
+	}
+	recoveryKey, err := mach.GenerateAndVerifyWithRecoveryKey(ctx)
+	if err != nil {
+		return fmt.Errorf("failed to cross-sign the bot's device: %w", err)
+	}
+	m.opts.Log.WithField("recovery_key", recoveryKey).Warn("Made the bot's cross-signing keys and signed its device. Keep this recovery key in your records: it is shown once, here")
+	return nil
+}
+
+// Decrypt decrypts an encrypted command, waiting up to DecryptWait for its
+// keys; an error wrapping ErrKeysMissing says they never came. Before the
+// device is up it fails with ErrOff.
+func (m *Machine) Decrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) (*event.Event, error) {
+	d := m.up.Load()
+	if d == nil {
+		return nil, ErrOff
+	}
+	decrypted, err := d.helper.Decrypt(ctx, evt)
+	if !errors.Is(err, crypto.ErrNoSessionFound) {
+		return decrypted, err
+	}
+	content := evt.Content.AsEncrypted()
+	log.WithField("session_id", content.SessionID).Info("Waiting for the keys of an encrypted command")
+	mach := d.helper.Machine()
+	if !mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, firstKeysWait) {
+		err = mach.SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "", map[id.UserID][]id.DeviceID{evt.Sender: {"*"}})
+		if err != nil {
+			log.WithError(err).Warn("Failed to ask for the keys of an encrypted command")
+		}
+		mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, DecryptWait-firstKeysWait)
+	}
+	decrypted, err = d.helper.Decrypt(ctx, evt)
+	if errors.Is(err, crypto.ErrNoSessionFound) {
+		err = fmt.Errorf("%w: %w", ErrKeysMissing, err)
+	}
+	return decrypted, err
+}
+
+// roomEncrypted reports whether room is encrypted: as the state store
+// knows it, or else as the homeserver says (and then remembered).
+func (m *Machine) roomEncrypted(ctx context.Context, d *device, room id.RoomID) (bool, error) {
+	states := d.client.StateStore
+	if encrypted, err := states.IsEncrypted(ctx, room); err == nil && encrypted {
+		return true, nil
+	}
+	content, err := m.opts.RoomEncryption(ctx, room)
+	if err != nil || content == nil {
+		return false, err
+	}
+	if err = states.SetEncryptionEvent(ctx, room, content); err != nil {
+		return true, fmt.Errorf("failed to remember that %s is encrypted: %w", room, err)
+	}
+	return true, nil
+}
+
+// Seal returns what to send for content in room: content itself, or, in
+// an encrypted room once the device is up, its encryption.
+func (m *Machine) Seal(ctx context.Context, room id.RoomID, evtType event.Type, content any) (event.Type, any, error) {
+	d := m.up.Load()
+	if d == nil {
+		return evtType, content, nil
+	}
+	encrypted, err := m.roomEncrypted(ctx, d, room)
+	if err != nil || !encrypted {
+		return evtType, content, err
+	}
+	sealed, err := d.helper.Encrypt(ctx, room, evtType, content)
+	if err != nil {
+		return evtType, nil, fmt.Errorf("failed to encrypt: %w", err)
+	}
+	return event.EventEncrypted, sealed, nil
+}
+
+// Refusal applies the trust policy of an encrypted control room to a
+// command: it returns why the command is refused, or "". An unencrypted
+// command there is refused, since it proves nothing about the device that
+// sent it; an encrypted one must come from a device at
+// encryption.verification_level or above.
+func (m *Machine) Refusal(ctx context.Context, evt *event.Event, wasEncrypted bool) (string, error) {
+	d := m.up.Load()
+	if d == nil {
+		return "", nil
+	}
+	if wasEncrypted {
+		return trustRefusal(d.minTrust, evt), nil
+	}
+	encrypted, err := m.roomEncrypted(ctx, d, evt.RoomID)
+	if err != nil || !encrypted {
+		return "", err
+	}
+	return unencryptedRefusal, nil
+}
+
+// unencryptedRefusal refuses an unencrypted command in an encrypted room.
+const unencryptedRefusal = "Refused: this room is end-to-end encrypted, and this command was not. An unencrypted message says nothing about the device that sent it, " +
+	"so the trust policy (encryption.verification_level) cannot be checked: send commands encrypted."
+
+// trustRefusal says why a decrypted command's device is below minTrust, or
+// "" when it is not.
+func trustRefusal(minTrust id.TrustState, evt *event.Event) string {
+	trust := evt.Mautrix.TrustState
+	if trust >= minTrust {
+		return ""
+	}
+	dev := "an unknown device"
+	if d := evt.Mautrix.TrustSource; d != nil {
+		dev = "the device " + commands.Code(d.DeviceID)
+	}
+	return fmt.Sprintf("Refused: this command came from %s of %s, whose trust is %s; commands here need %s or more (encryption.verification_level). "+
+		"Verify that device (cross-sign it from one of your verified sessions) and send the command again.",
+		dev, commands.CodeUser(evt.Sender), commands.Code(trust.String()), commands.Code(minTrust.String()))
+}

@@ -1,0 +1,135 @@
+package encryption
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/sirupsen/logrus"
+	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/store"
+)
+
+func testConfig(enabled bool, homeserver string) *config.Config {
+	cfg := &config.Config{}
+	cfg.Homeserver.Address, cfg.Homeserver.Domain = homeserver, "test"
+	cfg.Appservice.BotUsername, cfg.Appservice.ASToken = "presence", "as-token"
+	cfg.Encryption.Enabled, cfg.Encryption.PickleKey = enabled, "pickle"
+	cfg.Encryption.VerificationLevel = "cross-signed-tofu"
+	return cfg
+}
+
+func TestNew_ChoosesByEncryptionEnabled(t *testing.T) {
+	if _, off := New(Options{Config: testConfig(false, "")}).(Off); !off {
+		t.Error("encryption.enabled off: not Off")
+	}
+	if _, on := New(Options{Config: testConfig(true, "")}).(*Machine); !on {
+		t.Error("encryption.enabled on: not a Machine")
+	}
+}
+
+// Both implementations before their device is up: nothing is read,
+// everything is sent as it is, nothing is refused.
+func TestComponent_BeforeTheDeviceIsUp(t *testing.T) {
+	for name, c := range map[string]Component{"off": Off{}, "machine not started": New(Options{Config: testConfig(true, "")})} {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			if _, err := c.Decrypt(ctx, logrus.NewEntry(logrus.New()), &event.Event{}); !errors.Is(err, ErrOff) {
+				t.Errorf("Decrypt: %v, want ErrOff", err)
+			}
+			content := &event.MessageEventContent{Body: "hi"}
+			typ, sent, err := c.Seal(ctx, "!room:test", event.EventMessage, content)
+			if err != nil || typ != event.EventMessage || sent != content {
+				t.Errorf("Seal: %v %v %v, want the content as it is", typ, sent, err)
+			}
+			if why, err := c.Refusal(ctx, &event.Event{}, false); why != "" || err != nil {
+				t.Errorf("Refusal: %q %v, want none", why, err)
+			}
+			c.Wait()
+		})
+	}
+	if !(Off{}).Ready() || (Off{}).ReadsEncrypted() {
+		t.Error("Off must be ready and read nothing")
+	}
+	m := New(Options{Config: testConfig(true, "")})
+	if m.Ready() || !m.ReadsEncrypted() {
+		t.Error("a Machine must read encrypted messages and be ready only once started")
+	}
+}
+
+func TestTrustRefusal_NamesTheDeviceAndTheLevels(t *testing.T) {
+	device := &id.Device{UserID: "@admin:test", DeviceID: "PHONE"}
+	tests := []struct {
+		name  string
+		trust id.TrustState
+		min   id.TrustState
+		want  []string
+	}{
+		{"at the level", id.TrustStateCrossSignedTOFU, id.TrustStateCrossSignedTOFU, nil},
+		{"above the level", id.TrustStateVerified, id.TrustStateCrossSignedTOFU, nil},
+		{"below the level", id.TrustStateUnset, id.TrustStateCrossSignedTOFU, []string{"the device `PHONE`", "`@admin:test`", "`unverified`", "`cross-signed-tofu`", "encryption.verification_level"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			evt := &event.Event{Sender: "@admin:test"}
+			evt.Mautrix.TrustState, evt.Mautrix.TrustSource = tt.trust, device
+			got := trustRefusal(tt.min, evt)
+			if (got == "") != (tt.want == nil) {
+				t.Fatalf("refusal %q, want one: %v", got, tt.want != nil)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("refusal lacks %q: %s", w, got)
+				}
+			}
+		})
+	}
+}
+
+// A homeserver that refuses the device's login fails Start with an error
+// that says so, and the component stays not ready (the next connect tries
+// again).
+func TestMachine_StartFailsClearlyWhenTheLoginIsRefused(t *testing.T) {
+	var lock sync.Mutex
+	var paths []string
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lock.Lock()
+		paths = append(paths, r.URL.Path)
+		lock.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"errcode":"M_FORBIDDEN","error":"no appservice login here"}`)
+	}))
+	defer hs.Close()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	m := New(Options{Config: testConfig(true, hs.URL), Store: st, Log: logrus.NewEntry(logrus.New())})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = m.Start(ctx, ctx)
+	if err == nil || !strings.Contains(err.Error(), "failed to log in the bot's encryption device") {
+		t.Fatalf("Start: %v, want the refused login", err)
+	}
+	if m.Ready() {
+		t.Error("ready after a failed start")
+	}
+	lock.Lock()
+	defer lock.Unlock()
+	if len(paths) == 0 || !strings.HasSuffix(paths[len(paths)-1], "/login") {
+		t.Errorf("requests %v, want a login last", paths)
+	}
+}
