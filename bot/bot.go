@@ -176,6 +176,13 @@ func (b *Bot) Connected() bool {
 	return b.connected.Load()
 }
 
+// setConnected records whether the bot is connected, for Connected and the
+// connection metric alike.
+func (b *Bot) setConnected(connected bool) {
+	b.connected.Store(connected)
+	b.metrics.setConnected(connected)
+}
+
 // ControlRoom returns the control room's ID, or "" while it is unresolved.
 func (b *Bot) ControlRoom() id.RoomID {
 	b.lock.RLock()
@@ -206,8 +213,7 @@ func (b *Bot) connectLoop(ctx context.Context) {
 			err := b.connect(ctx, ctx)
 			if err == nil {
 				backoff = time.Second
-				b.connected.Store(true)
-				b.metrics.setConnected(true)
+				b.setConnected(true)
 				signal(b.wakeWorker)
 				signal(b.wakeCatchUp)
 			} else if ctx.Err() == nil {

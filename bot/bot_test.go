@@ -17,6 +17,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix/appservice"
@@ -65,6 +68,7 @@ type fakeHomeserver struct {
 	joins        []string
 	usersDefault int
 	encrypted    bool     // the control room has an m.room.encryption event
+	failJoin     bool     // joins fail, as when the bot was not invited
 	paths        []string // every request's path, in order
 }
 
@@ -82,6 +86,9 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case strings.HasSuffix(path, "/register"):
 		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
+	case strings.HasSuffix(path, "/join") && hs.failJoin:
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"errcode":"M_FORBIDDEN","error":"not invited"}`)
 	case strings.HasSuffix(path, "/join"):
 		parts := strings.Split(path, "/")
 		room := parts[len(parts)-2]
@@ -208,7 +215,7 @@ func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver,
 	as.DefaultHTTPRetries = 0
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Log: logrus.NewEntry(log)})
+	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry())})
 	b.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -414,6 +421,34 @@ func TestBot_DeclinesInvitesFromNonAdmins(t *testing.T) {
 		defer tb.hs.lock.Unlock()
 		return len(tb.hs.leaves) == 1
 	})
+}
+
+// An admin's invite makes the bot join again; while it is not joined, the
+// connection metric says so as Connected does (it stayed 1 before).
+func TestBot_InviteReconnectKeepsTheConnectedMetricTrue(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	if got := testutil.ToFloat64(tb.metrics.connected); got != 1 {
+		t.Fatalf("connected metric %v after connecting, want 1", got)
+	}
+	tb.hs.lock.Lock()
+	tb.hs.failJoin = true
+	tb.hs.lock.Unlock()
+	tb.deliver(t, "t", hsToken, map[string]any{
+		"event_id": "$inv", "room_id": string(testRoom), "sender": testAdmin, "type": "m.room.member",
+		"state_key": "@presence:test", "content": map[string]any{"membership": "invite"},
+	})
+	tb.waitFor(t, "disconnected", func() bool { return !tb.Connected() })
+	if got := testutil.ToFloat64(tb.metrics.connected); got != 0 {
+		t.Errorf("connected metric %v while the bot cannot join, want 0", got)
+	}
+	tb.hs.lock.Lock()
+	tb.hs.failJoin = false
+	tb.hs.lock.Unlock()
+	signal(tb.wakeConnect)
+	tb.waitFor(t, "connected again", tb.Connected)
+	if got := testutil.ToFloat64(tb.metrics.connected); got != 1 {
+		t.Errorf("connected metric %v after joining again, want 1", got)
+	}
 }
 
 func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {

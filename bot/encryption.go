@@ -15,9 +15,9 @@ import (
 // problemEncryption is the problem topic of an encrypted control room.
 const problemEncryption = "encryption"
 
-// EncryptionNoticeInterval is how often at most the bot repeats, in the
+// encryptionNoticeInterval is how often at most the bot repeats, in the
 // control room, that it cannot read encrypted messages.
-const EncryptionNoticeInterval = time.Hour
+const encryptionNoticeInterval = time.Hour
 
 // encryptedRoomText is what the bot says, logs and reports when the control
 // room is encrypted: it reads no encrypted message, so it must never stay
@@ -64,7 +64,7 @@ func (b *Bot) readRoomEncryption(ctx context.Context, room id.RoomID) (*event.En
 // showed it: its m.room.encryption event, or an encrypted message; nil on
 // joining): an error in the log and the problem in status and /ready every
 // time, and a plain-text notice in the room at most once per
-// EncryptionNoticeInterval, also across restarts.
+// encryptionNoticeInterval, also across restarts.
 func (b *Bot) cannotDecrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) {
 	b.setProblem(problemEncryption, encryptedRoomText)
 	entry := log
@@ -76,7 +76,7 @@ func (b *Bot) cannotDecrypt(ctx context.Context, log *logrus.Entry, evt *event.E
 	if err != nil {
 		log.WithError(err).Warn("Failed to read when the encryption notice was last sent")
 	}
-	if time.Since(last) < EncryptionNoticeInterval {
+	if time.Since(last) < encryptionNoticeInterval {
 		return
 	}
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -87,7 +87,7 @@ func TestBot_EncryptedControlRoomIsNeverSilent(t *testing.T) {
 		if n := encryptionNotices(tb2); n != 0 {
 			t.Errorf("%d notices after a restart within the hour, want 0", n)
 		}
-		if err := tb2.store.SetEncryptionNoticeAt(context.Background(), time.Now().Add(-EncryptionNoticeInterval-time.Minute)); err != nil {
+		if err := tb2.store.SetEncryptionNoticeAt(context.Background(), time.Now().Add(-encryptionNoticeInterval-time.Minute)); err != nil {
 			t.Fatal(err)
 		}
 		tb2.deliver(t, "t2", hsToken, encrypted("$c2", testAdmin))

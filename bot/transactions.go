@@ -21,8 +21,8 @@ import (
 // authWarnInterval is how often at most a rejected hs_token is logged.
 const authWarnInterval = 10 * time.Second
 
-// MaxTransactionBytes is the largest appservice transaction body accepted.
-const MaxTransactionBytes = 64 << 20
+// maxTransactionBytes is the largest appservice transaction body accepted.
+const maxTransactionBytes = 64 << 20
 
 // transaction is the part of an appservice transaction the bot reads.
 type transaction struct {
@@ -57,7 +57,7 @@ func (b *Bot) HandleTransaction(w http.ResponseWriter, r *http.Request) {
 	}
 	txnID := r.PathValue("txnID")
 	log := b.log.WithField("transaction_id", txnID)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxTransactionBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxTransactionBytes))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

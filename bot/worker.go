@@ -21,12 +21,12 @@ import (
 // woken, to retry replies that could not be sent.
 const retryInterval = 15 * time.Second
 
-// InboxRetention is how long done inbox items are kept, counted back from
+// inboxRetention is how long done inbox items are kept, counted back from
 // the newest item. It is far longer than any catch-up reads back (the
 // previous read, or about 1.5 minutes before the last event received) and
 // than Synapse takes to redeliver what it sent just before a crash; an
 // event sent before the retention is ignored (see store.PruneInbox).
-const InboxRetention = 24 * time.Hour
+const inboxRetention = 24 * time.Hour
 
 // pruneInterval is how often the worker prunes the inbox.
 const pruneInterval = 10 * time.Minute
@@ -40,7 +40,7 @@ func (b *Bot) workerLoop(ctx context.Context) {
 		b.processInbox(ctx)
 		if time.Since(pruned) >= pruneInterval {
 			pruned = time.Now()
-			if n, err := b.store.PruneInbox(ctx, InboxRetention); err != nil {
+			if n, err := b.store.PruneInbox(ctx, inboxRetention); err != nil {
 				b.log.WithError(err).Warn("Failed to prune the inbox")
 			} else if n > 0 {
 				b.log.WithField("items", n).Debug("Pruned done inbox items")
@@ -269,13 +269,12 @@ func (b *Bot) handleMembership(ctx context.Context, log *logrus.Entry, item stor
 			return b.store.MarkDone(ctx, item.Seq)
 		}
 		log.Info("Accepting an admin's invite to the control room")
-		b.connected.Store(false)
+		b.setConnected(false)
 		signal(b.wakeConnect)
 	case event.MembershipLeave, event.MembershipBan:
 		if evt.RoomID == b.ControlRoom() && b.connected.Load() {
 			log.WithField("membership", member.Membership).Warn("The bot is no longer in the control room; trying to rejoin")
-			b.connected.Store(false)
-			b.metrics.setConnected(false)
+			b.setConnected(false)
 			signal(b.wakeConnect)
 		}
 	}

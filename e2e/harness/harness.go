@@ -26,6 +26,7 @@ import (
 	"slices"
 	"strings"
 	"syscall"
+	"text/template"
 	"time"
 
 	_ "github.com/mattn/go-sqlite3" // the sqlite3 driver, for RouterDB
@@ -380,12 +381,31 @@ func (s *Stack) writeSynapseConfig(tokenFile string) error {
 			return err
 		}
 	}
-	limit := "{per_second: 1000, burst_count: 1000}"
-	cfg := fmt.Sprintf(`server_name: "%s"
-pid_file: %s
+	var cfg bytes.Buffer
+	err := synapseConfig.Execute(&cfg, map[string]any{
+		"ServerName": s.Opts.ServerName, "PIDFile": s.Path("homeserver.pid"), "Port": s.Opts.SynapsePort,
+		"Listeners": federation, "Database": database, "Media": s.Path("media"), "SigningKey": s.Path("signing.key"),
+		"RegistrationSecret": randomHex(16), "MacaroonSecret": randomHex(16), "FormSecret": randomHex(16),
+		"AppServices": appservices, "Presence": presence, "Modules": modules,
+		"RateLimited": []string{"rc_message", "rc_registration", "rc_room_creation"},
+	})
+	if err != nil {
+		return fmt.Errorf("failed to render homeserver.yaml: %w", err)
+	}
+	return os.WriteFile(s.Path("homeserver.yaml"), cfg.Bytes(), 0o600)
+}
+
+// unlimited is the rate limit of everything the tests do in bulk.
+const unlimited = "{per_second: 1000, burst_count: 1000}"
+
+// synapseConfig is Synapse's homeserver.yaml for a stack. Listeners,
+// Database, AppServices, Presence and Modules are whole YAML sections (or
+// ""), each ending in a newline.
+var synapseConfig = template.Must(template.New("homeserver.yaml").Parse(`server_name: "{{.ServerName}}"
+pid_file: {{.PIDFile}}
 report_stats: false
 listeners:
-  - port: %d
+  - port: {{.Port}}
     bind_addresses: ['127.0.0.1']
     type: http
     tls: false
@@ -393,39 +413,33 @@ listeners:
     resources:
       - names: [client]
         compress: false
-%s%smedia_store_path: %s
-signing_key_path: %s
+{{.Listeners}}{{.Database}}media_store_path: {{.Media}}
+signing_key_path: {{.SigningKey}}
 trusted_key_servers: []
 suppress_key_server_warning: true
 enable_registration: true
 enable_registration_without_verification: true
-registration_shared_secret: %s
-macaroon_secret_key: %s
-form_secret: %s
-%s%s%src_message: %s
-rc_registration: %s
-rc_room_creation: %s
-rc_presence:
-  per_user: %s
+registration_shared_secret: {{.RegistrationSecret}}
+macaroon_secret_key: {{.MacaroonSecret}}
+form_secret: {{.FormSecret}}
+{{.AppServices}}{{.Presence}}{{.Modules}}{{range .RateLimited}}{{.}}: ` + unlimited + `
+{{end}}rc_presence:
+  per_user: ` + unlimited + `
 rc_login:
-  address: %s
-  account: %s
-  failed_attempts: %s
+  address: ` + unlimited + `
+  account: ` + unlimited + `
+  failed_attempts: ` + unlimited + `
 rc_joins:
-  local: %s
-  remote: %s
-rc_joins_per_room: %s
+  local: ` + unlimited + `
+  remote: ` + unlimited + `
+rc_joins_per_room: ` + unlimited + `
 rc_invites:
-  per_room: %s
-  per_user: %s
-  per_issuer: %s
-rc_admin_redaction: %s
-rc_3pid_validation: %s
-`, s.Opts.ServerName, s.Path("homeserver.pid"), s.Opts.SynapsePort, federation, database, s.Path("media"), s.Path("signing.key"),
-		randomHex(16), randomHex(16), randomHex(16), appservices, presence, modules,
-		limit, limit, limit, limit, limit, limit, limit, limit, limit, limit, limit, limit, limit, limit, limit)
-	return os.WriteFile(s.Path("homeserver.yaml"), []byte(cfg), 0o600)
-}
+  per_room: ` + unlimited + `
+  per_user: ` + unlimited + `
+  per_issuer: ` + unlimited + `
+rc_admin_redaction: ` + unlimited + `
+rc_3pid_validation: ` + unlimited + `
+`))
 
 // workersConfig returns the database section of the shared config for the
 // worker deployment, and adds main's extra listeners and the shared worker
