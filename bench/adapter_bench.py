@@ -286,7 +286,8 @@ def costs(quick: bool) -> None:
     import gc
     import tracemalloc
 
-    from presence_router_adapter import _Cache, _Feed
+    from presence_router_adapter.api import _Feed
+    from presence_router_adapter.cache import _Cache
 
     print("\ncosts against the example router (same batch, same process; answers served from memory)")
     print(f"{'case':64} {'example':>10} {'adapter':>10} {'ratio':>7}")

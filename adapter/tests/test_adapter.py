@@ -11,6 +11,9 @@ import attr
 import pytest
 
 import presence_router_adapter as pra
+import presence_router_adapter.cache
+import presence_router_adapter.client
+import presence_router_adapter.metrics
 from presence_router_adapter import ALL_USERS, PresenceRouterAdapter, parse_config
 
 
@@ -202,7 +205,7 @@ def test_a_miss_shares_one_route_among_its_users(setup: Any) -> None:
     cache = adapter._cache
     routed = {id(cache.routes_of[f"@u{i}:x"]) for i in range(500)}
     assert len(routed) == 1, "every routed user shares one destination set"
-    assert cache.routes_of["@b0:x"] is cache.routes_of["@b1:x"] is pra._NOWHERE, "one shared empty answer"
+    assert cache.routes_of["@b0:x"] is cache.routes_of["@b1:x"] is pra.cache._NOWHERE, "one shared empty answer"
     assert cache.routes_of["@u0:x"] is cache.keys
 
 
@@ -374,7 +377,7 @@ def test_breaker_answers_misses_at_once_until_the_feed_is_back(setup: Any, caplo
     assert run(adapter.get_interested_users("@dash:x")) == ALL_USERS
     run(adapter.get_users_for_states([State("@bob:x")]))
     routing.down = True
-    skipped = pra.SKIPPED.labels("get_users_for_states")._value.get()
+    skipped = pra.metrics.SKIPPED.labels("get_users_for_states")._value.get()
     with caplog.at_level(logging.WARNING, logger="presence_router_adapter"):
         assert run(adapter.get_interested_users("@new:x")) == set()  # fails, opens the breaker
         n = len(routing.requests)
@@ -383,7 +386,7 @@ def test_breaker_answers_misses_at_once_until_the_feed_is_back(setup: Any, caplo
             result = run(adapter.get_users_for_states([State("@bob:x"), State(f"@other{i}:x")]))
             assert result == {"@dash:x": {State("@bob:x")}}, "cached answers still serve; a user told ALL stays a key"
         assert len(routing.requests) == n, "no request while the breaker is open"
-    assert pra.SKIPPED.labels("get_users_for_states")._value.get() == skipped + 5
+    assert pra.metrics.SKIPPED.labels("get_users_for_states")._value.get() == skipped + 5
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1, "one warning per 30 s"
     with pytest.raises(pra.RoutingAPIError):
         run(adapter.poll_once())  # the feed still fails: still open
@@ -423,13 +426,13 @@ def _answers(kind: str, body: Any) -> Any:
 def test_an_invalid_answer_fails_open(kind: str, body: Any, caplog: pytest.LogCaptureFixture) -> None:
     adapter, _, _ = make()
     adapter._request = _answers(kind, body)  # type: ignore[method-assign]
-    invalid = pra.INVALID.labels(kind)._value.get()
+    invalid = pra.metrics.INVALID.labels(kind)._value.get()
     with caplog.at_level(logging.WARNING, logger="presence_router_adapter"):
         if kind == "users_for_states":
             assert run(adapter.get_users_for_states([State("@bob:x")])) == {}
         else:
             assert run(adapter.get_interested_users("@bob:x")) == set()
-    assert pra.INVALID.labels(kind)._value.get() == invalid + 1
+    assert pra.metrics.INVALID.labels(kind)._value.get() == invalid + 1
     assert adapter._open, "an invalid answer counts as a failed request"
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 

@@ -14,6 +14,9 @@ import pytest
 from twisted.internet import defer, reactor, threads
 
 import presence_router_adapter as pra
+import presence_router_adapter.cache
+import presence_router_adapter.client
+import presence_router_adapter.metrics
 from presence_router_adapter import PresenceRouterAdapter, parse_config
 
 
@@ -126,7 +129,7 @@ def test_a_peer_that_never_answers_is_cut_at_the_deadline() -> None:
 
 
 def test_an_endless_body_is_cut_at_the_size_cap(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pra, "MAX_RESPONSE_BYTES", 1 << 20)
+    monkeypatch.setattr(pra.client, "MAX_RESPONSE_BYTES", 1 << 20)
     sent = [0]
 
     def endless(conn: socket.socket) -> None:
@@ -147,7 +150,7 @@ def test_an_endless_body_is_cut_at_the_size_cap(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_declared_oversized_body_is_refused_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pra, "MAX_RESPONSE_BYTES", 1 << 20)
+    monkeypatch.setattr(pra.client, "MAX_RESPONSE_BYTES", 1 << 20)
     holder: dict[str, Peer] = {}
 
     def huge(conn: socket.socket) -> None:
