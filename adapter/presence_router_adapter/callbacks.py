@@ -86,27 +86,21 @@ class Callbacks(RoutingClient):
                     self._failed("users_for_states", e)
                 if answers:
                     # Only the states that missed are grouped again.
-                    if len(unique) == len(missing):
-                        pairs = zip(missing, answers)
-                    else:
-                        pairs = zip(missing, map(dict(zip(unique, answers)).__getitem__, users))
                     if keys_route is not None and len(answers) == len(missing) and all(
                         r is keys_route or r is _NOWHERE for r in answers
                     ):
-                        # The usual answer: every missed user goes to the
-                        # recipients or nowhere; one comprehension groups them.
-                        missed_routed = [s for s, r in pairs if r is keys_route]
+                        # The usual answer (one state per user): every missed
+                        # user goes to the recipients or nowhere; one
+                        # comprehension groups them.
+                        missed_routed = [s for s, r in zip(missing, answers) if r is keys_route]
                         if missed_routed:
                             groups.setdefault(keys_route, []).extend(missed_routed)
                     else:
-                        nowhere = _NOWHERE
-                        for s, route in pairs:
-                            if route is not nowhere:
-                                group = groups.get(route)
-                                if group is None:
-                                    groups[route] = [s]
-                                else:
-                                    group.append(s)
+                        # Several routes (rare: remote recipients): the
+                        # missed states are grouped as the cached ones.
+                        more, _ = self._group(dict(zip(unique, answers)).get, missing)
+                        for route, group in more.items():
+                            groups.setdefault(route, []).extend(group)
             if keys_route is None:
                 keys_route = self._cache.keys
         else:

@@ -512,3 +512,25 @@ def test_token_file(tmp_path: Any) -> None:
     f = tmp_path / "token"
     f.write_text("secret\n")
     assert parse_config({"url": "http://x", "token_file": str(f)}).token == "secret"
+
+
+def test_two_routes_and_repeated_users_are_grouped_by_route(setup: Any) -> None:
+    """An answer with two routes (always-send users on another server get
+    local users' presence only) and a batch that names a user twice: each
+    state goes to its route's users, and every key is present."""
+    adapter, _, routing = setup
+
+    async def request(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        states = json.loads(payload)["states"]
+        local = [i for i, s in enumerate(states) if s["user_id"].endswith(":x")]
+        return {"version": routing.version, "routes": [
+            {"users": ["@far:y"], "states": local},
+            {"users": ["@dash:x"], "states": list(range(len(states)))},
+        ]}
+
+    adapter._request = request
+    a, b, a_again = State("@a:x"), State("@b:y"), State("@a:x", "unavailable")
+    got = run(adapter.get_users_for_states([a, b, a_again]))
+    assert got == {"@far:y": {a, a_again}, "@dash:x": {a, b, a_again}}
+    # Served from the cache the second time, grouped the same way.
+    assert run(adapter.get_users_for_states([a, b, a_again])) == got
