@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -29,10 +30,10 @@ import (
 
 	"github.com/presence-router/presence-router/bot"
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/importer"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
-	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -202,11 +203,15 @@ func run(configPath string) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	got := <-sig
-	log.WithField("signal", got.String()).Info("Stopping presence-router")
+	select {
+	case got := <-sig:
+		log.WithField("signal", got.String()).Info("Stopping presence-router")
+	case err = <-a.fatal:
+		log.WithError(err).Error("Stopping presence-router")
+	}
 	a.stop()
 	log.Info("Stopped")
-	return nil
+	return err
 }
 
 // app is the service: newApp constructs it (no listener, no network),
@@ -216,6 +221,7 @@ type app struct {
 	log      *logrus.Logger
 	store    *store.Store
 	engine   *router.Engine
+	follower *follower.Follower
 	routing  *router.Handler
 	as       *appservice.AppService
 	bot      *bot.Bot
@@ -227,6 +233,14 @@ type app struct {
 	requests       context.Context
 	cancelRequests context.CancelFunc
 	stopWatch      context.CancelFunc
+	// standby is set while another process is active on the database:
+	// this one serves the routing API and the change feed, and waits to
+	// take over. active is its hold once it is the active process.
+	standby atomic.Bool
+	active  *store.Active
+	// fatal receives why the process must stop (the active lock was
+	// lost).
+	fatal chan error
 }
 
 func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, error) {
@@ -238,7 +252,8 @@ func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, e
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, store: st}
+	a := &app{cfg: cfg, log: log, store: st, fatal: make(chan error, 1)}
+	a.standby.Store(true) // until start makes it the active process
 	if err = a.construct(ctx, zlog, routerToken); err != nil {
 		_ = st.Close()
 		return nil, err
@@ -247,20 +262,14 @@ func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, e
 }
 
 func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken string) error {
-	snap, err := a.store.LoadRules(ctx)
+	engine, err := follower.Load(ctx, a.store, a.cfg.Homeserver.Domain)
 	if err != nil {
 		return err
 	}
-	history, err := a.store.RecentChanges(ctx, router.FeedLimit, router.MaxFeedSources)
-	if err != nil {
-		return err
-	}
-	feed := make([]rules.Update, len(history))
-	for i := range history {
-		feed[i] = history[i].Update()
-	}
-	a.engine = router.NewEngine(a.cfg.Homeserver.Domain, snap.Version, snap.AlwaysSend, snap.Blacklist, feed)
-	a.log.WithFields(logrus.Fields{"version": snap.Version, "always_send": len(snap.AlwaysSend), "blacklist": len(snap.Blacklist)}).Info("Loaded rules")
+	a.engine = engine
+	a.follower = follower.New(a.store, engine, a.log.WithField("component", "follower"))
+	version, alwaysSend, blacklist := engine.Rules()
+	a.log.WithFields(logrus.Fields{"version": version, "always_send": len(alwaysSend), "blacklist": len(blacklist)}).Info("Loaded rules")
 
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -282,7 +291,7 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 	// Our own loops retry with backoff; mautrix's retries would block them.
 	a.as.DefaultHTTPRetries = 1
 	a.bot = bot.New(bot.Options{
-		Config: a.cfg, AS: a.as, Store: a.store, Engine: a.engine,
+		Config: a.cfg, AS: a.as, Store: a.store, Engine: a.engine, Follower: a.follower,
 		Log:         a.log.WithField("component", "bot"),
 		Metrics:     bot.NewMetrics(a.registry),
 		LastContact: a.routing.LastContact,
@@ -295,7 +304,15 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 // answers), mautrix's ping and user/room queries, liveness and readiness.
 func (a *app) appserviceMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", a.bot.HandleTransaction)
+	mux.HandleFunc("PUT /_matrix/app/v1/transactions/{txnID}", func(w http.ResponseWriter, r *http.Request) {
+		if a.standby.Load() {
+			// The load balancer sends transactions to the active process;
+			// Synapse retries this one there.
+			exhttp.WriteJSONResponse(w, http.StatusServiceUnavailable, map[string]any{"errcode": "M_UNKNOWN", "error": standbyReason})
+			return
+		}
+		a.bot.HandleTransaction(w, r)
+	})
 	for _, pattern := range []string{"POST /_matrix/app/v1/ping", "GET /_matrix/app/v1/users/{userID}", "GET /_matrix/app/v1/rooms/{roomAlias}"} {
 		mux.Handle(pattern, a.as.Router)
 	}
@@ -309,8 +326,14 @@ func (a *app) appserviceMux() *http.ServeMux {
 			exhttp.WriteJSONResponse(w, http.StatusServiceUnavailable, map[string]any{"ok": false, "store": err.Error()})
 			return
 		}
+		if a.standby.Load() {
+			exhttp.WriteJSONResponse(w, http.StatusServiceUnavailable, map[string]any{
+				"ok": false, "active": false, "version": a.engine.Version(), "reason": standbyReason,
+			})
+			return
+		}
 		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{
-			"ok": true, "version": a.engine.Version(), "bot_connected": a.bot.Connected(),
+			"ok": true, "active": true, "version": a.engine.Version(), "bot_connected": a.bot.Connected(),
 			"control_room": a.bot.ControlRoom(), "problems": a.bot.Problems(),
 		})
 	})
@@ -339,16 +362,78 @@ func (a *app) start() error {
 			return err
 		}
 	}
-	a.bot.Start()
 	var watchCtx context.Context
 	watchCtx, a.stopWatch = context.WithCancel(context.Background())
-	go a.store.Watch(watchCtx, 2*time.Second, a.engine.Version, func(c rules.Change) {
-		a.engine.Apply(c.Update())
-		a.log.WithField("version", c.Version).Info("Applied a change committed by another process")
-	}, func(err error) {
-		a.log.WithError(err).Warn("Failed to check the database for new changes")
-	})
+	onError := func(err error) { a.log.WithError(err).Warn("Failed to check the database for new changes") }
+	wake, err := a.store.ListenChanges(watchCtx, onError)
+	if err != nil {
+		a.log.WithError(err).Warn("Failed to listen for changes; polling the database every 2 s instead")
+	}
+	go a.follower.Run(watchCtx, changePollInterval, wake, onError)
+	return a.startActive(watchCtx)
+}
+
+// changePollInterval is how often each process reads the database for
+// changes that other processes committed: the only way on SQLite, and the
+// fallback for PostgreSQL's notifications.
+const changePollInterval = 2 * time.Second
+
+// standbyReason is what a standby answers on /_matrix/mau/ready and to
+// transactions.
+const standbyReason = "standby: another presence-router process is active on this database; this one serves the routing API and takes over when it stops"
+
+// startActive makes this process the active one (it runs the bot), or, on
+// PostgreSQL while another is active, a standby that tries every second to
+// take over until ctx ends. On SQLite a second process is refused.
+func (a *app) startActive(ctx context.Context) error {
+	active, err := a.store.TryActive(ctx)
+	switch {
+	case err == nil:
+		a.becomeActive(active)
+		return nil
+	case !errors.Is(err, store.ErrActiveElsewhere):
+		return fmt.Errorf("%s: %w", a.cfg.Database.Key(), err)
+	case a.cfg.Database.Type != config.DatabasePostgres:
+		return fmt.Errorf("%s: another presence-router process is running on this database, and SQLite allows one; stop it first, or, for an active and a standby process, use PostgreSQL (database.type: postgres, see docs/high-availability.md)", a.cfg.Database.Key())
+	}
+	a.log.Info("Another presence-router process is active on this database: standing by (serving the routing API; taking over when it stops)")
+	go func() {
+		ticker := time.NewTicker(time.Second)
+		defer ticker.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-ticker.C:
+			}
+			active, err := a.store.TryActive(ctx)
+			if errors.Is(err, store.ErrActiveElsewhere) || ctx.Err() != nil {
+				continue
+			} else if err != nil {
+				a.log.WithError(err).Warn("Failed to check whether the active process is still there")
+				continue
+			}
+			a.log.Info("The active process is gone: taking over as the active process")
+			a.becomeActive(active)
+			return
+		}
+	}()
 	return nil
+}
+
+// becomeActive starts the bot under the active hold; losing the hold stops
+// the process (a supervisor starts it again, then as a standby).
+func (a *app) becomeActive(active *store.Active) {
+	a.active = active
+	a.bot.Start()
+	a.standby.Store(false)
+	go func() {
+		select {
+		case <-active.Lost:
+			a.fatal <- errors.New("lost the active lock (its database connection broke): stopping, so that this process does not act beside another active one; start it again and it stands by")
+		case <-a.requests.Done():
+		}
+	}()
 }
 
 func (a *app) serve(key, addr string, handler http.Handler, what string) error {
@@ -382,6 +467,9 @@ func (a *app) stop() {
 		_ = srv.Shutdown(stopCtx)
 	}
 	a.bot.Stop(stopCtx)
+	if a.active != nil {
+		a.active.Release()
+	}
 }
 
 // close releases the database.

@@ -24,19 +24,29 @@ import (
 	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
 // Options wires a Bot to the rest of the service.
 type Options struct {
-	Config  *config.Config
-	AS      *appservice.AppService
-	Store   *store.Store
-	Engine  *router.Engine
-	Log     *logrus.Entry
-	Metrics *Metrics // nil: no metrics
+	Config *config.Config
+	AS     *appservice.AppService
+	Store  *store.Store
+	Engine *router.Engine
+	// Follower applies the changes the bot commits to Engine, after any
+	// that other processes committed before them.
+	Follower Follower
+	Log      *logrus.Entry
+	Metrics  *Metrics // nil: no metrics
 	// LastContact returns when the adapter last called the routing API.
 	LastContact func() time.Time
+}
+
+// Follower applies a change the bot committed to the router's engine
+// (*follower.Follower).
+type Follower interface {
+	Committed(ctx context.Context, c *rules.Change) error
 }
 
 // Bot is the appservice bot. Create it with New, then Start it.
@@ -44,7 +54,7 @@ type Bot struct {
 	cfg        *config.Config
 	as         *appservice.AppService
 	store      *store.Store
-	engine     *router.Engine
+	follower   Follower
 	log        *logrus.Entry
 	metrics    *Metrics
 	botID      id.UserID
@@ -82,7 +92,7 @@ func New(opts Options) *Bot {
 		cfg:         opts.Config,
 		as:          opts.AS,
 		store:       opts.Store,
-		engine:      opts.Engine,
+		follower:    opts.Follower,
 		log:         opts.Log,
 		metrics:     opts.Metrics,
 		botID:       opts.Config.BotMXID(),

@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
@@ -215,7 +216,7 @@ func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver,
 	as.DefaultHTTPRetries = 0
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry())})
+	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Follower: follower.New(st, engine, logrus.NewEntry(log)), Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry())})
 	b.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

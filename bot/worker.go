@@ -224,7 +224,9 @@ func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxIte
 	}
 	b.metrics.countCommand(rep.Result)
 	if change != nil {
-		b.engine.Apply(change.Update())
+		if err := b.follower.Committed(ctx, change); err != nil {
+			log.WithError(err).Warn("Failed to bring the router up to this change; the database watch applies it")
+		}
 		log.WithFields(logrus.Fields{"version": change.Version, "entries": len(change.Entries), "push_to": change.PushCount}).Info("Applied rule change")
 	}
 	return b.deliver(ctx, item.Seq, rep)

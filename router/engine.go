@@ -118,13 +118,29 @@ type Engine struct {
 // with the given lists and retained feed history (oldest first, as Change.Update
 // makes them). With server "", every user counts as local.
 func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) *Engine {
-	e := &Engine{
-		server:        server,
-		version:       version,
-		blacklist:     make(map[id.UserID]struct{}, len(blacklist)),
-		alwaysSendSet: make(map[id.UserID]struct{}, len(alwaysSend)),
-		changed:       make(chan struct{}),
-	}
+	e := &Engine{server: server, changed: make(chan struct{})}
+	e.load(version, alwaysSend, blacklist, history)
+	return e
+}
+
+// Reload replaces the rules and the retained feed history (as NewEngine
+// takes them), for an engine that fell too far behind to apply each change.
+// Long polls wake up; a client whose since is no longer retained is told to
+// reset.
+func (e *Engine) Reload(version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) {
+	e.lock.Lock()
+	defer e.lock.Unlock()
+	e.load(version, alwaysSend, blacklist, history)
+	close(e.changed)
+	e.changed = make(chan struct{})
+}
+
+// load sets the rules and the feed history. The caller holds the write
+// lock, or is NewEngine.
+func (e *Engine) load(version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) {
+	e.version = version
+	e.blacklist = make(map[id.UserID]struct{}, len(blacklist))
+	e.alwaysSendSet = make(map[id.UserID]struct{}, len(alwaysSend))
 	e.compiled = make(map[id.UserID]*userid.Matcher)
 	for _, u := range blacklist {
 		e.blacklist[u] = struct{}{}
@@ -142,7 +158,6 @@ func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, 
 	for i, u := range history {
 		e.feed[i] = e.feedEntry(u, u.PushTo)
 	}
-	return e
 }
 
 func (e *Engine) setAlwaysSend() {

@@ -149,6 +149,9 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 				return fmt.Errorf("failed to write change entry: %w", err)
 			}
 		}
+		if err = s.notifyChange(ctx, change.Version); err != nil {
+			return err
+		}
 		if unblacklisted {
 			// Everyone who always receives presence gains the presence of
 			// the users who left the blacklist. SQLite writes that list

@@ -30,6 +30,9 @@ var upgradeTable = dbutil.BuildUpgradeTable().WithFSPath(upgrades, "upgrades").F
 // Store is the database. It is safe for concurrent use.
 type Store struct {
 	db *dbutil.Database
+	// uri is the PostgreSQL URI ("" for SQLite), for the connection that
+	// listens for changes; path is the SQLite file ("" for PostgreSQL).
+	uri, path string
 	// pushToAllQuery differs by dialect (JSON aggregation).
 	pushToAllQuery string
 }
@@ -55,7 +58,12 @@ func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	}
 	// One writer at a time is all SQLite allows; readers use WAL snapshots.
 	db.RawDB.SetMaxOpenConns(4)
-	return open(ctx, db, path, log)
+	s, err := open(ctx, db, path, log)
+	if err != nil {
+		return nil, err
+	}
+	s.path = path
+	return s, nil
 }
 
 // OpenPostgres opens the PostgreSQL database at uri (postgres://user:password@host:port/dbname?sslmode=…)
@@ -68,7 +76,12 @@ func OpenPostgres(ctx context.Context, uri string, log zerolog.Logger) (*Store, 
 		return nil, fmt.Errorf("failed to open database %s: %w", name, err)
 	}
 	db.RawDB.SetMaxOpenConns(8)
-	return open(ctx, db, name, log)
+	s, err := open(ctx, db, name, log)
+	if err != nil {
+		return nil, err
+	}
+	s.uri = uri
+	return s, nil
 }
 
 // RedactURI returns uri with its password, if any, replaced by xxxxx.

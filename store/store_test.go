@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -262,26 +264,130 @@ func TestOpen_ReportsUnusablePaths(t *testing.T) {
 	}
 }
 
-func TestStore_WatchReplaysOtherWritersChanges(t *testing.T) {
+func TestStore_ChangesBetweenListsWhatLiesBelowACommittedChange(t *testing.T) {
 	st, path := openTemp(t)
 	other := reopen(t, path)
 	defer other.Close()
+	ctx := context.Background()
+	for i, writer := range []*Store{st, other, other, st} {
+		if _, err := writer.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.Blacklist, id.UserID(fmt.Sprintf("@u%d:x", i)))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		name          string
+		after, before int64
+		limit         int
+		want          []int64
+	}{
+		{"between two of this process's changes", 1, 4, 10, []int64{2, 3}},
+		{"nothing between neighbours", 3, 4, 10, nil},
+		{"the limit cuts from the oldest", 0, 5, 2, []int64{1, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			changes, err := st.ChangesBetween(ctx, tt.after, tt.before, tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []int64
+			for _, c := range changes {
+				got = append(got, c.Version)
+				if len(c.Entries) != 1 {
+					t.Errorf("change %d has %d entries, want 1", c.Version, len(c.Entries))
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("versions %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+// Another process's commit wakes a listener at once on PostgreSQL; SQLite
+// has nothing to listen to (the caller polls).
+func TestStore_ListenChangesWakesOnAnotherProcessesCommit(t *testing.T) {
+	st, path := openTemp(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan rules.Change, 10)
-	var have int64
-	go st.Watch(ctx, 10*time.Millisecond, func() int64 { return have }, func(c rules.Change) { have = c.Version; got <- c }, func(error) {})
-	_, _ = other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")})
-	_, _ = other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.Blacklist, "@b:x")})
-	for want := int64(1); want <= 2; want++ {
-		select {
-		case c := <-got:
-			if c.Version != want || len(c.Entries) != 1 {
-				t.Fatalf("change = %+v, want version %d with one entry", c, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("change %d not seen", want)
+	wake, err := st.ListenChanges(ctx, func(err error) { t.Log(err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !onPostgres() {
+		if wake != nil {
+			t.Fatal("SQLite returned a channel to listen on")
 		}
+		return
+	}
+	other := reopen(t, path)
+	defer other.Close()
+	if _, err = other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@d:x")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-wake:
+	case <-time.After(2 * time.Second):
+		t.Fatal("no notification within 2 s of another process's commit")
+	}
+	// A change that rolls back announces nothing.
+	err = other.InTxn(ctx, func(ctx context.Context) error {
+		if _, err := other.Apply(ctx, rules.Mutation{Sender: "@a:x", Entries: add(rules.AlwaysSend, "@e:x")}); err != nil {
+			return err
+		}
+		return errors.New("roll back")
+	})
+	if err == nil {
+		t.Fatal("the transaction did not fail")
+	}
+	select {
+	case <-wake:
+		t.Fatal("a rolled-back change was announced")
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// One process at a time is active on a database; the next one can take
+// over once it lets go.
+func TestStore_OneActiveProcessAtATime(t *testing.T) {
+	st, path := openTemp(t)
+	other := reopen(t, path)
+	defer other.Close()
+	ctx := context.Background()
+	first, err := st.TryActive(ctx)
+	if err != nil {
+		t.Fatalf("the first process could not become active: %v", err)
+	}
+	if _, err = other.TryActive(ctx); !errors.Is(err, ErrActiveElsewhere) {
+		t.Fatalf("a second process: %v, want ErrActiveElsewhere", err)
+	}
+	first.Release()
+	var second *Active
+	deadline := time.Now().Add(5 * time.Second)
+	for second, err = other.TryActive(ctx); err != nil && time.Now().Before(deadline); second, err = other.TryActive(ctx) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("no take-over after the first let go: %v", err)
+	}
+	defer second.Release()
+	if !onPostgres() {
+		return
+	}
+	// The lock's connection is cut (as when the database restarts or the
+	// network breaks): the holder is told it lost the hold.
+	db, err := sql.Open("postgres", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if _, err = db.Exec(`SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1`, activeLock&0xffffffff); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-second.Lost:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the holder was not told that its lock's connection broke")
 	}
 }
 
