@@ -185,4 +185,3 @@ func (s *Store) tryActiveSQLite() (*Active, error) {
 	var once sync.Once
 	return &Active{Lost: make(chan struct{}), Release: func() { once.Do(func() { _ = f.Close() }) }}, nil
 }
-
