@@ -69,7 +69,7 @@ services:
 
 unit: services
 	go test -race -count=1 ./...
-	PR_TEST_POSTGRES=start go test -race -count=1 ./store/ ./follower/
+	PR_TEST_POSTGRES=start go test -race -count=1 ./store/ ./follower/ .
 
 adapter-test: venv
 	$(VENV_PY) -m mypy --strict adapter/presence_router_adapter

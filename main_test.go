@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/presence-router/presence-router/e2e/harness"
+	"github.com/presence-router/presence-router/internal/testdb"
 	"github.com/presence-router/presence-router/router"
 )
 
@@ -153,4 +157,132 @@ func TestHTTPServer_ClosesIdleConnections(t *testing.T) {
 	if defaultServerTimeouts.Idle <= 0 || defaultServerTimeouts.Read <= 0 || defaultServerTimeouts.Write <= router.MaxPollTimeout {
 		t.Errorf("default timeouts %+v: idle and read must be set, write above the long poll's %s", defaultServerTimeouts, router.MaxPollTimeout)
 	}
+}
+
+func TestMain(m *testing.M) { testdb.Main(m, "main's tests") }
+
+// startApp starts the service as run does, on the database at location
+// (testdb's), with its own free port; it returns the app and its base URL.
+func startApp(t *testing.T, location string) (*app, string) {
+	t.Helper()
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := "database: {path: \"" + location + "\"}\n"
+	if testdb.OnPostgres() {
+		db = "database: {type: postgres, uri: \"" + location + "\"}\n"
+	}
+	cfg := "homeserver: {address: \"http://127.0.0.1:1\", domain: example.org}\n" +
+		"appservice: {address: \"http://127.0.0.1:1\", hostname: 127.0.0.1, port: " + itoa(port) + ", as_token: aaaaaaaaaaaaaaaa, hs_token: bbbbbbbbbbbbbbbb}\n" +
+		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
+		"router: {token: cccccccccccccccc}\n" + db + "logging: {level: warn}\n"
+	path := filepath.Join(t.TempDir(), "config.yaml")
+	if err = os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, log, token, err := loadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.SetOutput(io.Discard)
+	a, err := newApp(c, log, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err = a.start(); err != nil {
+		a.stop()
+		a.close()
+		return nil, err.Error()
+	}
+	t.Cleanup(func() { a.stop(); a.close() })
+	return a, "http://127.0.0.1:" + itoa(port)
+}
+
+// readiness is GET /_matrix/mau/ready: the status and the answer.
+func readiness(t *testing.T, base string) (int, map[string]any) {
+	t.Helper()
+	resp, err := http.Get(base + "/_matrix/mau/ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var body map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&body)
+	return resp.StatusCode, body
+}
+
+// On SQLite a second long-running process on the same database is refused
+// at start, saying what to use instead.
+func TestRun_SecondProcessOnOneSQLiteDatabaseIsRefused(t *testing.T) {
+	if testdb.OnPostgres() {
+		t.Skip("SQLite only: on PostgreSQL a second process stands by (TestRun_StandbyTakesOverOnPostgres)")
+	}
+	location := testdb.NewLocation(t)
+	if a, msg := startApp(t, location); a == nil {
+		t.Fatalf("the first process did not start: %s", msg)
+	}
+	a, msg := startApp(t, location)
+	if a != nil {
+		t.Fatal("a second process started on the same SQLite database")
+	}
+	for _, want := range []string{"database.path", "another presence-router process", "PostgreSQL"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the refusal %q does not say %q", msg, want)
+		}
+	}
+}
+
+// On PostgreSQL the second process stands by: it serves the routing API,
+// answers ready with 503 and a reason (so that a load balancer sends
+// transactions to the active one), refuses transactions, and takes over
+// within seconds when the active process stops.
+func TestRun_StandbyTakesOverOnPostgres(t *testing.T) {
+	if !testdb.OnPostgres() {
+		t.Skip("PostgreSQL only (PR_TEST_POSTGRES=start, as make test runs it): SQLite refuses a second process")
+	}
+	location := testdb.NewLocation(t)
+	active, activeURL := startApp(t, location)
+	if active == nil {
+		t.Fatalf("the first process did not start: %s", activeURL)
+	}
+	standby, standbyURL := startApp(t, location)
+	if standby == nil {
+		t.Fatalf("the second process did not start: %s", standbyURL)
+	}
+	if code, body := readiness(t, activeURL); code != http.StatusOK || body["active"] != true {
+		t.Fatalf("the first process: ready %d %v, want 200 and active", code, body)
+	}
+	code, body := readiness(t, standbyURL)
+	if code != http.StatusServiceUnavailable || body["active"] != false || !strings.Contains(fmt.Sprint(body["reason"]), "standby") {
+		t.Fatalf("the second process: ready %d %v, want 503, not active, with the reason", code, body)
+	}
+	req, _ := http.NewRequest(http.MethodPut, standbyURL+"/_matrix/app/v1/transactions/1", strings.NewReader(`{"events":[]}`))
+	req.Header.Set("Authorization", "Bearer bbbbbbbbbbbbbbbb")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("the standby answered a transaction %d, want 503", resp.StatusCode)
+	}
+	// The routing API answers on the standby.
+	req, _ = http.NewRequest(http.MethodGet, standbyURL+"/_presence_router/v1/rules", nil)
+	req.Header.Set("Authorization", "Bearer cccccccccccccccc")
+	if resp, err = http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("the standby's routing API: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	active.stop()
+	active.close()
+	start := time.Now()
+	for time.Since(start) < 10*time.Second {
+		if code, body = readiness(t, standbyURL); code == http.StatusOK && body["active"] == true {
+			t.Logf("the standby took over %s after the active process stopped", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the standby did not take over within 10 s: ready %d %v", code, body)
 }
