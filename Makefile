@@ -51,14 +51,15 @@ lint: $(TOOLS)/staticcheck $(TOOLS)/goimports
 	  if ! git diff --quiet -- go.mod go.sum; then echo "go mod tidy changes go.mod or go.sum; run it and commit"; git diff -- go.mod go.sum; \
 	    cp /tmp/presence-router-go.mod.$$$$ go.mod; cp /tmp/presence-router-go.sum.$$$$ go.sum; exit 1; fi
 
-# PostgreSQL and Redis, for the store's tests on PostgreSQL and the worker
-# deployment: installed from Debian's packages when missing (as root, as CI
+# PostgreSQL, Redis and HAProxy, for the store's tests on PostgreSQL, the
+# worker deployment and the active/standby pair: installed from Debian's packages when missing (as root, as CI
 # runs), or a message naming the packages. The tests start and stop their
 # own servers on loopback; nothing runs as a system service.
 services:
 	@missing=""; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="postgresql"; \
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing="$$missing haproxy"; \
 	missing=$$(echo $$missing); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \

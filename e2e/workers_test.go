@@ -36,7 +36,7 @@ func TestWorkers(t *testing.T) {
 	}
 	t.Cleanup(redis.Stop)
 	e := startStackWith(t, harness.Options{Admins: []string{"admin"}, Workers: true, Postgres: pg, RedisPort: redis.Port})
-	checkWorkersDoc(t, e.stack)
+	checkDocFiles(t, e.stack, "../docs/workers.md", 3)
 	t.Cleanup(func() { t.Logf("the worker test took %s", time.Since(began).Round(time.Second)) })
 	main, writer, syncer := e.stack.Process(harness.MainProcess), e.stack.Process(harness.PresenceWriter), e.stack.Process(harness.SyncWorker)
 	t.Logf("up after %s: main %s, presence writer %s, sync worker %s", time.Since(began).Round(time.Millisecond), main.URL, writer.URL, syncer.URL)
@@ -235,22 +235,23 @@ func waitAdapterVersion(p *harness.Process, version int, deadline time.Time) (ti
 }
 
 var (
-	docFile   = regexp.MustCompile("(?s)<!-- file: (\\S+) -->\n```yaml\n(.*?)```")
+	docFile   = regexp.MustCompile("(?s)<!-- file: (\\S+) -->\n```\\w*\n(.*?)```")
 	portValue = regexp.MustCompile(`(port: |127\.0\.0\.1:)\d+`)
 )
 
-// checkWorkersDoc checks that docs/workers.md shows the files the stack
-// wrote: each file block's lines stand in that file in the same order,
-// ports aside.
-func checkWorkersDoc(t *testing.T, stack *harness.Stack) {
+// checkDocFiles checks that a doc (a path from e2e/) shows the files the
+// stack wrote: it has want file blocks (<!-- file: NAME --> before a
+// fenced block), and each block's lines stand in that file in the same
+// order, ports aside.
+func checkDocFiles(t *testing.T, stack *harness.Stack, docPath string, want int) {
 	t.Helper()
-	doc, err := os.ReadFile("../docs/workers.md")
+	doc, err := os.ReadFile(docPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	blocks := docFile.FindAllSubmatch(doc, -1)
-	if len(blocks) != 3 {
-		t.Fatalf("docs/workers.md shows %d files, want 3", len(blocks))
+	if len(blocks) != want {
+		t.Fatalf("%s shows %d files, want %d", docPath, len(blocks), want)
 	}
 	for _, block := range blocks {
 		data, err := os.ReadFile(stack.Path(string(block[1])))
@@ -264,7 +265,7 @@ func checkWorkersDoc(t *testing.T, stack *harness.Stack) {
 				i++
 			}
 			if i == len(lines) {
-				t.Errorf("docs/workers.md shows %q in %s, which the harness does not write there (or not in that order)", want, block[1])
+				t.Errorf("%s shows %q in %s, which the harness does not write there (or not in that order)", docPath, want, block[1])
 				break
 			}
 			i++

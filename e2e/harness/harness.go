@@ -76,6 +76,13 @@ type Options struct {
 	// encryption.verification_level VerificationLevel ("" for the default).
 	Encryption        bool
 	VerificationLevel string
+	// Standby runs presence-router as docs/high-availability.md shows: a
+	// second process on the same PostgreSQL database (Postgres), whose
+	// config (standby.yaml) is the first one's (config.yaml) with its own
+	// ports, and HAProxy in front of both appservice listeners. RouterURL
+	// is then HAProxy's, which Synapse uses; RouterURLs are the two
+	// processes', which the adapter uses.
+	Standby bool
 }
 
 // Synapse's processes in the worker deployment: the presence writer
@@ -99,14 +106,24 @@ type Process struct {
 
 // Stack is a running Synapse and presence-router.
 type Stack struct {
-	Opts        Options
-	SynapseURL  string
-	RouterURL   string
+	Opts       Options
+	SynapseURL string
+	RouterURL  string
+	// RouterURLs are each presence-router process's own URL: one, or with
+	// Standby two (config.yaml's and standby.yaml's).
+	RouterURLs  []string
 	RouterToken string
 	// Processes are Synapse's processes, main first.
 	Processes []*Process
-	router    *process
+	// routers are the presence-router processes (nil while stopped), as
+	// RouterURLs; routerPorts and metricsPorts their listeners.
+	routers                   []*process
+	routerPorts, metricsPorts []int
+	haproxy                   *process
 }
+
+// routerConfigs are the presence-router processes' config files.
+var routerConfigs = []string{"config.yaml", "standby.yaml"}
 
 // Path returns a path in the state directory.
 func (s *Stack) Path(name string) string { return filepath.Join(s.Opts.Dir, name) }
@@ -165,6 +182,29 @@ func Prepare(opts Options) (*Stack, error) {
 		return nil, err
 	}
 	s.RouterURL = fmt.Sprintf("http://127.0.0.1:%d", s.Opts.RouterPort)
+	s.routerPorts, s.metricsPorts = []int{s.Opts.RouterPort}, []int{s.Opts.MetricsPort}
+	if s.Opts.Standby {
+		if s.Opts.Postgres == nil {
+			return nil, errors.New("an active and a standby presence-router need PostgreSQL")
+		}
+		// RouterPort is HAProxy's; each process has a port of its own.
+		s.routerPorts = nil
+		for range 2 {
+			port, err := FreePort()
+			if err != nil {
+				return nil, err
+			}
+			s.routerPorts = append(s.routerPorts, port)
+		}
+		metrics, err := FreePort()
+		if err != nil {
+			return nil, err
+		}
+		s.metricsPorts = append(s.metricsPorts, metrics)
+	}
+	for _, port := range s.routerPorts {
+		s.RouterURLs = append(s.RouterURLs, fmt.Sprintf("http://127.0.0.1:%d", port))
+	}
 	if s.Opts.Federation {
 		if err = writeSelfSignedCert(s.Path("tls.crt"), s.Path("tls.key")); err != nil {
 			return nil, err
@@ -202,11 +242,61 @@ func Prepare(opts Options) (*Stack, error) {
 			return nil, fmt.Errorf("presence-router -g failed: %w\n%s", err, out)
 		}
 	}
+	if s.Opts.Standby {
+		if err = s.writeStandbyConfigs(); err != nil {
+			return nil, err
+		}
+	}
 	if err = s.writeSynapseConfig(tokenFile); err != nil {
 		return nil, err
 	}
 	return s, nil
 }
+
+// writeStandbyConfigs writes the standby's config, standby.yaml: the
+// active one's (with the tokens -g put there) with its own appservice port
+// and metrics listener, as docs/high-availability.md says to on one host;
+// and HAProxy's config, haproxy.cfg.
+func (s *Stack) writeStandbyConfigs() error {
+	data, err := os.ReadFile(s.Path(routerConfigs[0]))
+	if err != nil {
+		return fmt.Errorf("failed to read %s: %w", routerConfigs[0], err)
+	}
+	standby := strings.Replace(string(data), fmt.Sprintf("  port: %d\n", s.routerPorts[0]), fmt.Sprintf("  port: %d\n", s.routerPorts[1]), 1)
+	standby = strings.Replace(standby, fmt.Sprintf("listen: 127.0.0.1:%d\n", s.metricsPorts[0]), fmt.Sprintf("listen: 127.0.0.1:%d\n", s.metricsPorts[1]), 1)
+	if err = os.WriteFile(s.Path(routerConfigs[1]), []byte(standby), 0o600); err != nil {
+		return fmt.Errorf("failed to write %s: %w", routerConfigs[1], err)
+	}
+	var cfg bytes.Buffer
+	if err = haproxyConfig.Execute(&cfg, map[string]any{"Port": s.Opts.RouterPort, "Backends": s.routerPorts}); err != nil {
+		return fmt.Errorf("failed to render haproxy.cfg: %w", err)
+	}
+	return os.WriteFile(s.Path("haproxy.cfg"), cfg.Bytes(), 0o644)
+}
+
+// haproxyConfig sends Synapse's appservice traffic to whichever
+// presence-router process is ready (the active one), checking each every
+// second; a connection to a process that just died is retried on the other.
+var haproxyConfig = template.Must(template.New("haproxy.cfg").Parse(`defaults
+    mode http
+    timeout connect 2s
+    timeout client 90s
+    timeout server 90s
+    retries 3
+    option redispatch
+
+frontend presence_router
+    bind 127.0.0.1:{{.Port}}
+    default_backend presence_router
+
+backend presence_router
+    option httpchk GET /_matrix/mau/ready
+    http-check expect status 200
+    default-server inter 1s fall 2 rise 1
+{{- range $i, $port := .Backends}}
+    server presence_router_{{$i}} 127.0.0.1:{{$port}} check
+{{- end}}
+`))
 
 // planProcesses names Synapse's processes and picks their ports.
 func (s *Stack) planProcesses() error {
@@ -323,7 +413,7 @@ database:
 metrics:
   enabled: true
   listen: 127.0.0.1:%d
-%s`, s.SynapseURL, s.Opts.ServerName, s.RouterURL, s.Opts.RouterPort, s.Opts.ServerName, admins.String(), tokenFile, s.routerDatabase(), s.Opts.MetricsPort, s.routerEncryption())
+%s`, s.SynapseURL, s.Opts.ServerName, s.RouterURL, s.routerPorts[0], s.Opts.ServerName, admins.String(), tokenFile, s.routerDatabase(), s.metricsPorts[0], s.routerEncryption())
 	return os.WriteFile(path, []byte(cfg), 0o600)
 }
 
@@ -343,7 +433,11 @@ func (s *Stack) MetricsURL() string {
 
 func (s *Stack) writeSynapseConfig(tokenFile string) error {
 	// push is left to its default, auto: the main process writes presence.
-	adapterConfig := fmt.Sprintf("url: %s\ntoken_file: %s\ntimeout: 5\npoll_timeout: 20000", s.RouterURL, tokenFile)
+	url := s.RouterURL
+	if s.Opts.Standby {
+		url = "[" + strings.Join(s.RouterURLs, ", ") + "]"
+	}
+	adapterConfig := fmt.Sprintf("url: %s\ntoken_file: %s\ntimeout: 5\npoll_timeout: 20000", url, tokenFile)
 	indent := func(text, prefix string) string { return prefix + strings.ReplaceAll(text, "\n", "\n"+prefix) }
 	presence := "presence:\n  enabled: true\n"
 	modules := "modules:\n  - module: presence_router_adapter.PresenceRouterAdapter\n    config:\n" + indent(adapterConfig, "      ") + "\n"
@@ -640,29 +734,95 @@ func (s *Stack) StartSynapse(ctx context.Context) error {
 	return nil
 }
 
-// StartRouter starts presence-router and waits for /_matrix/mau/live.
+// StartRouter starts presence-router and waits for /_matrix/mau/live;
+// with Standby, both processes (the first one becomes the active one) and
+// HAProxy in front of them.
 func (s *Stack) StartRouter(ctx context.Context) error {
+	for i := range s.RouterURLs {
+		if err := s.StartRouterProcess(ctx, i); err != nil {
+			return err
+		}
+		if i == 0 && s.Opts.Standby {
+			// The first one is the active one: its bot is starting.
+			waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+			err := WaitHTTP(waitCtx, s.RouterURLs[0]+"/_matrix/mau/ready")
+			cancel()
+			if err != nil {
+				return fmt.Errorf("presence-router did not become active: %w\n%s", err, s.Tail(RouterLog(0), 40))
+			}
+		}
+	}
+	if !s.Opts.Standby || s.haproxy != nil {
+		return nil
+	}
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if bin, err = exec.LookPath("/usr/sbin/haproxy"); err != nil {
+			return errors.New("haproxy is not installed (Debian: apt-get install haproxy; `make test` does it as root)")
+		}
+	}
+	if s.haproxy, err = startProcess(bin, s.Path("haproxy.log"), "-f", s.Path("haproxy.cfg"), "-db"); err != nil {
+		return err
+	}
+	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err = WaitHTTP(waitCtx, s.RouterURL+"/_matrix/mau/ready"); err != nil {
+		return fmt.Errorf("HAProxy did not pass requests to presence-router: %w\n%s", err, s.Tail("haproxy.log", 40))
+	}
+	return nil
+}
+
+// RouterLog is the log of presence-router process i (0 for the only, or
+// the first, process).
+func RouterLog(i int) string { return []string{"presence-router.log", "standby.log"}[i] }
+
+// StartRouterProcess starts presence-router process i (see RouterURLs) and
+// waits for its /_matrix/mau/live.
+func (s *Stack) StartRouterProcess(ctx context.Context, i int) error {
+	if s.routers == nil {
+		s.routers = make([]*process, len(s.RouterURLs))
+	}
 	var err error
-	s.router, err = startProcess(s.Opts.Binary, s.Path("presence-router.log"), "-c", s.Path("config.yaml"))
+	s.routers[i], err = startProcess(s.Opts.Binary, s.Path(RouterLog(i)), "-c", s.Path(routerConfigs[i]))
 	if err != nil {
 		return err
 	}
 	waitCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err = WaitHTTP(waitCtx, s.RouterURL+"/_matrix/mau/live"); err != nil {
-		return fmt.Errorf("presence-router did not start: %w\n%s", err, s.Tail("presence-router.log", 40))
+	if err = WaitHTTP(waitCtx, s.RouterURLs[i]+"/_matrix/mau/live"); err != nil {
+		return fmt.Errorf("presence-router did not start: %w\n%s", err, s.Tail(RouterLog(i), 40))
 	}
 	return nil
 }
 
-// StopRouter stops presence-router (SIGTERM, then SIGKILL).
-func (s *Stack) StopRouter() { stopProcess(s.router, syscall.SIGTERM); s.router = nil }
+// StopRouter stops presence-router (SIGTERM, then SIGKILL): every process.
+func (s *Stack) StopRouter() {
+	for i := range s.routers {
+		s.stopRouterProcess(i, syscall.SIGTERM)
+	}
+}
 
-// KillRouter kills presence-router with SIGKILL.
-func (s *Stack) KillRouter() { stopProcess(s.router, syscall.SIGKILL); s.router = nil }
+// KillRouter kills presence-router with SIGKILL: every process.
+func (s *Stack) KillRouter() {
+	for i := range s.routers {
+		s.stopRouterProcess(i, syscall.SIGKILL)
+	}
+}
+
+// KillRouterProcess kills presence-router process i with SIGKILL.
+func (s *Stack) KillRouterProcess(i int) { s.stopRouterProcess(i, syscall.SIGKILL) }
+
+func (s *Stack) stopRouterProcess(i int, sig syscall.Signal) {
+	if i < len(s.routers) {
+		stopProcess(s.routers[i], sig)
+		s.routers[i] = nil
+	}
+}
 
 // Stop stops everything it started.
 func (s *Stack) Stop() {
+	stopProcess(s.haproxy, syscall.SIGTERM)
+	s.haproxy = nil
 	s.StopRouter()
 	for i := len(s.Processes) - 1; i >= 0; i-- {
 		stopProcess(s.Processes[i].proc, syscall.SIGTERM)

@@ -221,3 +221,31 @@ func (s *Syncer) CountBotNotices(text string) int {
 	_, bodies := s.botNotices(text)
 	return len(bodies)
 }
+
+// CountReplies counts the bot's m.notice replies to eventID and its
+// reactions to it.
+func (s *Syncer) CountReplies(eventID id.EventID) (notices, reactions int) {
+	s.lock.Lock()
+	defer s.lock.Unlock()
+	for _, evt := range s.timeline {
+		if evt.Sender != botFor(s.Client.UserID) {
+			continue
+		}
+		var content struct {
+			RelatesTo struct {
+				InReplyTo struct {
+					EventID id.EventID `json:"event_id"`
+				} `json:"m.in_reply_to"`
+				EventID id.EventID `json:"event_id"`
+			} `json:"m.relates_to"`
+		}
+		_ = json.Unmarshal(evt.Content.VeryRaw, &content)
+		switch {
+		case evt.Type.Type == "m.room.message" && content.RelatesTo.InReplyTo.EventID == eventID:
+			notices++
+		case evt.Type.Type == "m.reaction" && content.RelatesTo.EventID == eventID:
+			reactions++
+		}
+	}
+	return notices, reactions
+}
