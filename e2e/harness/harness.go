@@ -262,8 +262,14 @@ func (s *Stack) writeStandbyConfigs() error {
 	if err != nil {
 		return fmt.Errorf("failed to read %s: %w", routerConfigs[0], err)
 	}
-	standby := strings.Replace(string(data), fmt.Sprintf("  port: %d\n", s.routerPorts[0]), fmt.Sprintf("  port: %d\n", s.routerPorts[1]), 1)
-	standby = strings.Replace(standby, fmt.Sprintf("listen: 127.0.0.1:%d\n", s.metricsPorts[0]), fmt.Sprintf("listen: 127.0.0.1:%d\n", s.metricsPorts[1]), 1)
+	// -g rewrote the file (indented by four): match any indentation.
+	port := regexp.MustCompile(fmt.Sprintf(`(?m)^(\s+port: )%d$`, s.routerPorts[0]))
+	listen := regexp.MustCompile(fmt.Sprintf(`(?m)^(\s+listen: 127\.0\.0\.1:)%d$`, s.metricsPorts[0]))
+	standby := port.ReplaceAllString(string(data), fmt.Sprintf("${1}%d", s.routerPorts[1]))
+	standby = listen.ReplaceAllString(standby, fmt.Sprintf("${1}%d", s.metricsPorts[1]))
+	if standby == string(data) {
+		return fmt.Errorf("%s has no appservice.port %d to change", routerConfigs[0], s.routerPorts[0])
+	}
 	if err = os.WriteFile(s.Path(routerConfigs[1]), []byte(standby), 0o600); err != nil {
 		return fmt.Errorf("failed to write %s: %w", routerConfigs[1], err)
 	}
