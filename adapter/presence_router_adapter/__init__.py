@@ -63,6 +63,7 @@ class PresenceRouterAdapter(Callbacks, ChangeFeed):
         self._push_writer: bool | None = None if self._config.push == "auto" else self._config.push == "on"
         self._confirmed = time.monotonic()
         self._agent: Any = None  # made on the first request
+        self._show_url()
         LAG.set_function(lambda: time.monotonic() - self._confirmed)
         CACHE_ENTRIES.labels("get_users_for_states").set_function(lambda: len(self._cache.routes_of))
         CACHE_ENTRIES.labels("get_interested_users").set_function(lambda: len(self._cache.interested))

@@ -12,7 +12,7 @@ from typing import Any
 from .api import InvalidAnswer, RoutingAPIError
 from .cache import _Cache
 from .config import AdapterConfig
-from .metrics import ERRORS, INVALID
+from .metrics import ERRORS, INVALID, URL_IN_USE
 
 logger = logging.getLogger("presence_router_adapter")
 
@@ -30,6 +30,32 @@ class RoutingClient:
     _open: bool
     _last_warning: float
     _agent: Any
+    # The index in _config.urls of the URL in use; _switched is when it
+    # last moved (switches are logged at most once per WARN_INTERVAL).
+    _url_index: int = 0
+    _switched: float = 0.0
+
+    @property
+    def _url(self) -> str:
+        """The presence-router URL in use."""
+        return self._config.urls[self._url_index]
+
+    def _show_url(self) -> None:
+        for i, url in enumerate(self._config.urls):
+            URL_IN_USE.labels(url).set(1 if i == self._url_index else 0)
+
+    def _move_on(self, index: int, error: str) -> None:
+        """The request to the URL at index failed: use the next URL of the
+        list (unless another failure moved on already)."""
+        urls = self._config.urls
+        if len(urls) < 2 or index != self._url_index:
+            return
+        self._url_index = (index + 1) % len(urls)
+        self._show_url()
+        now = time.monotonic()
+        if now - self._switched >= WARN_INTERVAL:
+            logger.warning("presence-router at %s failed (%s); using %s from now on", urls[index], error, self._url)
+        self._switched = now
 
     async def _request(self, method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
         """One routing API request, bounded as a whole (headers and body) by
@@ -38,20 +64,24 @@ class RoutingClient:
         from synapse.logging.context import make_deferred_yieldable
 
         endpoint = path.split("?")[0]
+        index = self._url_index
         try:
             d = self._request_deferred(method, path, payload, timeout or self._config.timeout)
             code, content = await make_deferred_yieldable(d)
         except Exception as e:
             ERRORS.labels(endpoint).inc()
+            self._move_on(index, type(e).__name__)
             raise RoutingAPIError(f"{type(e).__name__}: {e}") from e
         if code != 200:
             ERRORS.labels(endpoint).inc()
+            self._move_on(index, f"HTTP {code}")
             raise RoutingAPIError(f"HTTP {code}: {content[:200]!r}")
         try:
             return json.loads(content)
         except ValueError as e:
             ERRORS.labels(endpoint).inc()
             INVALID.labels(endpoint).inc()
+            self._move_on(index, "an answer that is not JSON")
             raise InvalidAnswer(f"the answer is not JSON: {e}") from e
 
     def _request_deferred(self, method: str, path: str, payload: Any, timeout: float) -> Any:
@@ -68,7 +98,7 @@ class RoutingClient:
         if self._agent is None:
             self._agent = _agent()
         d = treq.request(
-            method, f"{self._config.url}/_presence_router/v1/{path}", headers=headers, data=data, agent=self._agent
+            method, f"{self._url}/_presence_router/v1/{path}", headers=headers, data=data, agent=self._agent
         )
 
         def read_body(response: Any) -> Any:
@@ -90,7 +120,7 @@ class RoutingClient:
             logger.warning(
                 "presence-router at %s failed (%s: %s); answering from the cache (version %d), and with no extra "
                 "routing for what it does not hold, until the change feed reaches presence-router again",
-                self._config.url, what, error, self._cache.version,
+                self._url, what, error, self._cache.version,
             )
 
 

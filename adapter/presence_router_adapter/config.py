@@ -20,7 +20,10 @@ PushMode = Literal["auto", "on", "off"]
 
 @dataclass(frozen=True)
 class AdapterConfig:
-    url: str
+    # presence-router's URLs, in order of preference: with an active and a
+    # standby process, each serves the routing API; the adapter uses one
+    # and moves to the next when a request to it fails.
+    urls: tuple[str, ...]
     token: str
     timeout: float = 5.0
     push: PushMode = "auto"
@@ -42,8 +45,16 @@ def parse_config(config: dict[str, Any]) -> AdapterConfig:
             f"known keys: {', '.join(sorted(_CONFIG_KEYS))}"
         )
     url = config.get("url")
-    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise _config_error("presence_router_adapter: 'url' must be the http(s) URL of presence-router")
+    urls = [url] if isinstance(url, str) else url
+    if (
+        not isinstance(urls, list)
+        or not urls
+        or not all(isinstance(u, str) and u.startswith(("http://", "https://")) for u in urls)
+    ):
+        raise _config_error(
+            "presence_router_adapter: 'url' must be the http(s) URL of presence-router, or a list of them "
+            "(an active and a standby process)"
+        )
     token, token_file = config.get("token"), config.get("token_file")
     if (token is None) == (token_file is None):
         raise _config_error("presence_router_adapter: set exactly one of 'token' or 'token_file'")
@@ -74,4 +85,4 @@ def parse_config(config: dict[str, Any]) -> AdapterConfig:
     cache_size = config.get("cache_size", 1_000_000)
     if not isinstance(cache_size, int) or isinstance(cache_size, bool) or cache_size < 1000:
         raise _config_error("presence_router_adapter: 'cache_size' must be a whole number of users, at least 1000")
-    return AdapterConfig(url.rstrip("/"), token, float(timeout), push, poll, cache_size)
+    return AdapterConfig(tuple(dict.fromkeys(u.rstrip("/") for u in urls)), token, float(timeout), push, poll, cache_size)

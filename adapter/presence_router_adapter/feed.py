@@ -64,7 +64,7 @@ class ChangeFeed(RoutingClient):
             self._replace_cache(feed.version)
             raise InvalidAnswer(f"version {feed.version} is below {since} without reset")
         if since is None:
-            logger.info("Connected to presence-router at %s, rules version %d", self._config.url, feed.version)
+            logger.info("Connected to presence-router at %s, rules version %d", self._url, feed.version)
         if since is None or feed.reset:
             self._replace_cache(feed.version)
         elif feed.version > since:
@@ -74,7 +74,7 @@ class ChangeFeed(RoutingClient):
         self._confirmed = time.monotonic()
         if self._open:
             self._open = False
-            logger.info("presence-router at %s answers again", self._config.url)
+            logger.info("presence-router at %s answers again", self._url)
         if feed.push_to and since is not None and not feed.reset:
             await self._push(feed.push_to)
 

@@ -55,3 +55,8 @@ LAG = Gauge(
     "Seconds since the change feed last confirmed the cached version (grows while presence-router is unreachable)",
 )
 CACHE_ENTRIES = Gauge("presence_router_adapter_cache_entries", "Cached answers", ["callback"])
+URL_IN_USE = Gauge(
+    "presence_router_adapter_url_in_use",
+    "1 for the presence-router URL the adapter uses now, 0 for the others of its list",
+    ["url"],
+)

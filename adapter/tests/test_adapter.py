@@ -486,6 +486,9 @@ def test_the_cache_is_bounded() -> None:
     [
         ({"token": "t"}, "url"),
         ({"url": "ftp://x", "token": "t"}, "url"),
+        ({"url": [], "token": "t"}, "url"),
+        ({"url": ["http://x", "ftp://y"], "token": "t"}, "url"),
+        ({"url": {"a": "http://x"}, "token": "t"}, "url"),
         ({"url": "http://x"}, "token"),
         ({"url": "http://x", "token": "t", "token_file": "/f"}, "token"),
         ({"url": "http://x", "token_file": "/nonexistent/file"}, "token_file"),
@@ -500,6 +503,12 @@ def test_parse_config_names_the_key(config: dict[str, Any], key: str) -> None:
     with pytest.raises(Exception) as e:
         parse_config(config)
     assert key in str(e.value)
+
+
+def test_parse_config_url_list() -> None:
+    assert parse_config({"url": "http://a/", "token": "t"}).urls == ("http://a",)
+    urls = parse_config({"url": ["http://a:1", "http://b:2/", "http://a:1"], "token": "t"}).urls
+    assert urls == ("http://a:1", "http://b:2"), "in order, each once, without a trailing slash"
 
 
 def test_parse_config_push() -> None:

@@ -214,3 +214,35 @@ def test_a_refused_connection_fails_at_once() -> None:
     adapter = adapter_for(f"http://127.0.0.1:{port}", timeout=5)
     best = min(timed_request(adapter)[0] for _ in range(3))
     assert best < 0.1, f"a refused connection took {best:.3f} s (best of 3)"
+
+
+def test_a_list_of_urls_fails_over_to_the_one_that_answers() -> None:
+    """An active and a standby presence-router: when the one in use stops
+    answering, the next request goes to the other; misses meanwhile are
+    answered at once (fail-open), and the feed follows whichever answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()  # nothing listens there: the active process is gone
+
+    def feed(conn: socket.socket) -> None:
+        body = b'{"version": 7, "push_to": [], "reset": true}'
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    standby = Peer(feed)
+    adapter = PresenceRouterAdapter(parse_config({"url": [dead, standby.url], "token": "t", "timeout": 2}), NoModuleApi())
+    in_use = presence_router_adapter.metrics.URL_IN_USE
+    try:
+        assert in_use.labels(dead)._value.get() == 1 and in_use.labels(standby.url)._value.get() == 0
+        # A miss asks the dead one: no extra routing, and the breaker opens.
+        assert on_reactor(lambda: adapter.get_interested_users("@a:x")) == set()
+        assert adapter._open, "the failure did not open the breaker"
+        # Fail-open while it moves on: the next miss answers at once.
+        start = time.monotonic()
+        assert on_reactor(lambda: adapter.get_interested_users("@b:x")) == set()
+        assert time.monotonic() - start < 0.5
+        on_reactor(adapter.poll_once)
+        assert not adapter._open and adapter._cache.version == 7
+        assert in_use.labels(dead)._value.get() == 0 and in_use.labels(standby.url)._value.get() == 1
+    finally:
+        standby.close()
