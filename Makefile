@@ -11,7 +11,7 @@ export CGO_ENABLED := 1
 # libolm). Every build and test takes it; the -tags below add it again.
 export GOFLAGS := -tags=goolm
 
-.PHONY: all build venv services test unit adapter-test e2e lint run run-workers fuzz fuzz-smoke bench bench-smoke soak clean
+.PHONY: all build venv services test unit adapter-test e2e lint run run-workers fuzz fuzz-smoke bench bench-smoke soak clean image wheel container-tools
 
 all: build
 
@@ -137,6 +137,47 @@ run: build venv
 # ./run-workers.
 run-workers: build venv services
 	go run ./e2e/cmd/devstack -workers -dir run-workers -python $(VENV_PY) -binary $(BIN)
+
+# The container image, FROM scratch (see Containerfile and docs/deploy.md):
+# a statically linked binary (cgo for go-sqlite3 linked against glibc's
+# static libraries; netgo and osusergo keep glibc's NSS, which a static
+# binary cannot load, out; sqlite_omit_load_extension drops dlopen), the
+# build machine's CA bundle, and the user presence-router (UID 1337).
+# Built with buildah, or docker when there is no buildah; make installs
+# buildah from Debian's packages when neither is there (as root).
+IMAGE ?= presence-router
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+IMAGE_CONTEXT := bin/image
+STATIC_TAGS := goolm netgo osusergo sqlite_omit_load_extension
+CA_BUNDLE ?= /etc/ssl/certs/ca-certificates.crt
+container-tools:
+	@if ! command -v buildah >/dev/null && ! command -v docker >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing buildah, podman and runc from Debian's packages"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq buildah podman runc >/dev/null; \
+	  else echo "Missing: buildah (or docker). Install it (Debian: sudo apt-get install buildah) and run make again."; exit 1; fi; \
+	fi
+image: container-tools
+	@test -r $(CA_BUNDLE) || { echo "No CA bundle at $(CA_BUNDLE) (Debian: apt-get install ca-certificates), or set CA_BUNDLE"; exit 1; }
+	rm -rf $(IMAGE_CONTEXT) && mkdir -p $(IMAGE_CONTEXT)/data
+	go build -tags '$(STATIC_TAGS)' -trimpath -ldflags '-s -w -linkmode external -extldflags "-static" -X main.Version=$(VERSION)' -o $(IMAGE_CONTEXT)/presence-router .
+	cp $(CA_BUNDLE) $(IMAGE_CONTEXT)/ca-certificates.crt
+	printf 'root:x:0:0:root:/:/sbin/nologin\npresence-router:x:1337:1337:presence-router:/data:/sbin/nologin\n' > $(IMAGE_CONTEXT)/passwd
+	printf 'root:x:0:\npresence-router:x:1337:\n' > $(IMAGE_CONTEXT)/group
+	if command -v buildah >/dev/null; then \
+	  buildah bud -q --build-arg VERSION=$(VERSION) -f Containerfile -t $(IMAGE):$(VERSION) -t $(IMAGE):latest $(IMAGE_CONTEXT) >/dev/null; \
+	  size=$$(buildah images --format '{{.Size}}' $(IMAGE):latest); \
+	else \
+	  docker build -q --build-arg VERSION=$(VERSION) -f Containerfile -t $(IMAGE):$(VERSION) -t $(IMAGE):latest $(IMAGE_CONTEXT) >/dev/null; \
+	  size=$$(docker image inspect --format '{{.Size}}' $(IMAGE):latest); \
+	fi; \
+	echo "Built $(IMAGE):$(VERSION) (also $(IMAGE):latest): $$size"
+
+# The adapter as a wheel, for pip install into Synapse's own environment.
+WHEEL_DIR := bin/dist
+wheel: venv
+	rm -rf $(WHEEL_DIR) && $(VENV_PY) -m pip wheel --quiet --no-deps -w $(WHEEL_DIR) ./adapter
+	@ls $(WHEEL_DIR)/presence_router_adapter-*-py3-none-any.whl
 
 clean:
 	rm -rf bin $(VENV)

@@ -43,6 +43,7 @@ var Version = "dev"
 // cliFlags are the command-line flags.
 type cliFlags struct {
 	configPath, registrationPath, importPath *string
+	dataDir                                  *string
 	generate, showVersion                    *bool
 }
 
@@ -53,6 +54,7 @@ func newFlags(fs *flag.FlagSet) cliFlags {
 		registrationPath: fs.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration."),
 		importPath:       fs.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit."),
 		showVersion:      fs.Bool("version", false, "Print the version and exit."),
+		dataDir:          fs.String("data-dir", "", "Run as the container image does, with config.yaml, registration.yaml and the database in this directory: the first start writes a config to edit, the next one the registration, then it runs."),
 	}
 }
 
@@ -99,6 +101,16 @@ func main() {
 		return
 	}
 	var err error
+	if *f.dataDir != "" {
+		var run bool
+		if *configPath, run, err = containerStart(*f.dataDir, os.Stdout); err != nil || !run {
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "presence-router:", err)
+				os.Exit(1)
+			}
+			return
+		}
+	}
 	switch {
 	case *generate:
 		err = generateRegistration(*configPath, *registrationPath)
@@ -192,6 +204,11 @@ func run(configPath string) error {
 		return err
 	}
 	log.WithField("version", versionString()).Info("Starting presence-router")
+	if data, err := os.ReadFile(configPath); err == nil {
+		if missing, err := config.MissingKeys(data, []byte(exampleConfig)); err == nil && len(missing) > 0 {
+			log.WithField("keys", missing).Info("The config does not set these keys, which this version knows; their defaults apply (config.example.yaml says what each does). presence-router does not rewrite your config")
+		}
+	}
 	a, err := newApp(cfg, log, routerToken)
 	if err != nil {
 		return err

@@ -286,3 +286,79 @@ func TestRun_StandbyTakesOverOnPostgres(t *testing.T) {
 	}
 	t.Fatalf("the standby did not take over within 10 s: ready %d %v", code, body)
 }
+
+// The container image's entrypoint, start by start, as an operator meets
+// it: a config to edit, then the registration, then the service.
+func TestContainerStart_FirstStartsTellTheOperatorWhatToDo(t *testing.T) {
+	dir := t.TempDir()
+	stdout := os.Stdout
+	os.Stdout, _ = os.Open(os.DevNull) // -g's own next steps
+	defer func() { os.Stdout = stdout }()
+	var out strings.Builder
+	steps := []struct {
+		name    string
+		before  func()
+		run     bool
+		say     []string
+		errText string
+	}{
+		{"an empty data directory gets a config with placeholders", nil, false,
+			[]string{"Wrote " + filepath.Join(dir, "config.yaml") + " with placeholders", "homeserver.address", "bot.admins", "start the container again"}, ""},
+		{"an unedited config is refused", nil, false, nil, "still has the example's homeserver.domain"},
+		{"an edited config gets its registration", func() {
+			data, _ := os.ReadFile(filepath.Join(dir, "config.yaml"))
+			_ = os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(strings.ReplaceAll(string(data), "example.org", "example.com")), 0o600)
+		}, false, []string{"Wrote the appservice registration to " + filepath.Join(dir, "registration.yaml"), "app_service_config_files"}, ""},
+		{"then it runs", nil, true, nil, ""},
+	}
+	for _, step := range steps {
+		t.Run(step.name, func(t *testing.T) {
+			if step.before != nil {
+				step.before()
+			}
+			out.Reset()
+			configPath, run, err := containerStart(dir, &out)
+			if step.errText != "" {
+				if err == nil || !strings.Contains(err.Error(), step.errText) {
+					t.Fatalf("err = %v, want %q", err, step.errText)
+				}
+				return
+			}
+			if err != nil || run != step.run {
+				t.Fatalf("run %v, err %v; want run %v", run, err, step.run)
+			}
+			for _, want := range step.say {
+				if !strings.Contains(out.String(), want) {
+					t.Errorf("the start said %q; want it to say %q", out.String(), want)
+				}
+			}
+			if run && configPath != filepath.Join(dir, "config.yaml") {
+				t.Errorf("config %s", configPath)
+			}
+		})
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, "config.yaml"))
+	for _, want := range []string{"hostname: 0.0.0.0", "path: " + filepath.Join(dir, "presence-router.db")} {
+		if !strings.Contains(string(data), want) {
+			t.Errorf("the written config lacks %q", want)
+		}
+	}
+	if info, err := os.Stat(filepath.Join(dir, "config.yaml")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("config.yaml: %v %v, want mode 0600 (it holds tokens)", info, err)
+	}
+}
+
+func TestContainerStart_AnUnusableDataDirectorySaysWhatToDo(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "file")
+	_ = os.WriteFile(file, nil, 0o600)
+	for name, tt := range map[string]struct{ dir, want string }{
+		"missing":         {filepath.Join(t.TempDir(), "nope"), "mount a volume there"},
+		"not a directory": {file, "is not a directory"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, _, err := containerStart(tt.dir, io.Discard); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -424,3 +424,47 @@ func setKey(mapping *yaml.Node, path []string, value string) {
 	mapping.Content = append(mapping.Content, key, child)
 	setKey(child, path[1:], value)
 }
+
+// MissingKeys returns the keys (dotted, in the example's order) that
+// example sets and the config in data does not: keys a newer version
+// added, whose defaults apply until the operator sets them. presence-router
+// reports them rather than rewrite the operator's file.
+func MissingKeys(data, example []byte) ([]string, error) {
+	var have, want yaml.Node
+	if err := yaml.Unmarshal(data, &have); err != nil {
+		return nil, fmt.Errorf("failed to parse config: %w", err)
+	}
+	if err := yaml.Unmarshal(example, &want); err != nil {
+		return nil, fmt.Errorf("failed to parse the example config: %w", err)
+	}
+	if len(want.Content) == 0 {
+		return nil, nil
+	}
+	var haveRoot *yaml.Node
+	if len(have.Content) > 0 {
+		haveRoot = have.Content[0]
+	}
+	var missing []string
+	var walk func(want, have *yaml.Node, prefix string)
+	walk = func(want, have *yaml.Node, prefix string) {
+		for i := 0; i+1 < len(want.Content); i += 2 {
+			key, value := want.Content[i].Value, want.Content[i+1]
+			var got *yaml.Node
+			if have != nil && have.Kind == yaml.MappingNode {
+				for j := 0; j+1 < len(have.Content); j += 2 {
+					if have.Content[j].Value == key {
+						got = have.Content[j+1]
+					}
+				}
+			}
+			switch {
+			case got == nil:
+				missing = append(missing, prefix+key)
+			case value.Kind == yaml.MappingNode:
+				walk(value, got, prefix+key+".")
+			}
+		}
+	}
+	walk(want.Content[0], haveRoot, "")
+	return missing, nil
+}

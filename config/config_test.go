@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -191,5 +192,26 @@ func TestSenderLocalpart_IsNotTheBotWithEncryption(t *testing.T) {
 	cfg.Encryption.Enabled = true
 	if got := cfg.SenderLocalpart(); got == "presence" {
 		t.Error("with encryption the bot is the appservice's sender, which Synapse serves no /sync")
+	}
+}
+
+func TestMissingKeys_NamesWhatANewerVersionAdded(t *testing.T) {
+	example := []byte("homeserver:\n  address: x\n  domain: y\nencryption:\n  enabled: false\n  pickle_key: z\nlogging:\n  level: info\n")
+	tests := []struct {
+		name, config string
+		want         []string
+	}{
+		{"everything set", "homeserver: {address: a, domain: b}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\n", nil},
+		{"a whole section missing", "homeserver: {address: a, domain: b}\nlogging: {level: debug}\n", []string{"encryption"}},
+		{"one key of a section missing", "homeserver: {address: a}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\n", []string{"homeserver.domain"}},
+		{"an empty file", "", []string{"homeserver", "encryption", "logging"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := MissingKeys([]byte(tt.config), example)
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Errorf("MissingKeys = %v, %v; want %v", got, err, tt.want)
+			}
+		})
 	}
 }
