@@ -76,14 +76,15 @@ adapter-test: venv
 	$(VENV_PY) -m mypy --strict adapter/presence_router_adapter
 	$(VENV_PY) -m pytest -q adapter/tests
 
-e2e: build venv services
+e2e: build venv services image wheel
 	$(E2E_ENV) go test -tags 'e2e goolm' -count=1 -v -timeout 20m ./e2e/...
 
 # Everything CI runs.
 test: lint unit fuzz-smoke adapter-test bench-smoke e2e
 
 # Benchmarks: figures and ratios against in-run references (see BENCHMARKS.md).
-E2E_ENV = PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN)
+E2E_ENV = PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) PR_IMAGE=$(IMAGE):latest \
+	PR_WHEEL=$(wildcard $(CURDIR)/$(WHEEL_DIR)/presence_router_adapter-*-py3-none-any.whl) PR_SYNAPSE_VERSION=$(SYNAPSE_VERSION)
 bench: build venv
 	go test -run='^$$' -bench=. -benchmem ./router/
 	go run ./bench/load
