@@ -177,7 +177,7 @@ image: container-tools
 # The adapter as a wheel, for pip install into Synapse's own environment.
 WHEEL_DIR := bin/dist
 wheel: venv
-	rm -rf $(WHEEL_DIR) && $(VENV_PY) -m pip wheel --quiet --no-deps -w $(WHEEL_DIR) ./adapter
+	rm -rf $(WHEEL_DIR) adapter/build && $(VENV_PY) -m pip wheel --quiet --no-deps -w $(WHEEL_DIR) ./adapter && rm -rf adapter/build
 	@ls $(WHEEL_DIR)/presence_router_adapter-*-py3-none-any.whl
 
 clean:
