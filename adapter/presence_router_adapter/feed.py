@@ -12,11 +12,14 @@ from urllib.parse import urlencode
 from .api import InvalidAnswer, _Feed, _feed_answer
 from .cache import _Cache
 from .client import RoutingClient
-from .metrics import VERSION
+from .metrics import PUSH_FAILURES, VERSION
 
 logger = logging.getLogger("presence_router_adapter")
 
 MAX_POLL_BACKOFF = 2.0
+# How many users whose pushes failed are remembered, so that each is warned
+# about once.
+MAX_WARNED_USERS = 10_000
 
 
 class ChangeFeed(RoutingClient):
@@ -27,6 +30,7 @@ class ChangeFeed(RoutingClient):
     _since: int | None
     _confirmed: float
     _push_writer: bool | None
+    _push_warned: set[str]
 
     def _start_polling(self) -> None:
         try:
@@ -112,5 +116,43 @@ class ChangeFeed(RoutingClient):
                     "This process does not write the presence stream, so it does not push (push: auto); "
                     "the presence writer does"
                 )
+            elif len(users) == 1:
+                self._push_failed(users[0], e)
             else:
-                logger.warning("Failed to send current presence to %d users: %r", len(users), e, exc_info=True)
+                # One recipient Synapse cannot push to (a user it does not
+                # know: its table has a foreign key to its users) fails the
+                # whole batch. Split it until every other one got theirs.
+                logger.info("Sending current presence to %d users failed (%r); sending in smaller batches", len(users), e)
+                delivered = await self._push_split(users)
+                logger.info("Sent current presence to %d of %d users who gained it", delivered, len(users))
+
+    async def _push_split(self, users: list[str]) -> int:
+        """Push to users in halves, down to single users, and return to how
+        many it was delivered; each user it fails for is logged (once) and
+        counted."""
+        half = len(users) // 2
+        delivered = 0
+        for part in (users[:half], users[half:]):
+            try:
+                await self._api.send_local_online_presence_to(part)
+                delivered += len(part)
+            except Exception as e:
+                if len(part) == 1:
+                    self._push_failed(part[0], e)
+                else:
+                    delivered += await self._push_split(part)
+        return delivered
+
+    def _push_failed(self, user: str, error: Exception) -> None:
+        """Count a push that failed for user, and warn about it once per
+        user (at most MAX_WARNED_USERS are remembered)."""
+        PUSH_FAILURES.inc()
+        if user in self._push_warned:
+            return
+        if len(self._push_warned) >= MAX_WARNED_USERS:
+            self._push_warned.clear()
+        self._push_warned.add(user)
+        logger.warning(
+            "Failed to send current presence to %s (is it a user registered on this homeserver? a typo on the "
+            "always-send list fails like this); the others got theirs: %r", user, error,
+        )

@@ -60,3 +60,7 @@ URL_IN_USE = Gauge(
     "1 for the presence-router URL the adapter uses now, 0 for the others of its list",
     ["url"],
 )
+PUSH_FAILURES = Counter(
+    "presence_router_adapter_push_failures_total",
+    "Users to whom sending current presence failed (each failed push to one user; the others of its batch got theirs)",
+)

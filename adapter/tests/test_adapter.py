@@ -39,6 +39,7 @@ class FakeModuleApi:
         self.pushed: list[list[str]] = []
         self.push_calls = 0
         self.writer = writer
+        self.unknown: set[str] = set()  # users Synapse cannot push to
 
     def register_presence_router_callbacks(self, **kwargs: Any) -> None:
         self.registrations.append(kwargs)
@@ -50,6 +51,9 @@ class FakeModuleApi:
         self.push_calls += 1
         if not self.writer:
             raise NotTheWriter()
+        if self.unknown & set(users):
+            # As Synapse: the whole batch fails on its users table's foreign key.
+            raise Exception("IntegrityError: FOREIGN KEY constraint failed")
         self.pushed.append(list(users))
 
     async def sleep(self, seconds: float) -> None:
@@ -543,3 +547,23 @@ def test_two_routes_and_repeated_users_are_grouped_by_route(setup: Any) -> None:
     assert got == {"@far:y": {a, a_again}, "@dash:x": {a, b, a_again}}
     # Served from the cache the second time, grouped the same way.
     assert run(adapter.get_users_for_states([a, b, a_again])) == got
+
+
+def test_one_unknown_recipient_does_not_silence_the_push_for_the_others(caplog: pytest.LogCaptureFixture) -> None:
+    """A user Synapse does not know on always-send (a typo) fails the whole
+    send_local_online_presence_to batch: the others still get current
+    presence, and the failed user is named once, and counted."""
+    adapter, api, routing = make()
+    api.unknown = {"@dahs:x"}
+    routing.change(add_always=("@desk:x", "@dahs:x", "@mon:x", "@ops:x", "@tv:x"))
+    failures = presence_router_adapter.metrics.PUSH_FAILURES._value.get()
+    with caplog.at_level(logging.INFO, logger="presence_router_adapter"):
+        run(adapter.poll_once())
+        routing.blacklist.add("@gone:x")
+        routing.change(remove_black=("@gone:x",))  # everyone on always-send gains presence again
+        run(adapter.poll_once())
+    delivered = {u for batch in api.pushed for u in batch}
+    assert delivered == {"@dash:x", "@desk:x", "@mon:x", "@ops:x", "@tv:x"}, api.pushed
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "@dahs:x" in r.getMessage()]
+    assert len(warnings) == 1, warnings
+    assert presence_router_adapter.metrics.PUSH_FAILURES._value.get() == failures + 2
