@@ -84,7 +84,7 @@ test: lint unit fuzz-smoke adapter-test bench-smoke e2e
 
 # Benchmarks: figures and ratios against in-run references (see BENCHMARKS.md).
 E2E_ENV = PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) PR_IMAGE=$(IMAGE):latest \
-	PR_WHEEL=$(wildcard $(CURDIR)/$(WHEEL_DIR)/presence_router_adapter-*-py3-none-any.whl) PR_SYNAPSE_VERSION=$(SYNAPSE_VERSION)
+	PR_WHEEL=$$(ls $(CURDIR)/$(WHEEL_DIR)/presence_router_adapter-*-py3-none-any.whl 2>/dev/null) PR_SYNAPSE_VERSION=$(SYNAPSE_VERSION)
 bench: build venv
 	go test -run='^$$' -bench=. -benchmem ./router/
 	go run ./bench/load

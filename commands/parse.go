@@ -249,7 +249,7 @@ func parseUsers(text string, args []token, patterns patternUse) (users []id.User
 					bad = append(bad, ArgError{tok.text, "this pattern matches every user; add --force if that is what you mean"})
 					continue
 				}
-				user, err = id.UserID(raw), nil
+				user, err = id.UserID(strings.ToLower(raw)), nil
 			}
 		}
 		if err != nil {

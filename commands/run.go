@@ -241,8 +241,8 @@ func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
 }
 
 func (r *Runner) status(ctx context.Context) (*Reply, error) {
-	version, _, _ := r.Engine.Rules()
-	alwaysSend, blacklist := r.Engine.Counts()
+	version := r.Engine.Version()
+	alwaysSend, blacklist, patterns := r.Engine.Counts()
 	backlog, err := r.Store.Backlog(ctx)
 	if err != nil {
 		return nil, err
@@ -255,7 +255,12 @@ func (r *Runner) status(ctx context.Context) (*Reply, error) {
 	fmt.Fprintf(&sb, "**presence-router status**\n\n")
 	fmt.Fprintf(&sb, "* Version: %d\n", version)
 	fmt.Fprintf(&sb, "* always-send: %d %s\n", alwaysSend, plural(alwaysSend, "user", "users"))
-	fmt.Fprintf(&sb, "* blacklist: %d %s\n", blacklist, plural(blacklist, "user", "users"))
+	users := blacklist - patterns
+	fmt.Fprintf(&sb, "* blacklist: %d %s", users, plural(users, "user", "users"))
+	if patterns > 0 {
+		fmt.Fprintf(&sb, " and %d %s", patterns, plural(patterns, "pattern", "patterns"))
+	}
+	sb.WriteString("\n")
 	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
 	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
 	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(r.Started).Round(time.Second))

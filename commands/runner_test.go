@@ -92,3 +92,25 @@ func TestRunner_RepliesToEachCommand(t *testing.T) {
 		})
 	}
 }
+
+// A pattern is one entry whatever case it is typed in: added once, removed
+// in any case, counted apart from users.
+func TestRunner_PatternsAreOneEntryWhateverTheirCase(t *testing.T) {
+	tr := newTestRunner(t)
+	steps := []struct {
+		body string
+		want string
+	}{
+		{"!presence blacklist add @Bot-*:Test @ceo:test", "Added `@bot-*:test` and `@ceo:test` to the blacklist"},
+		{"!presence blacklist add @BOT-*:TEST", "`@bot-*:test` is already on the blacklist: nothing to do."},
+		{"!presence status", "* blacklist: 1 user and 1 pattern"},
+		{"!presence blacklist remove @bOt-*:tESt", "Removed `@bot-*:test` from the blacklist"},
+		{"!presence status", "* blacklist: 1 user\n"},
+		{"!presence blacklist add @?*:* everyone", "this pattern matches every user"},
+	}
+	for _, step := range steps {
+		if rep := tr.run(t, step.body); !strings.Contains(rep.Markdown, step.want) {
+			t.Errorf("%q: reply %q, want %q", step.body, rep.Markdown, step.want)
+		}
+	}
+}

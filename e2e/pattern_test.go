@@ -25,7 +25,7 @@ func TestBlacklistPatterns(t *testing.T) {
 		t.Fatalf("always-send add: %q", r.Body)
 	}
 	r := e.command("admin", "!presence blacklist add @PUPPET_*:localhost bridge puppets")
-	if r.Reaction != "✅" || !strings.Contains(r.Body, "@PUPPET_*:localhost") {
+	if r.Reaction != "✅" || !strings.Contains(r.Body, "@puppet_*:localhost") { // kept in lower case
 		t.Fatalf("blacklist add of a pattern: %s %q", r.Reaction, r.Body)
 	}
 	time.Sleep(time.Second)
@@ -43,7 +43,7 @@ func TestBlacklistPatterns(t *testing.T) {
 				t.Errorf("dash received %s's presence through the pattern", name)
 			}
 		}
-		if r := e.command("admin", "!presence explain @puppet_1:localhost"); !strings.Contains(r.Body, "@PUPPET_*:localhost") {
+		if r := e.command("admin", "!presence explain @puppet_1:localhost"); !strings.Contains(r.Body, "@puppet_*:localhost") {
 			t.Errorf("explain does not name the pattern: %q", r.Body)
 		}
 	})

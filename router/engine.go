@@ -410,11 +410,12 @@ func (e *Engine) AlwaysSend() []id.UserID {
 	return e.alwaysSend
 }
 
-// Counts returns the size of each list.
-func (e *Engine) Counts() (alwaysSend, blacklist int) {
+// Counts returns the size of each list, and how many of the blacklist's
+// entries are patterns.
+func (e *Engine) Counts() (alwaysSend, blacklist, patterns int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	return len(e.alwaysSend), len(e.blacklist)
+	return len(e.alwaysSend), len(e.blacklist), len(e.patterns)
 }
 
 // Explain says where user's presence goes and what user receives.

@@ -47,12 +47,12 @@ func (m *Metrics) watch(e *Engine, h *Handler) {
 			Name:        "presence_router_list_size",
 			Help:        "Number of users on each list.",
 			ConstLabels: prometheus.Labels{"list": "always_send"},
-		}, func() float64 { n, _ := e.Counts(); return float64(n) }),
+		}, func() float64 { n, _, _ := e.Counts(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "presence_router_list_size",
 			Help:        "Number of users on each list.",
 			ConstLabels: prometheus.Labels{"list": "blacklist"},
-		}, func() float64 { _, n := e.Counts(); return float64(n) }),
+		}, func() float64 { _, n, _ := e.Counts(); return float64(n) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "presence_router_adapter_last_request_age_seconds",
 			Help: "Seconds since the adapter's last authenticated routing API request (-1: never).",

@@ -405,3 +405,39 @@ func TestOpenPostgres_ErrorsNameTheServerNotThePassword(t *testing.T) {
 		t.Errorf("error = %v; want the server named and the password left out", err)
 	}
 }
+
+// Blacklist patterns stored by an earlier version in several cases become
+// one entry each, in lower case (upgrade 03); users and the change log stay.
+func TestUpgrade_PatternsInLowerCase(t *testing.T) {
+	st, path := openTemp(t)
+	ctx := context.Background()
+	rows := []struct {
+		list rules.List
+		user string
+	}{
+		{rules.Blacklist, "@Bot-*:X"}, {rules.Blacklist, "@bot-*:x"}, {rules.Blacklist, "@BOT-*:X"},
+		{rules.Blacklist, "@Puppet_??:Y"}, {rules.Blacklist, "@CEO:x"}, {rules.AlwaysSend, "@Dash:x"},
+	}
+	for _, r := range rows {
+		if _, err := st.db.Exec(ctx, "INSERT INTO rule (list, user_id, version) VALUES ($1, $2, 1)", r.list, r.user); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := st.db.Exec(ctx, "UPDATE version SET version = 2"); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	st = reopen(t, path)
+	defer st.Close()
+	snap, err := st.LoadRules(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(snap.Blacklist)
+	if want := []id.UserID{"@CEO:x", "@bot-*:x", "@puppet_??:y"}; !slices.Equal(snap.Blacklist, want) {
+		t.Errorf("blacklist %v, want %v", snap.Blacklist, want)
+	}
+	if want := []id.UserID{"@Dash:x"}; !slices.Equal(snap.AlwaysSend, want) {
+		t.Errorf("always-send %v, want %v", snap.AlwaysSend, want)
+	}
+}

@@ -24,9 +24,10 @@ var ErrTooBroad = errors.New("the pattern matches every user")
 // ParsePattern checks a blacklist pattern: it must look like
 // @<localpart-pattern>:<server-pattern>, where the localpart pattern may
 // use the localpart's characters and the server pattern the server name's,
-// and both may use * and ?. A pattern that matches everyone (both sides
-// nothing but *) fails with an error wrapping ErrTooBroad; the caller may
-// allow it on purpose.
+// and both may use * and ?. A pattern that matches everyone (no literal
+// character on either side, however the * and ? are arranged) fails with
+// an error wrapping ErrTooBroad; the caller may allow it on purpose. The
+// pattern is returned in lower case (matching folds ASCII letters).
 func ParsePattern(s string) (id.UserID, error) {
 	localpart, server, err := split(s, "patterns look like @bridge_*:example.org", "pattern")
 	if err != nil {
@@ -40,10 +41,16 @@ func ParsePattern(s string) (id.UserID, error) {
 			return "", invalid("server part of %q contains the character %q, which no server name has", s, r)
 		}
 	}
-	if strings.Trim(localpart, "*") == "" && strings.Trim(server, "*") == "" {
+	// However it is spelled (@*:*, @?*:*, @*:*?), a pattern with no
+	// literal character beyond the @ and the first : matches (nearly)
+	// every user.
+	wild := func(r rune) bool { return r == '*' || r == '?' }
+	if strings.IndexFunc(localpart, func(r rune) bool { return !wild(r) }) < 0 && strings.IndexFunc(server, func(r rune) bool { return !wild(r) }) < 0 {
 		return "", fmt.Errorf("%w: %q %w", ErrInvalid, s, ErrTooBroad)
 	}
-	return id.UserID(s), nil
+	// Matching folds ASCII letters, so a pattern is kept in lower case:
+	// one entry per pattern, whatever case it was typed in.
+	return id.UserID(strings.ToLower(s)), nil
 }
 
 // Matcher is a compiled pattern: the one matcher production code uses.

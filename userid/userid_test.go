@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"maunium.net/go/mautrix/id"
 )
 
 func TestParse(t *testing.T) {
@@ -87,6 +89,27 @@ func TestMatcher_FoldsASCIILettersOnly(t *testing.T) {
 	for _, tt := range tests {
 		if got := Compile(tt.pattern).Match(tt.user); got != tt.want {
 			t.Errorf("Compile(%q).Match(%q) = %v; want %v", tt.pattern, tt.user, got, tt.want)
+		}
+	}
+}
+
+func TestParsePattern_EveryoneHoweverSpelledAndOneCase(t *testing.T) {
+	tests := []struct {
+		pattern string
+		want    id.UserID // "" for too broad
+	}{
+		{"@*:*", ""}, {"@?*:*", ""}, {"@*:?*", ""}, {"@*?:*", ""}, {"@*:*?", ""}, {"@*?*:*", ""}, {"@?:?", ""},
+		{"@*:example.org", "@*:example.org"},
+		{"@WhatsApp_*:Example.ORG", "@whatsapp_*:example.org"},
+		{"@a?:*", "@a?:*"},
+	}
+	for _, tt := range tests {
+		got, err := ParsePattern(tt.pattern)
+		switch {
+		case tt.want == "" && !errors.Is(err, ErrTooBroad):
+			t.Errorf("ParsePattern(%q) = %q, %v; want ErrTooBroad", tt.pattern, got, err)
+		case tt.want != "" && (err != nil || got != tt.want):
+			t.Errorf("ParsePattern(%q) = %q, %v; want %q", tt.pattern, got, err, tt.want)
 		}
 	}
 }
