@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -156,11 +155,7 @@ func loadConfig(path string) (*config.Config, *logrus.Logger, string, error) {
 	}
 	redactor := logging.Redact(log)
 	redactor.Add(cfg.Appservice.ASToken, cfg.Appservice.HSToken, token)
-	if u, err := url.Parse(cfg.Database.URI); err == nil {
-		if password, ok := u.User.Password(); ok {
-			redactor.Add(password)
-		}
-	}
+	redactor.Add(store.URIPassword(cfg.Database.URI)...)
 	return cfg, log, token, nil
 }
 

@@ -84,13 +84,36 @@ func OpenPostgres(ctx context.Context, uri string, log zerolog.Logger) (*Store, 
 	return s, nil
 }
 
-// RedactURI returns uri with its password, if any, replaced by xxxxx.
+// RedactURI returns uri with its password, if any, replaced by xxxxx:
+// the one in the user information and a password query parameter
+// (libpq's ?password=) alike.
 func RedactURI(uri string) string {
 	u, err := url.Parse(uri)
 	if err != nil {
 		return "(an unparsable database URI)"
 	}
+	if q := u.Query(); q.Has("password") {
+		q.Set("password", "xxxxx")
+		u.RawQuery = q.Encode()
+	}
 	return u.Redacted()
+}
+
+// URIPassword returns the passwords uri carries (in its user information
+// or a password query parameter), for a log redactor.
+func URIPassword(uri string) []string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	if password, ok := u.User.Password(); ok && password != "" {
+		out = append(out, password)
+	}
+	if password := u.Query().Get("password"); password != "" {
+		out = append(out, password)
+	}
+	return out
 }
 
 func open(ctx context.Context, db *dbutil.Database, name string, log zerolog.Logger) (*Store, error) {

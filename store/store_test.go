@@ -441,3 +441,28 @@ func TestUpgrade_PatternsInLowerCase(t *testing.T) {
 		t.Errorf("always-send %v, want %v", snap.AlwaysSend, want)
 	}
 }
+
+func TestRedactURI_HidesEveryPassword(t *testing.T) {
+	tests := []struct{ uri, want string }{
+		{"postgres://presence:s3cret@db:5432/pr?sslmode=disable", "postgres://presence:xxxxx@db:5432/pr?sslmode=disable"},
+		{"postgres://presence@db/pr?password=s3cret&sslmode=disable", "postgres://presence@db/pr?password=xxxxx&sslmode=disable"},
+		{"postgres://db/pr", "postgres://db/pr"},
+	}
+	for _, tt := range tests {
+		if got := RedactURI(tt.uri); got != tt.want || strings.Contains(got, "s3cret") {
+			t.Errorf("RedactURI(%q) = %q, want %q", tt.uri, got, tt.want)
+		}
+		if pw := URIPassword(tt.uri); strings.Contains(tt.uri, "s3cret") && !slices.Equal(pw, []string{"s3cret"}) {
+			t.Errorf("URIPassword(%q) = %q", tt.uri, pw)
+		}
+	}
+	// The start's error with a query-string password names the server, not the password.
+	port, err := harness.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = OpenPostgres(context.Background(), fmt.Sprintf("postgres://presence@127.0.0.1:%d/pr?password=s3cret-password&sslmode=disable&connect_timeout=2", port), zerolog.Nop())
+	if err == nil || strings.Contains(err.Error(), "s3cret-password") || !strings.Contains(err.Error(), fmt.Sprintf("127.0.0.1:%d", port)) {
+		t.Errorf("error = %v; want the server named and the password left out", err)
+	}
+}

@@ -77,6 +77,11 @@ func checkServerName(server string) error {
 		if err != nil || !addr.Is6() {
 			return fmt.Errorf("invalid server name %q: bad IPv6 literal", server)
 		}
+		if addr.Zone() != "" {
+			// A zone (%eth0) names an interface of one machine; the
+			// grammar's IPv6 literal has none.
+			return fmt.Errorf("invalid server name %q: an IPv6 literal with a zone", server)
+		}
 		if port != "" && !strings.HasPrefix(port, ":") {
 			return fmt.Errorf("invalid server name %q", server)
 		}
@@ -106,6 +111,11 @@ func checkServerName(server string) error {
 		n, err := strconv.Atoi(port)
 		if err != nil || n < 1 || n > 65535 || strings.TrimLeft(port, "0123456789") != "" {
 			return fmt.Errorf("invalid port %q", port)
+		}
+		if port[0] == '0' {
+			// :00080 and :80 are one server: one spelling only, or the
+			// same user would have two IDs (and a list entry a twin).
+			return fmt.Errorf("invalid port %q: no leading zeros", port)
 		}
 	}
 	return nil

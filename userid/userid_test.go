@@ -37,6 +37,9 @@ func TestParse(t *testing.T) {
 		{"@alice:[::1", "unclosed IPv6"},
 		{"@alice:[not-ip]", "bad IPv6"},
 		{"@alice:[::1]x", "invalid server name"},
+		{"@a:[fe80::1%eth0]", "with a zone"},
+		{"@a:host:00080", "no leading zeros"},
+		{"@a:[::1]:0443", "no leading zeros"},
 		{"@" + strings.Repeat("a", 250) + ":example.org", "the limit is 255"},
 		{"", "missing the @ sigil"},
 	}
