@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"sync/atomic"
 	"syscall"
@@ -204,7 +205,7 @@ func run(configPath string) error {
 			log.WithField("keys", missing).Info("The config does not set these keys, which this version knows; their defaults apply (config.example.yaml says what each does). presence-router does not rewrite your config")
 		}
 	}
-	a, err := newApp(cfg, log, routerToken)
+	a, err := newApp(configPath, cfg, log, routerToken)
 	if err != nil {
 		return err
 	}
@@ -229,15 +230,18 @@ func run(configPath string) error {
 // app is the service: newApp constructs it (no listener, no network),
 // start starts it, stop stops it, close releases the database.
 type app struct {
-	cfg      *config.Config
-	log      *logrus.Logger
-	store    *store.Store
-	engine   *router.Engine
-	follower *follower.Follower
-	routing  *router.Handler
-	as       *appservice.AppService
-	bot      *bot.Bot
-	registry *prometheus.Registry
+	// configPath is the config file's path (the recovery key goes beside
+	// it on PostgreSQL).
+	configPath string
+	cfg        *config.Config
+	log        *logrus.Logger
+	store      *store.Store
+	engine     *router.Engine
+	follower   *follower.Follower
+	routing    *router.Handler
+	as         *appservice.AppService
+	bot        *bot.Bot
+	registry   *prometheus.Registry
 
 	servers []*http.Server
 	// requests is cancelled at stop, so that change-feed long polls return
@@ -255,7 +259,7 @@ type app struct {
 	fatal chan error
 }
 
-func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, error) {
+func newApp(configPath string, cfg *config.Config, log *logrus.Logger, routerToken string) (*app, error) {
 	// Synapse's logs name the program that made each request.
 	mautrix.DefaultUserAgent = "presence-router/" + versionString() + " " + mautrix.DefaultUserAgent
 	zlog := logging.Zerolog(log)
@@ -264,7 +268,7 @@ func newApp(cfg *config.Config, log *logrus.Logger, routerToken string) (*app, e
 	if err != nil {
 		return nil, err
 	}
-	a := &app{cfg: cfg, log: log, store: st, fatal: make(chan error, 1)}
+	a := &app{configPath: configPath, cfg: cfg, log: log, store: st, fatal: make(chan error, 1)}
 	a.standby.Store(true) // until start makes it the active process
 	if err = a.construct(ctx, zlog, routerToken); err != nil {
 		_ = st.Close()
@@ -303,12 +307,22 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 	// Our own loops retry with backoff; mautrix's retries would block them.
 	a.as.DefaultHTTPRetries = 1
 	a.bot = bot.New(bot.Options{
-		Config: a.cfg, AS: a.as, Store: a.store, Engine: a.engine, Follower: a.follower,
+		Config: a.cfg, AS: a.as, Store: a.store, Engine: a.engine, Follower: a.follower, RecoveryKeyPath: a.recoveryKeyPath(),
 		Log:         a.log.WithField("component", "bot"),
 		Metrics:     bot.NewMetrics(a.registry),
 		LastContact: a.routing.LastContact,
 	})
 	return nil
+}
+
+// recoveryKeyPath is where the bot's recovery key is written: beside the
+// SQLite database, or, on PostgreSQL, beside the config.
+func (a *app) recoveryKeyPath() string {
+	dir := filepath.Dir(a.configPath)
+	if a.cfg.Database.Type != config.DatabasePostgres {
+		dir = filepath.Dir(a.cfg.Database.Path)
+	}
+	return filepath.Join(dir, "presence-router-recovery-key.txt")
 }
 
 // appserviceMux serves what Synapse and operators ask of the appservice

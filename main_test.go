@@ -186,7 +186,7 @@ func startApp(t *testing.T, location string) (*app, string) {
 		t.Fatal(err)
 	}
 	log.SetOutput(io.Discard)
-	a, err := newApp(c, log, token)
+	a, err := newApp(path, c, log, token)
 	if err != nil {
 		t.Fatal(err)
 	}

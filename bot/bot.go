@@ -38,6 +38,9 @@ type Options struct {
 	// that other processes committed before them.
 	Follower Follower
 	Log      *logrus.Entry
+	// RecoveryKeyPath is where encryption writes the recovery key of the
+	// bot's cross-signing keys when it makes them.
+	RecoveryKeyPath string
 	Metrics  *Metrics // nil: no metrics
 	// LastContact returns when the adapter last called the routing API.
 	LastContact func() time.Time
@@ -107,7 +110,7 @@ func New(opts Options) *Bot {
 		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,
 		Store: opts.Store, Engine: opts.Engine, Service: b, LastContact: lastContact, Started: b.started,
 	}
-	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RoomEncryption: b.readRoomEncryption})
+	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RecoveryKeyPath: opts.RecoveryKeyPath, RoomEncryption: b.readRoomEncryption})
 	return b
 }
 

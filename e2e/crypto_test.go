@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -181,6 +182,13 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 	e.room = room
 	e.invite(admin.cli, room, bot)
 	e.waitBotJoined()
+	// The recovery key went to a file of its own, never to the log.
+	if info, err := os.Stat(e.stack.Path("presence-router-recovery-key.txt")); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("the recovery key's file: %v %v; want it written, mode 0600", info, err)
+	}
+	if log, _ := os.ReadFile(e.stack.Path("presence-router.log")); strings.Contains(string(log), "recovery_key") {
+		t.Error("presence-router's log holds the recovery key")
+	}
 	states := admin.cli.StateStore
 	admin.waitState(t, "the room encrypted and the bot joined", func(ctx context.Context) bool {
 		encrypted, _ := states.IsEncrypted(ctx, room)

@@ -103,6 +103,9 @@ type Options struct {
 	Config *config.Config
 	Store  *store.Store
 	Log    *logrus.Entry
+	// RecoveryKeyPath is where the recovery key of the bot's cross-signing
+	// keys is written when they are made (never to the log).
+	RecoveryKeyPath string
 	// RoomEncryption reads a room's m.room.encryption state from the
 	// homeserver (nil when the room is not encrypted).
 	RoomEncryption func(ctx context.Context, room id.RoomID) (*event.EncryptionEventContent, error)
@@ -152,7 +155,7 @@ var syncFilter = &mautrix.Filter{
 
 // Start sets up the bot's encryption device (once per process): logs it
 // in on first use, loads its keys, cross-signs it on first start (logging
-// the recovery key once, for the operator's records), and starts the /sync
+// the recovery key to a file once, for the operator's records), and starts the /sync
 // loop under life, waiting for its first answer. Once it succeeded, later
 // calls do nothing.
 func (m *Machine) Start(ctx, life context.Context) error {
@@ -272,7 +275,8 @@ func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
 }
 
 // crossSignSelf makes the bot's cross-signing keys and signs its device
-// with them, once: the recovery key is logged then, and never again.
+// with them, once: the recovery key is written to RecoveryKeyPath then,
+// and never again.
 func (m *Machine) crossSignSelf(ctx context.Context, mach *crypto.OlmMachine) error {
 	if keys, err := mach.GetOwnCrossSigningPublicKeys(ctx); err == nil && keys != nil {
 		return nil
@@ -281,7 +285,14 @@ func (m *Machine) crossSignSelf(ctx context.Context, mach *crypto.OlmMachine) er
 	if err != nil {
 		return fmt.Errorf("failed to cross-sign the bot's device: %w", err)
 	}
-	m.opts.Log.WithField("recovery_key", recoveryKey).Warn("Made the bot's cross-signing keys and signed its device. Keep this recovery key in your records: it is shown once, here")
+	// Never in the log (log pipelines keep it): in a file of its own,
+	// readable by its owner only.
+	text := "The recovery key of presence-router's cross-signing keys (" + string(m.botID) + "), made " +
+		time.Now().UTC().Format(time.RFC3339) + ". Keep it in your records, then delete this file.\n\n" + recoveryKey + "\n"
+	if err = config.WriteSecretFile(m.opts.RecoveryKeyPath, []byte(text)); err != nil {
+		return fmt.Errorf("failed to write the bot's recovery key to %s: %w", m.opts.RecoveryKeyPath, err)
+	}
+	m.opts.Log.WithField("path", m.opts.RecoveryKeyPath).Warn("Made the bot's cross-signing keys and signed its device. Its recovery key is in this file (mode 0600), written once: keep it in your records, then delete the file")
 	return nil
 }
 
