@@ -41,7 +41,7 @@ type Options struct {
 	// RecoveryKeyPath is where encryption writes the recovery key of the
 	// bot's cross-signing keys when it makes them.
 	RecoveryKeyPath string
-	Metrics  *Metrics // nil: no metrics
+	Metrics         *Metrics // nil: no metrics
 	// LastContact returns when the adapter last called the routing API.
 	LastContact func() time.Time
 }
