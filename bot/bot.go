@@ -110,7 +110,7 @@ func New(opts Options) *Bot {
 		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,
 		Store: opts.Store, Engine: opts.Engine, Service: b, LastContact: lastContact, Started: b.started,
 	}
-	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RecoveryKeyPath: opts.RecoveryKeyPath, RoomEncryption: b.readRoomEncryption})
+	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RecoveryKeyPath: opts.RecoveryKeyPath, OnProblem: opts.Metrics.countEncryptionProblem, RoomEncryption: b.readRoomEncryption})
 	return b
 }
 

@@ -11,6 +11,8 @@ type Metrics struct {
 	commands  *prometheus.CounterVec
 	connected prometheus.Gauge
 	recovered prometheus.Counter
+	// encryption counts the encryption device's warnings and errors.
+	encryption prometheus.Counter
 }
 
 // NewMetrics registers the bot's series with reg.
@@ -28,11 +30,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "presence_router_commands_recovered_total",
 			Help: "Commands the homeserver did not deliver, found in the control room's timeline.",
 		}),
+		encryption: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "presence_router_encryption_problems_total",
+			Help: "Warnings and errors of the bot's encryption device (to-device messages it cannot read, events it cannot decrypt), each one whether logged or held back.",
+		}),
 	}
 	for _, result := range []string{commands.ResultOK, commands.ResultInvalid, commands.ResultRefused} {
 		m.commands.WithLabelValues(result)
 	}
-	reg.MustRegister(m.commands, m.connected, m.recovered)
+	reg.MustRegister(m.commands, m.connected, m.recovered, m.encryption)
 	return m
 }
 
@@ -56,5 +62,11 @@ func (m *Metrics) setConnected(connected bool) {
 func (m *Metrics) countRecovered(n int) {
 	if m != nil {
 		m.recovered.Add(float64(n))
+	}
+}
+
+func (m *Metrics) countEncryptionProblem() {
+	if m != nil {
+		m.encryption.Inc()
 	}
 }

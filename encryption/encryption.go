@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
@@ -106,6 +107,9 @@ type Options struct {
 	// RecoveryKeyPath is where the recovery key of the bot's cross-signing
 	// keys is written when they are made (never to the log).
 	RecoveryKeyPath string
+	// OnProblem is called for every warning or error of the encryption
+	// device's library (for a metric); nil for none.
+	OnProblem func()
 	// RoomEncryption reads a room's m.room.encryption state from the
 	// homeserver (nil when the room is not encrypted).
 	RoomEncryption func(ctx context.Context, room id.RoomID) (*event.EncryptionEventContent, error)
@@ -232,6 +236,18 @@ func (m *Machine) Ready() bool { return m.up.Load() != nil }
 // device is up).
 func (m *Machine) ReadsEncrypted() bool { return true }
 
+// problemLogInterval is how often at most one warning or error of the same
+// text is logged for the encryption device: anyone can send it to-device
+// messages that it cannot read, and each one is an error of the library.
+const problemLogInterval = time.Minute
+
+// deviceLogger is the encryption device's logger: its warnings and errors
+// limited per message (the next one logged says how many were held back),
+// each one counted with onProblem.
+func deviceLogger(log *logrus.Logger, onProblem func()) zerolog.Logger {
+	return logging.ZerologLimited(log, problemLogInterval, onProblem).With().Str("component", "crypto").Logger()
+}
+
 // client returns a client for the bot's encryption device: the one
 // stored, logged in again (as the same device) if its token is no longer
 // valid, or a new one, logged in with the appservice's token.
@@ -245,7 +261,7 @@ func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the encryption client: %w", err)
 	}
-	cli.Log = logging.Zerolog(log.Logger).With().Str("component", "crypto").Logger()
+	cli.Log = deviceLogger(log.Logger, m.opts.OnProblem)
 	cli.DefaultHTTPRetries = 0
 	cli.DeviceID = stored.DeviceID
 	if ok {

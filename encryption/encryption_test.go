@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -131,5 +132,26 @@ func TestMachine_StartFailsClearlyWhenTheLoginIsRefused(t *testing.T) {
 	defer lock.Unlock()
 	if len(paths) == 0 || !strings.HasSuffix(paths[len(paths)-1], "/login") {
 		t.Errorf("requests %v, want a login last", paths)
+	}
+}
+
+// 500 to-device messages the device cannot read, from one user, made 500
+// error lines: now one, and all 500 are counted.
+func TestDeviceLogger_AFloodOfBadMessagesIsLimitedAndCounted(t *testing.T) {
+	log, hook := test.NewNullLogger()
+	counted := 0
+	dev := deviceLogger(log, func() { counted++ })
+	for range 500 {
+		dev.Error().Str("sender", "@mallory:test").Msg("Failed to decrypt to-device event")
+	}
+	dev.Info().Msg("Synced")
+	if n := len(hook.AllEntries()); n != 2 {
+		t.Errorf("%d log lines for 500 bad messages and one info line; want 2", n)
+	}
+	if counted != 500 {
+		t.Errorf("counted %d problems, want 500", counted)
+	}
+	if e := hook.AllEntries()[0]; e.Level != logrus.ErrorLevel || e.Data["component"] != "crypto" {
+		t.Errorf("first line %+v, want the error, of the crypto component", e)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
@@ -94,8 +95,50 @@ func Zerolog(log *logrus.Logger) zerolog.Logger {
 	return zerolog.New(&bridge{log: log}).Level(zlvl).With().Timestamp().Logger()
 }
 
+// ZerologLimited is Zerolog for a library that anyone can make log (the
+// encryption device logs every bad to-device message it is sent): a
+// warning or error whose message was logged less than interval ago is held
+// back, and the next one logged says how many were (held_back). Every
+// warning or error, logged or held, calls onProblem (for a metric).
+func ZerologLimited(log *logrus.Logger, interval time.Duration, onProblem func()) zerolog.Logger {
+	z := Zerolog(log)
+	b := &bridge{log: log, interval: interval, onProblem: onProblem, limiters: map[string]*Limiter{}}
+	return z.Output(b)
+}
+
+// maxLimiters bounds the distinct messages a limited bridge tracks; past
+// it, it starts over.
+const maxLimiters = 1000
+
 type bridge struct {
 	log *logrus.Logger
+	// With interval set, warnings and errors are limited per message.
+	interval  time.Duration
+	onProblem func()
+	lock      sync.Mutex
+	limiters  map[string]*Limiter
+}
+
+// allow applies the per-message limit: whether to log, and how many of the
+// same message were held back since it was last logged.
+func (b *bridge) allow(level zerolog.Level, msg string) (bool, int) {
+	if b.interval == 0 || level < zerolog.WarnLevel || level == zerolog.NoLevel {
+		return true, 0
+	}
+	if b.onProblem != nil {
+		b.onProblem()
+	}
+	b.lock.Lock()
+	l := b.limiters[msg]
+	if l == nil {
+		if len(b.limiters) >= maxLimiters {
+			clear(b.limiters)
+		}
+		l = &Limiter{}
+		b.limiters[msg] = l
+	}
+	b.lock.Unlock()
+	return l.Allow(time.Now(), b.interval)
 }
 
 var _ zerolog.LevelWriter = (*bridge)(nil)
@@ -111,6 +154,13 @@ func (b *bridge) WriteLevel(level zerolog.Level, p []byte) (int, error) {
 		return len(p), nil
 	}
 	msg, _ := fields[zerolog.MessageFieldName].(string)
+	ok, held := b.allow(level, msg)
+	if !ok {
+		return len(p), nil
+	}
+	if held > 0 {
+		fields["held_back"] = held
+	}
 	delete(fields, zerolog.MessageFieldName)
 	delete(fields, zerolog.LevelFieldName)
 	delete(fields, zerolog.TimestampFieldName)

@@ -3,8 +3,13 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 )
 
 func TestZerolog_ForwardsFieldsAndLevel(t *testing.T) {
@@ -54,5 +59,32 @@ func TestRedactor_HidesSecrets(t *testing.T) {
 				t.Errorf("no redaction marker: %q", buf.String())
 			}
 		})
+	}
+}
+
+func TestZerologLimited_HoldsBackRepeatsAndSaysHowMany(t *testing.T) {
+	log, hook := test.NewNullLogger()
+	problems := 0
+	z := ZerologLimited(log, 50*time.Millisecond, func() { problems++ })
+	for range 10 {
+		z.Warn().Msg("same")
+	}
+	z.Warn().Msg("other")
+	z.Debug().Msg("debug is never held")
+	time.Sleep(60 * time.Millisecond)
+	z.Warn().Msg("same")
+	var lines []string
+	for _, e := range hook.AllEntries() {
+		lines = append(lines, fmt.Sprintf("%s %v", e.Message, e.Data["held_back"]))
+	}
+	want := []string{"same <nil>", "other <nil>", "same 9"}
+	if log.GetLevel() >= logrus.DebugLevel {
+		want = []string{"same <nil>", "other <nil>", "debug is never held <nil>", "same 9"}
+	}
+	if strings.Join(lines, "|") != strings.Join(want, "|") {
+		t.Errorf("lines %q, want %q", lines, want)
+	}
+	if problems != 12 {
+		t.Errorf("%d problems counted, want 12 (every warning)", problems)
 	}
 }
