@@ -458,7 +458,7 @@ func MissingKeys(data, example []byte) ([]string, error) {
 				}
 			}
 			switch {
-			case got == nil:
+			case got == nil && !hasAlternative(have, key):
 				missing = append(missing, prefix+key)
 			case value.Kind == yaml.MappingNode:
 				walk(value, got, prefix+key+".")
@@ -467,4 +467,18 @@ func MissingKeys(data, example []byte) ([]string, error) {
 	}
 	walk(want.Content[0], haveRoot, "")
 	return missing, nil
+}
+
+// hasAlternative reports whether mapping sets another form of key (key_…,
+// such as router.token_file for router.token), which stands for it.
+func hasAlternative(mapping *yaml.Node, key string) bool {
+	if mapping == nil || mapping.Kind != yaml.MappingNode {
+		return false
+	}
+	for j := 0; j < len(mapping.Content); j += 2 {
+		if strings.HasPrefix(mapping.Content[j].Value, key+"_") {
+			return true
+		}
+	}
+	return false
 }

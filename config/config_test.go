@@ -196,15 +196,16 @@ func TestSenderLocalpart_IsNotTheBotWithEncryption(t *testing.T) {
 }
 
 func TestMissingKeys_NamesWhatANewerVersionAdded(t *testing.T) {
-	example := []byte("homeserver:\n  address: x\n  domain: y\nencryption:\n  enabled: false\n  pickle_key: z\nlogging:\n  level: info\n")
+	example := []byte("homeserver:\n  address: x\n  domain: y\nencryption:\n  enabled: false\n  pickle_key: z\nlogging:\n  level: info\nrouter:\n  token: t\n")
 	tests := []struct {
 		name, config string
 		want         []string
 	}{
-		{"everything set", "homeserver: {address: a, domain: b}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\n", nil},
-		{"a whole section missing", "homeserver: {address: a, domain: b}\nlogging: {level: debug}\n", []string{"encryption"}},
-		{"one key of a section missing", "homeserver: {address: a}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\n", []string{"homeserver.domain"}},
-		{"an empty file", "", []string{"homeserver", "encryption", "logging"}},
+		{"everything set", "homeserver: {address: a, domain: b}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\nrouter: {token: t}\n", nil},
+		{"a whole section missing", "homeserver: {address: a, domain: b}\nlogging: {level: debug}\nrouter: {token: t}\n", []string{"encryption"}},
+		{"one key of a section missing", "homeserver: {address: a}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\nrouter: {token: t}\n", []string{"homeserver.domain"}},
+		{"another form of a key stands for it", "homeserver: {address: a, domain: b}\nencryption: {enabled: true, pickle_key: k}\nlogging: {level: debug}\nrouter: {token_file: /f}\n", nil},
+		{"an empty file", "", []string{"homeserver", "encryption", "logging", "router"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
