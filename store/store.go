@@ -58,12 +58,7 @@ func Open(ctx context.Context, path string, log zerolog.Logger) (*Store, error) 
 	}
 	// One writer at a time is all SQLite allows; readers use WAL snapshots.
 	db.RawDB.SetMaxOpenConns(4)
-	s, err := open(ctx, db, path, log)
-	if err != nil {
-		return nil, err
-	}
-	s.path = path
-	return s, nil
+	return open(ctx, &Store{db: db, path: path}, path, log)
 }
 
 // OpenPostgres opens the PostgreSQL database at uri (postgres://user:password@host:port/dbname?sslmode=…)
@@ -76,12 +71,7 @@ func OpenPostgres(ctx context.Context, uri string, log zerolog.Logger) (*Store, 
 		return nil, fmt.Errorf("failed to open database %s: %w", name, err)
 	}
 	db.RawDB.SetMaxOpenConns(8)
-	s, err := open(ctx, db, name, log)
-	if err != nil {
-		return nil, err
-	}
-	s.uri = uri
-	return s, nil
+	return open(ctx, &Store{db: db, uri: uri}, name, log)
 }
 
 // RedactURI returns uri with its password, if any, replaced by xxxxx:
@@ -116,7 +106,9 @@ func URIPassword(uri string) []string {
 	return out
 }
 
-func open(ctx context.Context, db *dbutil.Database, name string, log zerolog.Logger) (*Store, error) {
+// open migrates the database of s (named name in errors) and completes s.
+func open(ctx context.Context, s *Store, name string, log zerolog.Logger) (*Store, error) {
+	db := s.db
 	db.Owner = "presence-router"
 	db.UpgradeTable = upgradeTable
 	db.Log = dbutil.ZeroLogger(log.With().Str("component", "database").Logger())
@@ -128,7 +120,7 @@ func open(ctx context.Context, db *dbutil.Database, name string, log zerolog.Log
 		_ = db.Close()
 		return nil, fmt.Errorf("failed to upgrade database %s: %w", name, err)
 	}
-	s := &Store{db: db, pushToAllQuery: setPushToAllSQLite}
+	s.pushToAllQuery = setPushToAllSQLite
 	if db.Dialect == dbutil.Postgres {
 		s.pushToAllQuery = setPushToAllPostgres
 	}
