@@ -14,6 +14,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -253,7 +254,11 @@ type app struct {
 	// this one serves the routing API and the change feed, and waits to
 	// take over. active is its hold once it is the active process.
 	standby atomic.Bool
-	active  *store.Active
+	// activeLock orders a take-over against stop: active is set, and the
+	// bot started, only while stopped is not.
+	activeLock sync.Mutex
+	active     *store.Active
+	stopped    bool
 	// fatal receives why the process must stop (the active lock was
 	// lost).
 	fatal chan error
@@ -450,6 +455,12 @@ func (a *app) startActive(ctx context.Context) error {
 // becomeActive starts the bot under the active hold; losing the hold stops
 // the process (a supervisor starts it again, then as a standby).
 func (a *app) becomeActive(active *store.Active) {
+	a.activeLock.Lock()
+	defer a.activeLock.Unlock()
+	if a.stopped {
+		active.Release()
+		return
+	}
 	a.active = active
 	a.bot.Start()
 	a.standby.Store(false)
@@ -486,6 +497,10 @@ func (a *app) stop() {
 	if a.stopWatch != nil {
 		a.stopWatch()
 	}
+	a.activeLock.Lock()
+	a.stopped = true
+	active := a.active
+	a.activeLock.Unlock()
 	if a.cancelRequests != nil {
 		a.cancelRequests()
 	}
@@ -493,8 +508,8 @@ func (a *app) stop() {
 		_ = srv.Shutdown(stopCtx)
 	}
 	a.bot.Stop(stopCtx)
-	if a.active != nil {
-		a.active.Release()
+	if active != nil {
+		active.Release()
 	}
 }
 
