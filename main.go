@@ -363,9 +363,14 @@ func (a *app) appserviceMux() *http.ServeMux {
 			})
 			return
 		}
-		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{
-			"ok": true, "active": true, "version": a.engine.Version(), "bot_connected": a.bot.Connected(),
-			"control_room": a.bot.ControlRoom(), "problems": a.bot.Problems(),
+		status, answers := http.StatusOK, a.bot.HomeserverAnswers()
+		if !answers {
+			// The bot can neither receive nor answer commands.
+			status = http.StatusServiceUnavailable
+		}
+		exhttp.WriteJSONResponse(w, status, map[string]any{
+			"ok": answers, "active": true, "version": a.engine.Version(), "homeserver_answers": answers,
+			"bot_connected": a.bot.Connected(), "control_room": a.bot.ControlRoom(), "problems": a.bot.Problems(),
 		})
 	})
 	if a.cfg.Router.Listen == "" {

@@ -15,6 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"go.mau.fi/util/exhttp"
+	"maunium.net/go/mautrix"
+
 	"github.com/presence-router/presence-router/e2e/harness"
 	"github.com/presence-router/presence-router/internal/testdb"
 	"github.com/presence-router/presence-router/router"
@@ -173,7 +176,16 @@ func startApp(t *testing.T, location string) (*app, string) {
 	if testdb.OnPostgres() {
 		db = "database: {type: postgres, uri: \"" + location + "\"}\n"
 	}
-	cfg := "homeserver: {address: \"http://127.0.0.1:1\", domain: example.org}\n" +
+	// A homeserver that answers the bot's health check and nothing else.
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/_matrix/client/versions" {
+			exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"versions": []string{"v1.11"}})
+			return
+		}
+		mautrix.MUnrecognized.WithMessage("not in this test").Write(w)
+	}))
+	t.Cleanup(hs.Close)
+	cfg := "homeserver: {address: \"" + hs.URL + "\", domain: example.org}\n" +
 		"appservice: {address: \"http://127.0.0.1:1\", hostname: 127.0.0.1, port: " + itoa(port) + ", as_token: aaaaaaaaaaaaaaaa, hs_token: bbbbbbbbbbbbbbbb}\n" +
 		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
 		"router: {token: cccccccccccccccc}\n" + db + "logging: {level: warn}\n"
@@ -250,10 +262,16 @@ func TestRun_StandbyTakesOverOnPostgres(t *testing.T) {
 	if standby == nil {
 		t.Fatalf("the second process did not start: %s", standbyURL)
 	}
-	if code, body := readiness(t, activeURL); code != http.StatusOK || body["active"] != true {
+	// Ready once the bot's first check finds the homeserver answering.
+	code, body := readiness(t, activeURL)
+	for deadline := time.Now().Add(5 * time.Second); code != http.StatusOK && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		code, body = readiness(t, activeURL)
+	}
+	if code != http.StatusOK || body["active"] != true {
 		t.Fatalf("the first process: ready %d %v, want 200 and active", code, body)
 	}
-	code, body := readiness(t, standbyURL)
+	code, body = readiness(t, standbyURL)
 	if code != http.StatusServiceUnavailable || body["active"] != false || !strings.Contains(fmt.Sprint(body["reason"]), "standby") {
 		t.Fatalf("the second process: ready %d %v, want 503, not active, with the reason", code, body)
 	}

@@ -5,6 +5,7 @@
 package bot
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -44,6 +45,9 @@ type Options struct {
 	Metrics         *Metrics // nil: no metrics
 	// LastContact returns when the adapter last called the routing API.
 	LastContact func() time.Time
+	// HomeserverCheckInterval is how often the bot checks that the
+	// homeserver answers (0: every 5 s).
+	HomeserverCheckInterval time.Duration
 }
 
 // Follower applies a change the bot committed to the router's engine
@@ -65,7 +69,8 @@ type Bot struct {
 	runner     *commands.Runner
 	enc        encryption.Component
 	started    time.Time
-	caughtUpTo time.Time // the timeline was read up to here (catchUpLoop only)
+	checkEvery time.Duration // see Options.HomeserverCheckInterval
+	caughtUpTo time.Time     // the timeline was read up to here (catchUpLoop only)
 
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}
@@ -76,6 +81,11 @@ type Bot struct {
 	problems    map[string]string // what an operator must know, by topic
 	authWarn    logging.Limiter   // rejected hs_tokens
 	connected   atomic.Bool
+	// homeserverUp is whether the homeserver answered the last check.
+	homeserverUp atomic.Bool
+	// metricLock orders the connection metric's updates, which read both
+	// connected and homeserverUp.
+	metricLock sync.Mutex
 
 	cancel context.CancelFunc
 	done   sync.WaitGroup
@@ -101,6 +111,7 @@ func New(opts Options) *Bot {
 		botID:       opts.Config.BotMXID(),
 		admins:      admins,
 		started:     time.Now(),
+		checkEvery:  cmp.Or(opts.HomeserverCheckInterval, homeserverCheckInterval),
 		wakeWorker:  make(chan struct{}, 1),
 		wakeConnect: make(chan struct{}, 1),
 		wakeCatchUp: make(chan struct{}, 1),
@@ -144,13 +155,21 @@ func (b *Bot) Problems() []string {
 	return out
 }
 
-// Start starts the bot's three loops in the background and returns at once:
+// Start starts the bot's four loops in the background and returns at once:
 // connecting to the homeserver (retrying with backoff while it is
-// unreachable), catching up on undelivered commands, and the command worker.
+// unreachable), checking that the homeserver answers, catching up on
+// undelivered commands, and the command worker.
 func (b *Bot) Start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
-	b.done.Add(3)
+	// mautrix makes the bot's intent on first use, unlocked: make it here,
+	// before the loops use it at once.
+	b.intent()
+	b.done.Add(4)
+	go func() {
+		defer b.done.Done()
+		b.homeserverLoop(ctx)
+	}()
 	go func() {
 		defer b.done.Done()
 		b.connectLoop(ctx)
@@ -190,10 +209,18 @@ func (b *Bot) Connected() bool {
 }
 
 // setConnected records whether the bot is connected, for Connected and the
-// connection metric alike.
+// connection metric (which is 1 only while the homeserver answers, too).
 func (b *Bot) setConnected(connected bool) {
 	b.connected.Store(connected)
-	b.metrics.setConnected(connected)
+	b.updateConnectedMetric()
+}
+
+// updateConnectedMetric sets the connection metric from connected and
+// homeserverUp.
+func (b *Bot) updateConnectedMetric() {
+	b.metricLock.Lock()
+	defer b.metricLock.Unlock()
+	b.metrics.setConnected(b.connected.Load() && b.homeserverUp.Load())
 }
 
 // ControlRoom returns the control room's ID, or "" while it is unresolved.

@@ -70,6 +70,7 @@ type fakeHomeserver struct {
 	usersDefault int
 	encrypted    bool     // the control room has an m.room.encryption event
 	failJoin     bool     // joins fail, as when the bot was not invited
+	down         bool     // every request fails, as while Synapse is stopped
 	paths        []string // every request's path, in order
 }
 
@@ -85,6 +86,9 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	w.Header().Set("Content-Type", "application/json")
 	switch {
+	case hs.down:
+		w.WriteHeader(http.StatusBadGateway)
+		fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"Bad Gateway"}`)
 	case strings.HasSuffix(path, "/register"):
 		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
 	case strings.HasSuffix(path, "/join") && hs.failJoin:
@@ -216,7 +220,8 @@ func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver,
 	as.DefaultHTTPRetries = 0
 	log := logrus.New()
 	log.SetOutput(io.Discard)
-	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Follower: follower.New(st, engine, logrus.NewEntry(log)), Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry())})
+	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Follower: follower.New(st, engine, logrus.NewEntry(log)), Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry()),
+		HomeserverCheckInterval: 20 * time.Millisecond})
 	b.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -452,6 +457,36 @@ func TestBot_InviteReconnectKeepsTheConnectedMetricTrue(t *testing.T) {
 	}
 }
 
+// While the homeserver does not answer, HomeserverAnswers (behind
+// /_matrix/mau/ready), the connection metric and Problems say so; when it
+// answers again, all three recover by themselves.
+func TestBot_HomeserverDownShowsInHealth(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tb.waitFor(t, "the homeserver answers", tb.HomeserverAnswers)
+	setDown := func(down bool) {
+		tb.hs.lock.Lock()
+		tb.hs.down = down
+		tb.hs.lock.Unlock()
+	}
+	setDown(true)
+	tb.waitFor(t, "the homeserver to be seen down", func() bool { return !tb.HomeserverAnswers() })
+	if got := testutil.ToFloat64(tb.metrics.connected); got != 0 {
+		t.Errorf("connected metric %v while the homeserver does not answer, want 0", got)
+	}
+	if problems := strings.Join(tb.Problems(), "\n"); !strings.Contains(problems, "does not answer") {
+		t.Errorf("problems %q do not say the homeserver does not answer", problems)
+	}
+	if !tb.Connected() {
+		t.Error("the bot left the control room: a homeserver outage is not a leave")
+	}
+	setDown(false)
+	tb.waitFor(t, "the homeserver to be seen again", tb.HomeserverAnswers)
+	tb.waitFor(t, "the problem to clear", func() bool { return len(tb.Problems()) == 0 })
+	if got := testutil.ToFloat64(tb.metrics.connected); got != 1 {
+		t.Errorf("connected metric %v after the homeserver answers again, want 1", got)
+	}
+}
+
 func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -502,17 +537,21 @@ func TestBot_UnsentReplyIsRetried(t *testing.T) {
 	}
 }
 
-func TestBot_EditsAndRedactionsOfOldCommandsChangeNothing(t *testing.T) {
+// Edits and redactions of a command change nothing; an edit whose new
+// content is a command is answered once, saying edits are not applied. A
+// command sent as a reply (with the legacy fallback) is applied; one sent as
+// an emote is answered, not applied.
+func TestBot_EditsRepliesAndEmotesOfCommands(t *testing.T) {
 	tb := newTestBot(t, "", nil)
 	tb.deliver(t, "t1", hsToken, message("$cmd", testAdmin, "!presence always-send add @x:test"))
 	tb.replies(t, 1)
 	if tb.engine.Version() != 1 {
 		t.Fatalf("version %d after the command, want 1", tb.engine.Version())
 	}
-	edit := func(eventID, body string) map[string]any {
+	edit := func(eventID, body, newBody string) map[string]any {
 		m := message(eventID, testAdmin, body)
 		content := m["content"].(map[string]any)
-		content["m.new_content"] = map[string]any{"msgtype": "m.text", "body": "!presence always-send remove @x:test"}
+		content["m.new_content"] = map[string]any{"msgtype": "m.text", "body": newBody}
 		content["m.relates_to"] = map[string]any{"rel_type": "m.replace", "event_id": "$cmd"}
 		return m
 	}
@@ -525,30 +564,47 @@ func TestBot_EditsAndRedactionsOfOldCommandsChangeNothing(t *testing.T) {
 		"event_id": "$cmd", "room_id": testRoom, "sender": testAdmin, "type": "m.room.message",
 		"origin_server_ts": 1, "content": map[string]any{}, "unsigned": map[string]any{"redacted_because": redaction},
 	}
+	emote := message("$emote", testAdmin, "!presence always-send remove @x:test")
+	emote["content"].(map[string]any)["msgtype"] = "m.emote"
+	reply := message("$reply", testAdmin, "> <@bob:test> what is going on?\n> second line\n\n!presence always-send add @y:test")
+	reply["content"].(map[string]any)["m.relates_to"] = map[string]any{"m.in_reply_to": map[string]any{"event_id": "$question"}}
 	tests := []struct {
-		name   string
-		events []map[string]any
+		name      string
+		events    []map[string]any
+		wantReply string // "" for no reply
+		wantRules []id.UserID
 	}{
-		{"an edit whose body is a command", []map[string]any{edit("$edit1", "!presence always-send remove @x:test")}},
-		{"an edit with the usual star", []map[string]any{edit("$edit2", "* !presence always-send remove @x:test")}},
-		{"a redaction of the command", []map[string]any{redaction}},
-		{"the command redelivered after redaction", []map[string]any{redacted}},
+		{"an edit whose body is a command", []map[string]any{edit("$edit1", "!presence always-send remove @x:test", "!presence always-send remove @x:test")}, "Edits are not applied", []id.UserID{"@x:test"}},
+		{"an edit with the usual star", []map[string]any{edit("$edit2", "* !presence always-send remove @x:test", "!presence always-send remove @x:test")}, "Edits are not applied", []id.UserID{"@x:test"}},
+		{"an edit that is no command", []map[string]any{edit("$edit3", "* hello", "hello")}, "", []id.UserID{"@x:test"}},
+		{"a redaction of the command", []map[string]any{redaction}, "", []id.UserID{"@x:test"}},
+		{"the command redelivered after redaction", []map[string]any{redacted}, "", []id.UserID{"@x:test"}},
+		{"a command as an emote", []map[string]any{emote}, "emotes (/me) are not applied", []id.UserID{"@x:test"}},
+		{"a command in a reply with the fallback", []map[string]any{reply}, "Added", []id.UserID{"@x:test", "@y:test"}},
 	}
+	replies := 1
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if code := tb.deliver(t, fmt.Sprintf("t%d", i+2), hsToken, tt.events...); code != http.StatusOK {
 				t.Fatalf("transaction answered %d", code)
 			}
+			if tt.wantReply != "" {
+				replies++
+			}
 			// A later command proves the earlier events were processed.
 			status := fmt.Sprintf("$status%d", i)
 			tb.deliver(t, fmt.Sprintf("s%d", i), hsToken, message(status, testAdmin, "!presence status"))
-			got := tb.replies(t, 2+i)
-			if n := len(got); n != 2+i {
-				t.Fatalf("%d replies, want %d: only the status commands may be answered", n, 2+i)
+			replies++
+			got := tb.replies(t, replies)
+			if n := len(got); n != replies {
+				t.Fatalf("%d replies, want %d", n, replies)
+			}
+			if tt.wantReply != "" && !strings.Contains(body(got[replies-2]), tt.wantReply) {
+				t.Errorf("reply %q, want it to say %q", body(got[replies-2]), tt.wantReply)
 			}
 			_, alwaysSend, _ := tb.engine.Rules()
-			if tb.engine.Version() != 1 || len(alwaysSend) != 1 || alwaysSend[0] != "@x:test" {
-				t.Errorf("version %d, always-send %v: the %s changed the rules", tb.engine.Version(), alwaysSend, tt.name)
+			if !slices.Equal(alwaysSend, tt.wantRules) {
+				t.Errorf("always-send %v after %s, want %v", alwaysSend, tt.name, tt.wantRules)
 			}
 		})
 	}

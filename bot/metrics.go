@@ -24,7 +24,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"result"}),
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "presence_router_bot_connected",
-			Help: "1 while the bot is registered and joined to the control room.",
+			Help: "1 while the bot is registered and joined to the control room and the homeserver answers (checked every 5 s).",
 		}),
 		recovered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "presence_router_commands_recovered_total",

@@ -41,6 +41,12 @@ type eventHeader struct {
 		MsgType    string `json:"msgtype"`
 		Body       string `json:"body"`
 		Membership string `json:"membership"`
+		RelatesTo  struct {
+			Type event.RelationType `json:"rel_type"`
+		} `json:"m.relates_to"`
+		NewContent struct {
+			Body string `json:"body"`
+		} `json:"m.new_content"`
 	} `json:"content"`
 }
 
@@ -113,6 +119,10 @@ func (b *Bot) wanted(hdr *eventHeader) bool {
 	case event.EventMessage.Type:
 		if hdr.Sender == b.botID || hdr.Content.MsgType == string(event.MsgNotice) {
 			return false
+		}
+		if hdr.Content.RelatesTo.Type == event.RelReplace {
+			// An edit of a command: kept, so it is answered (not applied).
+			return commands.Addressed(hdr.Content.NewContent.Body, b.cfg.Bot.CommandPrefix)
 		}
 		return commands.Addressed(hdr.Content.Body, b.cfg.Bot.CommandPrefix)
 	}

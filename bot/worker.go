@@ -121,8 +121,18 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		evt, wasEncrypted = decrypted, true
 	}
 	msg := evt.Content.AsMessage()
-	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice || msg.RelatesTo.GetReplaceID() != "" {
+	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice {
 		log.Debug("Ignoring a message that is not a command in the control room")
+		return true, b.store.MarkDone(ctx, item.Seq)
+	}
+	if notApplied := b.notACommand(msg); notApplied != "" {
+		log.WithField("reason", notApplied).Info("Not applying a message addressed to the bot")
+		return b.answer(ctx, log, item, evt, func(context.Context) (*commands.Reply, *rules.Change, error) {
+			return commands.Failure(notApplied, commands.ResultInvalid), nil, nil
+		})
+	}
+	if msg.RelatesTo.GetReplaceID() != "" || msg.MsgType == event.MsgEmote {
+		log.Debug("Ignoring an edit or an emote that is not addressed to the bot")
 		return true, b.store.MarkDone(ctx, item.Seq)
 	}
 	formatted := ""
@@ -149,6 +159,27 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		}
 		return b.runner.Run(ctx, commands.Origin{EventID: evt.ID, Sender: evt.Sender}, cmd)
 	})
+}
+
+// notACommand says why a message addressed to the bot is not applied: an
+// edit of a command (applying it would change the rules a second time, or
+// differently from what the room shows as history) or a command sent as an
+// emote (/me). It returns "" for anything else.
+func (b *Bot) notACommand(msg *event.MessageEventContent) string {
+	prefix := b.cfg.Bot.CommandPrefix
+	switch {
+	case msg.RelatesTo.GetReplaceID() != "":
+		if msg.NewContent == nil || !commands.Addressed(msg.NewContent.Body, prefix) {
+			return ""
+		}
+		return fmt.Sprintf("Edits are not applied: the original command stands as it was answered. Send the corrected command as a new message (see %s).", commands.Code(prefix+" history"))
+	case msg.MsgType == event.MsgEmote:
+		if !commands.Addressed(msg.Body, prefix) {
+			return ""
+		}
+		return "Commands sent as emotes (/me) are not applied: send the command as a plain message."
+	}
+	return ""
 }
 
 // decodeEvent reads an inbox item's event and its content.

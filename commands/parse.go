@@ -7,6 +7,7 @@ import (
 	"strings"
 	"unicode"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/rules"
@@ -131,19 +132,21 @@ func cutPrefix(text, prefix string) (rest string, ok bool) {
 }
 
 // Addressed reports whether a message body is addressed to the bot (starts
-// with the prefix), before it is parsed.
+// with the prefix once a reply fallback is removed), before it is parsed.
 func Addressed(body, prefix string) bool {
-	_, ok := cutPrefix(strings.TrimSpace(body), prefix)
+	_, ok := cutPrefix(strings.TrimSpace(event.TrimReplyFallbackText(body)), prefix)
 	return ok
 }
 
 // ParseCommand parses a message. prefix is e.g. "!presence", matched
 // case-insensitively and followed by whitespace or the end. formattedBody is
 // the HTML body ("" if none); when present, pills in it count as user IDs.
+// A reply's fallback (the quoted lines of the plain body, the <mx-reply> of
+// the HTML one) is not part of the command.
 // It returns (nil, nil) when the message is not for the bot, and a
 // *ParseError when it is for the bot but invalid. The bare prefix is help.
 func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
-	text := body
+	text := event.TrimReplyFallbackText(body)
 	if formattedBody != "" {
 		text = htmlToText(formattedBody)
 	}

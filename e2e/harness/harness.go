@@ -825,15 +825,21 @@ func (s *Stack) stopRouterProcess(i int, sig syscall.Signal) {
 	}
 }
 
+// StopSynapse stops Synapse's processes (SIGTERM), workers first;
+// StartSynapse starts them again.
+func (s *Stack) StopSynapse() {
+	for i := len(s.Processes) - 1; i >= 0; i-- {
+		stopProcess(s.Processes[i].proc, syscall.SIGTERM)
+		s.Processes[i].proc = nil
+	}
+}
+
 // Stop stops everything it started.
 func (s *Stack) Stop() {
 	stopProcess(s.haproxy, syscall.SIGTERM)
 	s.haproxy = nil
 	s.StopRouter()
-	for i := len(s.Processes) - 1; i >= 0; i-- {
-		stopProcess(s.Processes[i].proc, syscall.SIGTERM)
-		s.Processes[i].proc = nil
-	}
+	s.StopSynapse()
 }
 
 // Tail returns the last n lines of a log in the state directory.
