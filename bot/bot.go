@@ -71,6 +71,8 @@ type Bot struct {
 	started    time.Time
 	checkEvery time.Duration // see Options.HomeserverCheckInterval
 	caughtUpTo time.Time     // the timeline was read up to here (catchUpLoop only)
+	// skipped are the commands catch-up logged as skipped (catchUpLoop only).
+	skipped map[id.EventID]struct{}
 
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}
@@ -116,6 +118,7 @@ func New(opts Options) *Bot {
 		wakeConnect: make(chan struct{}, 1),
 		wakeCatchUp: make(chan struct{}, 1),
 		problems:    map[string]string{},
+		skipped:     map[id.EventID]struct{}{},
 	}
 	b.runner = &commands.Runner{
 		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,

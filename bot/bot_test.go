@@ -693,6 +693,68 @@ func TestBot_CatchUpAfterRestartCoversThePreviousRun(t *testing.T) {
 	}
 }
 
+// Catch-up never applies a command sent before the bot joined the control
+// room (the timeline's order says so, whatever the clocks), nor one sent
+// before the control room was pinned where it is now.
+func TestBot_CatchUpSkipsCommandsFromBeforeTheBotWasThere(t *testing.T) {
+	oldInterval, oldGrace := catchUpInterval, catchUpGrace
+	catchUpInterval, catchUpGrace = 50*time.Millisecond, 0
+	t.Cleanup(func() { catchUpInterval, catchUpGrace = oldInterval, oldGrace })
+	at := func(m map[string]any, ts time.Time) map[string]any {
+		m["origin_server_ts"] = ts.UnixMilli()
+		return m
+	}
+	t.Run("before the bot joined", func(t *testing.T) {
+		tb := newTestBot(t, "", nil)
+		now := time.Now()
+		join := map[string]any{
+			"event_id": "$join", "room_id": testRoom, "sender": "@presence:test", "type": "m.room.member",
+			"state_key": "@presence:test", "origin_server_ts": now.Add(500 * time.Millisecond).UnixMilli(),
+			"content": map[string]any{"membership": "join"}, "unsigned": map[string]any{"prev_content": map[string]any{"membership": "invite"}},
+		}
+		tb.hs.lock.Lock()
+		tb.hs.timeline = []map[string]any{ // newest first
+			at(message("$after", testAdmin, "!presence always-send add @after:test"), now.Add(time.Second)),
+			join,
+			at(message("$before", testAdmin, "!presence always-send add @before:test"), now.Add(200*time.Millisecond)),
+		}
+		tb.hs.lock.Unlock()
+		tb.waitFor(t, "the command after the join", func() bool { return tb.engine.Version() == 1 })
+		time.Sleep(5 * catchUpInterval)
+		if _, alwaysSend, _ := tb.engine.Rules(); !slices.Equal(alwaysSend, []id.UserID{"@after:test"}) {
+			t.Errorf("always-send %v, want only the command sent after the bot joined", alwaysSend)
+		}
+	})
+	t.Run("before the pin moved", func(t *testing.T) {
+		previous := newTestBot(t, "", nil)
+		previous.deliver(t, "t1", hsToken, message("$first", testAdmin, "!presence always-send add @one:test"))
+		previous.replies(t, 1)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		previous.Stop(ctx)
+		cancel()
+		_ = previous.store.Close()
+		time.Sleep(1500 * time.Millisecond)
+		// The operator points bot.control_room at another room's ID.
+		const other = "!other:test"
+		hs := newFakeHomeserver(t)
+		sentBeforePin := at(message("$early", testAdmin, "!presence always-send add @early:test"), time.Now().Add(-500*time.Millisecond))
+		sentBeforePin["room_id"] = other
+		hs.timeline = []map[string]any{sentBeforePin}
+		tb := newTestBotIn(t, previous.dbPath, nil, hs, other)
+		hs.lock.Lock()
+		pagesBefore := hs.pages
+		hs.lock.Unlock()
+		tb.waitFor(t, "two catch-ups", func() bool {
+			hs.lock.Lock()
+			defer hs.lock.Unlock()
+			return hs.pages >= pagesBefore+2
+		})
+		if v := tb.engine.Version(); v != 1 {
+			t.Errorf("version %d, want 1: a command sent in the new room before the pin moved there was applied", v)
+		}
+	})
+}
+
 func TestBot_CatchUpRecoversUndeliveredCommands(t *testing.T) {
 	oldInterval, oldGrace := catchUpInterval, catchUpGrace
 	catchUpInterval, catchUpGrace = 50*time.Millisecond, 0

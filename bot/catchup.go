@@ -9,6 +9,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/store"
@@ -37,7 +38,7 @@ var (
 )
 
 // catchUpLoop runs catchUp after each connect and every catchUpInterval.
-// It is the only reader and writer of b.caughtUpTo.
+// It is the only reader and writer of b.caughtUpTo and b.skipped.
 func (b *Bot) catchUpLoop(ctx context.Context) {
 	ticker := time.NewTicker(catchUpInterval)
 	defer ticker.Stop()
@@ -78,6 +79,14 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	if ok && first.Before(horizon) {
 		horizon = first
 	}
+	// Nor those from before the control room was pinned where it is.
+	pinnedAt, err := b.store.ControlRoomPinnedAt(ctx)
+	if err != nil {
+		return err
+	}
+	if pinnedAt.After(horizon) {
+		horizon = pinnedAt
+	}
 	from := horizon
 	if !b.caughtUpTo.IsZero() {
 		from = b.caughtUpTo.Add(-catchUpGrace)
@@ -92,15 +101,19 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	until := time.Now().Add(-catchUpGrace)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	candidates, complete, err := b.readTimeline(ctx, room, from, until)
+	tl, err := b.readTimeline(ctx, room, from, until)
 	if err != nil {
 		return err
 	}
-	if !complete {
+	if !tl.complete {
 		b.log.WithFields(logrus.Fields{"since": from.UTC().Format(time.RFC3339), "events": catchUpMaxEvents}).
 			Warn("The control room's timeline since the last catch-up is longer than one catch-up reads; older undelivered commands, if any, were not recovered")
 	}
-	keep := b.keepEvents(candidates)
+	b.logSkipped(tl.beforeJoin, "sent before presence-router joined the control room")
+	if from.Equal(horizon) {
+		b.logSkipped(tl.beforeFrom, "sent before presence-router first started or before the control room was pinned to this room")
+	}
+	keep := b.keepEvents(tl.events)
 	res, err := b.store.Enqueue(ctx, keep)
 	if err != nil {
 		return err
@@ -115,42 +128,106 @@ func (b *Bot) catchUp(ctx context.Context) error {
 	return nil
 }
 
+// timeline is what readTimeline read.
+type timeline struct {
+	// events were sent between from and until, after the bot joined,
+	// oldest first, so that recovered commands keep their order.
+	events []json.RawMessage
+	// beforeJoin were sent between from and until but before the bot's
+	// latest join (it was not in the room to be sent them).
+	beforeJoin []json.RawMessage
+	// beforeFrom were sent before from, on the last page read.
+	beforeFrom []json.RawMessage
+	// complete is false when catchUpMaxEvents ended the reading first.
+	complete bool
+}
+
 // readTimeline pages back through room's timeline until an event sent
-// before from, the start of the room, or catchUpMaxEvents (complete is then
-// false). It returns the events sent between from and until, oldest first,
-// so that recovered commands keep their order.
-func (b *Bot) readTimeline(ctx context.Context, room id.RoomID, from, until time.Time) (events []json.RawMessage, complete bool, err error) {
+// before from, the bot's own join, the start of the room, or
+// catchUpMaxEvents.
+func (b *Bot) readTimeline(ctx context.Context, room id.RoomID, from, until time.Time) (*timeline, error) {
 	cli := b.intent()
 	token := ""
+	tl := &timeline{}
+	joined := false
 	for read := 0; read < catchUpMaxEvents; {
 		resp, err := cli.Messages(ctx, room, token, "", mautrix.DirectionBackward, nil, catchUpPage)
 		if err != nil {
-			return nil, false, fmt.Errorf("failed to read the control room's timeline: %w", err)
+			return nil, fmt.Errorf("failed to read the control room's timeline: %w", err)
 		}
 		read += len(resp.Chunk)
 		reachedFrom := false
 		for _, evt := range resp.Chunk {
 			// Timestamps are not strictly ordered, so the rest of the page
-			// is still read once an older event is seen.
+			// is still read once an older event is seen; the timeline's
+			// order says what came before the bot's join.
 			sent := time.UnixMilli(evt.Timestamp)
-			if sent.Before(from) {
-				reachedFrom = true
-			} else if !sent.After(until) {
-				raw, err := json.Marshal(evt)
-				if err != nil {
-					return nil, false, fmt.Errorf("failed to encode event %s: %w", evt.ID, err)
-				}
-				events = append(events, raw)
+			raw, err := json.Marshal(evt)
+			if err != nil {
+				return nil, fmt.Errorf("failed to encode event %s: %w", evt.ID, err)
 			}
+			switch {
+			case sent.Before(from):
+				reachedFrom = true
+				tl.beforeFrom = append(tl.beforeFrom, raw)
+			case sent.After(until):
+			case joined:
+				tl.beforeJoin = append(tl.beforeJoin, raw)
+			default:
+				tl.events = append(tl.events, raw)
+			}
+			joined = joined || b.isOwnJoin(evt)
 		}
-		if reachedFrom || resp.End == "" || len(resp.Chunk) == 0 {
-			complete = true
+		if reachedFrom || joined || resp.End == "" || len(resp.Chunk) == 0 {
+			tl.complete = true
 			break
 		}
 		token = resp.End
 	}
-	slices.Reverse(events)
-	return events, complete, nil
+	slices.Reverse(tl.events)
+	return tl, nil
+}
+
+// isOwnJoin reports whether evt is the bot joining a room (not a change of
+// its profile while joined).
+func (b *Bot) isOwnJoin(evt *event.Event) bool {
+	if evt.Type != event.StateMember || evt.GetStateKey() != string(b.botID) {
+		return false
+	}
+	_ = evt.Content.ParseRaw(evt.Type)
+	if evt.Content.AsMember().Membership != event.MembershipJoin {
+		return false
+	}
+	if evt.Unsigned.PrevContent != nil {
+		_ = evt.Unsigned.PrevContent.ParseRaw(evt.Type)
+		return evt.Unsigned.PrevContent.AsMember().Membership != event.MembershipJoin
+	}
+	return true
+}
+
+// maxSkippedLogged bounds the skipped events remembered (and so logged
+// once) by logSkipped; past it the memory starts again.
+const maxSkippedLogged = 1000
+
+// logSkipped logs, once each, the events among raws that may be commands
+// (what keepEvents keeps, less the bot's membership) and that catch-up does
+// not apply, with the reason.
+func (b *Bot) logSkipped(raws []json.RawMessage, reason string) {
+	for _, raw := range raws {
+		var hdr eventHeader
+		if json.Unmarshal(raw, &hdr) != nil || hdr.Type == event.StateMember.Type || !b.wanted(&hdr) {
+			continue
+		}
+		if _, logged := b.skipped[hdr.ID]; logged {
+			continue
+		}
+		if len(b.skipped) >= maxSkippedLogged {
+			clear(b.skipped)
+		}
+		b.skipped[hdr.ID] = struct{}{}
+		b.log.WithFields(logrus.Fields{"event_id": hdr.ID, "sender": hdr.Sender, "sent_at": time.UnixMilli(hdr.SentAt).UTC().Format(time.RFC3339), "reason": reason}).
+			Info("Skipped a command found in the control room's timeline; send it again to apply it")
+	}
 }
 
 // keepEvents returns the events worth storing, from a transaction or a

@@ -33,6 +33,9 @@ type env struct {
 	users map[string]*mautrix.Client
 	syncs map[string]*harness.Syncer
 	room  id.RoomID
+	// beforeInvite, when set, runs in populate once the control room
+	// exists, before the bot is invited.
+	beforeInvite func()
 }
 
 func uid(localpart string) id.UserID { return id.NewUserID(localpart, harness.ServerName) }
@@ -157,6 +160,9 @@ func (e *env) populate() {
 		t.Fatal(err)
 	}
 	e.room = resp.RoomID
+	if e.beforeInvite != nil {
+		e.beforeInvite()
+	}
 	e.invite(admin, e.room, e.stack.BotID())
 	e.invite(admin, e.room, e.stack.UserID("eve"))
 	if _, err = e.users["eve"].JoinRoom(ctx, string(e.room), nil); err != nil {

@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +79,45 @@ func TestCommandsInRepliesEditsAndEmotes(t *testing.T) {
 	}
 	if notices, _ := e.syncs["admin"].CountReplies(cmdID); notices != 1 {
 		t.Errorf("the reply's command got %d replies, want 1", notices)
+	}
+}
+
+// TestCatchUpSkipsCommandsFromBeforeTheBotJoined has presence-router
+// running before its control room exists, as on a first install: the admin
+// creates the room, types a command, and invites the bot only later. The
+// bot's catch-up reads that command in the timeline and must not apply it
+// (it logs it as skipped, with the reason); a command after the join is
+// applied.
+func TestCatchUpSkipsCommandsFromBeforeTheBotJoined(t *testing.T) {
+	e := newEnv(t, false)
+	if err := e.stack.StartSynapse(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.stack.StartRouter(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var early id.EventID
+	e.beforeInvite = func() {
+		resp, err := e.users["admin"].SendText(e.ctx, e.room, "!presence blacklist add @alice:localhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		early = resp.EventID
+		time.Sleep(7 * time.Second) // past catch-up's grace for recent events
+	}
+	e.populate()
+	if r := e.command("admin", "!presence always-send add @dash:localhost"); r.Reaction != "✅" {
+		t.Fatalf("a command after the join: %+v", r)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	skipped := regexp.MustCompile(`msg="Skipped a command[^\n]*event_id="?` + regexp.QuoteMeta(string(early)) + `[^\n]*reason="sent before presence-router`)
+	for !skipped.MatchString(e.stack.Tail(harness.RouterLog(0), 500)) {
+		if time.Now().After(deadline) {
+			t.Fatal("presence-router's log does not say it skipped the command sent before it joined")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if always, blacklist := e.rules(); len(blacklist) != 0 || len(always) != 1 {
+		t.Errorf("always-send %v, blacklist %v: the command sent before the bot joined was applied", always, blacklist)
 	}
 }

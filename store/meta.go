@@ -14,10 +14,12 @@ import (
 
 // The meta table's keys.
 const (
-	metaControlRoom      = "control_room"
-	metaPrunedBefore     = "inbox_pruned_before"
-	metaEncryptionNotice = "encryption_notice_at"
-	metaCryptoDevice     = "crypto_device"
+	metaControlRoom = "control_room"
+	// metaControlRoomPinnedAt is when the pin last moved.
+	metaControlRoomPinnedAt = "control_room_pinned_at"
+	metaPrunedBefore        = "inbox_pruned_before"
+	metaEncryptionNotice    = "encryption_notice_at"
+	metaCryptoDevice        = "crypto_device"
 )
 
 const (
@@ -51,9 +53,25 @@ func (s *Store) ControlRoom(ctx context.Context) (room id.RoomID, ok bool, err e
 	return id.RoomID(value), ok, err
 }
 
-// PinControlRoom stores room as the control room.
+// PinControlRoom stores room as the control room; when the pin moves (or is
+// first set), it records when, for ControlRoomPinnedAt.
 func (s *Store) PinControlRoom(ctx context.Context, room id.RoomID) error {
-	return s.setMeta(ctx, metaControlRoom, string(room))
+	return s.InTxn(ctx, func(ctx context.Context) error {
+		pinned, ok, err := s.ControlRoom(ctx)
+		if err != nil || ok && pinned == room {
+			return err
+		}
+		if err = s.setMeta(ctx, metaControlRoom, string(room)); err != nil {
+			return err
+		}
+		return s.setMetaTime(ctx, metaControlRoomPinnedAt, time.Now())
+	})
+}
+
+// ControlRoomPinnedAt returns when the control room was pinned to the room
+// it is pinned to now (zero if unknown: pinned before this was recorded).
+func (s *Store) ControlRoomPinnedAt(ctx context.Context) (time.Time, error) {
+	return s.getMetaTime(ctx, metaControlRoomPinnedAt)
 }
 
 // EncryptionNoticeAt returns when the bot last told the control room that
