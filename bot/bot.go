@@ -71,6 +71,10 @@ type Bot struct {
 	started    time.Time
 	checkEvery time.Duration // see Options.HomeserverCheckInterval
 	caughtUpTo time.Time     // the timeline was read up to here (catchUpLoop only)
+	// refusals counts, by inbox item, how often the homeserver refused its
+	// reply; dropped counts the replies dropped (workerLoop only).
+	refusals map[int64]int
+	dropped  int
 	// skipped are the commands catch-up logged as skipped (catchUpLoop only).
 	skipped map[id.EventID]struct{}
 
@@ -119,6 +123,7 @@ func New(opts Options) *Bot {
 		wakeCatchUp: make(chan struct{}, 1),
 		problems:    map[string]string{},
 		skipped:     map[id.EventID]struct{}{},
+		refusals:    map[int64]int{},
 	}
 	b.runner = &commands.Runner{
 		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,
@@ -305,6 +310,10 @@ func (b *Bot) connect(ctx, life context.Context) error {
 		return err
 	}
 	b.log.WithField("room_id", room).Info("Joined the control room")
+	if err = b.checkTombstone(ctx, b.log.WithField("room_id", room)); err != nil {
+		b.log.WithError(err).Warn("Failed to check whether the control room was upgraded")
+	}
+	room = b.ControlRoom()
 	b.checkRoomEncryption(ctx, b.log.WithField("room_id", room))
 	if pl, err := b.readPowerLevels(ctx, room); err != nil {
 		b.log.WithError(err).Warn("Failed to read the control room's power levels")
@@ -337,6 +346,14 @@ func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 	}
 	configured := b.cfg.Bot.ControlRoom
 	if room := id.RoomID(configured); strings.HasPrefix(configured, "!") {
+		if upgraded, err := b.upgradedFrom(ctx, room); err != nil {
+			return "", err
+		} else if havePin && upgraded {
+			b.log.WithFields(logrus.Fields{"configured_room_id": room, "pinned_room_id": pinned}).
+				Info("bot.control_room names a room the control room was upgraded from; staying in the pinned replacement (set bot.control_room to it)")
+			b.setControlRoom(pinned)
+			return pinned, nil
+		}
 		if havePin && pinned != room {
 			b.log.WithFields(logrus.Fields{"pinned_room_id": pinned, "room_id": room}).Warn("Moving the control room to the room ID in bot.control_room")
 		}
@@ -350,6 +367,9 @@ func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 		return "", fmt.Errorf("failed to resolve control room alias %s (does it exist?): %w", alias, err)
 	case err != nil:
 		b.log.WithError(err).WithFields(logrus.Fields{"alias": alias, "pinned_room_id": pinned}).Warn("Failed to resolve the control room alias; staying in the pinned control room")
+	case havePin && resp.RoomID != pinned && b.wasUpgradedFrom(ctx, resp.RoomID):
+		b.log.WithFields(logrus.Fields{"alias": alias, "alias_room_id": resp.RoomID, "pinned_room_id": pinned}).
+			Info("bot.control_room points to a room the control room was upgraded from; staying in the pinned replacement")
 	case havePin && resp.RoomID != pinned:
 		msg := fmt.Sprintf("bot.control_room %s now points to %s, but the control room is pinned to %s, where presence-router stays. "+
 			"Whoever changed the alias could otherwise have taken over the bot. If the move is deliberate, set bot.control_room to %s and restart.",

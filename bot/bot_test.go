@@ -68,10 +68,16 @@ type fakeHomeserver struct {
 	aliases      map[string]id.RoomID
 	joins        []string
 	usersDefault int
-	encrypted    bool     // the control room has an m.room.encryption event
-	failJoin     bool     // joins fail, as when the bot was not invited
-	down         bool     // every request fails, as while Synapse is stopped
-	paths        []string // every request's path, in order
+	encrypted    bool // the control room has an m.room.encryption event
+	failJoin     bool // joins fail, as when the bot was not invited
+	down         bool // every request fails, as while Synapse is stopped
+	// tombstone is the control room's m.room.tombstone state event (nil:
+	// none); predecessors maps rooms to their m.room.create's predecessor.
+	tombstone    map[string]any
+	predecessors map[id.RoomID]id.RoomID
+	forbidJoin   map[string]bool // joins of these rooms fail, as without an invite
+	refuseSend   bool            // sends are refused (403), as after a room upgrade
+	paths        []string        // every request's path, in order
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
@@ -91,6 +97,13 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"Bad Gateway"}`)
 	case strings.HasSuffix(path, "/register"):
 		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
+	case strings.Contains(path, "/join/") && hs.forbidJoin[path[strings.LastIndex(path, "/")+1:]]:
+		w.WriteHeader(http.StatusForbidden)
+		fmt.Fprint(w, `{"errcode":"M_FORBIDDEN","error":"You are not invited to this room."}`)
+	case strings.Contains(path, "/join/"):
+		room := path[strings.LastIndex(path, "/")+1:]
+		hs.joins = append(hs.joins, room)
+		fmt.Fprintf(w, `{"room_id":%q}`, room)
 	case strings.HasSuffix(path, "/join") && hs.failJoin:
 		w.WriteHeader(http.StatusForbidden)
 		fmt.Fprint(w, `{"errcode":"M_FORBIDDEN","error":"not invited"}`)
@@ -136,10 +149,25 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		fmt.Fprint(w, `{"algorithm":"m.megolm.v1.aes-sha2"}`)
+	case strings.HasSuffix(path, "/state"):
+		state := []map[string]any{}
+		if hs.tombstone != nil {
+			state = append(state, hs.tombstone)
+		}
+		_ = json.NewEncoder(w).Encode(state)
+	case strings.Contains(path, "/state/m.room.create"):
+		parts := strings.Split(path, "/")
+		room, _ := url.PathUnescape(parts[len(parts)-4])
+		_ = json.NewEncoder(w).Encode(map[string]any{"room_version": "12", "predecessor": map[string]any{"room_id": hs.predecessors[id.RoomID(room)]}})
 	case strings.Contains(path, "/state/m.room.power_levels"):
 		pl := map[string]any{"users": hs.userPL, "users_default": hs.usersDefault}
 		_ = json.NewEncoder(w).Encode(pl)
 	case strings.Contains(path, "/send/"):
+		if hs.refuseSend {
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprint(w, `{"errcode":"M_FORBIDDEN","error":"You don't have permission to post that to the room."}`)
+			return
+		}
 		if hs.failSend {
 			w.WriteHeader(http.StatusBadGateway)
 			fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"down"}`)

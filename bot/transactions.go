@@ -111,7 +111,7 @@ func (b *Bot) wanted(hdr *eventHeader) bool {
 	switch hdr.Type {
 	case event.StateMember.Type:
 		return hdr.StateKey != nil && id.UserID(*hdr.StateKey) == b.botID
-	case event.StateEncryption.Type:
+	case event.StateEncryption.Type, event.StateTombstone.Type:
 		return hdr.StateKey != nil && *hdr.StateKey == ""
 	case event.EventEncrypted.Type:
 		// Maybe a command the bot cannot read: kept, so it is answered.

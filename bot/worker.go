@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -106,6 +107,12 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	if !b.connected.Load() {
 		// Commands wait (in order) until the control room is joined.
 		return false, nil
+	}
+	if evt.Type == event.StateTombstone {
+		if err := b.followUpgrade(ctx, log, evt); err != nil {
+			return false, err
+		}
+		return true, b.store.MarkDone(ctx, item.Seq)
 	}
 	wasEncrypted := false
 	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
@@ -263,14 +270,42 @@ func (b *Bot) answer(ctx context.Context, log *logrus.Entry, item store.InboxIte
 	return b.deliver(ctx, item.Seq, rep)
 }
 
+// maxReplyRefusals is how often a reply that the homeserver refuses (a 4xx
+// answer: the bot may no longer post there, the room is gone) is tried
+// before it is dropped. Replies that fail otherwise (the homeserver does not
+// answer) are retried until it does.
+const maxReplyRefusals = 5
+
+// problemUndelivered is the problem topic of dropped replies.
+const problemUndelivered = "undelivered_replies"
+
 // deliver sends an applied item's reply and marks it done. When sending
-// fails, the item stays applied and is retried later.
+// fails, the item stays applied and is retried later; after
+// maxReplyRefusals refusals it is dropped (done), logged and reported in
+// Problems.
 func (b *Bot) deliver(ctx context.Context, seq int64, rep *storedReply) (bool, error) {
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := b.sendReply(sendCtx, rep); err != nil {
+	err := b.sendReply(sendCtx, rep)
+	if err == nil {
+		delete(b.refusals, seq)
+		return true, b.store.MarkDone(ctx, seq)
+	}
+	var httpErr mautrix.HTTPError
+	if !errors.As(err, &httpErr) || httpErr.Response == nil || httpErr.Response.StatusCode < 400 ||
+		httpErr.Response.StatusCode >= 500 || httpErr.Response.StatusCode == http.StatusTooManyRequests {
 		return false, fmt.Errorf("failed to send reply: %w", err)
 	}
+	b.refusals[seq]++
+	if b.refusals[seq] < maxReplyRefusals {
+		return false, fmt.Errorf("failed to send reply (refused %d of %d times before it is dropped): %w", b.refusals[seq], maxReplyRefusals, err)
+	}
+	delete(b.refusals, seq)
+	b.dropped++
+	b.log.WithError(err).WithFields(logrus.Fields{"room_id": rep.RoomID, "reply_to": rep.ReplyTo, "attempts": maxReplyRefusals}).
+		Error("Dropped a reply the homeserver refused every time (the command itself was applied; see history)")
+	b.setProblem(problemUndelivered, fmt.Sprintf("%d %s could not be sent and %s dropped after %d refusals each (the last, in %s, to %s: %v); the commands were applied, see history.",
+		b.dropped, commands.Plural(b.dropped, "reply", "replies"), commands.Plural(b.dropped, "was", "were"), maxReplyRefusals, rep.RoomID, rep.ReplyTo, err))
 	return true, b.store.MarkDone(ctx, seq)
 }
 
@@ -287,6 +322,16 @@ func (b *Bot) handleMembership(ctx context.Context, log *logrus.Entry, item stor
 			resolveCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			control, _ = b.resolveControlRoom(resolveCtx)
 			cancel()
+		}
+		if evt.RoomID != control && control != "" && b.connected.Load() {
+			// Maybe the replacement of an upgraded control room, which the
+			// bot could not join before this invite.
+			if err := b.checkTombstone(ctx, log); err != nil {
+				log.WithError(err).Warn("Failed to check whether the control room was upgraded to the room of this invite")
+			}
+			if b.ControlRoom() == evt.RoomID {
+				return b.store.MarkDone(ctx, item.Seq)
+			}
 		}
 		reason := ""
 		if !b.isListedAdmin(evt.Sender) {

@@ -48,13 +48,19 @@ func Failure(markdown, result string) *Reply {
 }
 
 // Content renders the reply as an m.notice that replies to the command
-// replyTo and mentions its sender. A reply too large for one Matrix event
+// replyTo and mentions its sender (a notice of its own, mentioning nobody,
+// when they are empty). A reply too large for one Matrix event
 // becomes a short notice saying so.
 func (r *Reply) Content(replyTo id.EventID, sender id.UserID) *event.MessageEventContent {
 	content := format.RenderMarkdown(r.Markdown, true, false)
 	content.MsgType = event.MsgNotice
-	content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(replyTo)
-	content.Mentions = &event.Mentions{UserIDs: []id.UserID{sender}}
+	content.Mentions = &event.Mentions{}
+	if replyTo != "" {
+		content.RelatesTo = (&event.RelatesTo{}).SetReplyTo(replyTo)
+	}
+	if sender != "" {
+		content.Mentions.UserIDs = []id.UserID{sender}
+	}
 	if data, err := json.Marshal(&content); err == nil && len(data) > maxEventBytes {
 		short := format.RenderMarkdown("The answer is too long for one Matrix message; narrow the command down.", true, false)
 		short.MsgType, short.RelatesTo, short.Mentions = event.MsgNotice, content.RelatesTo, content.Mentions

@@ -102,7 +102,7 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 		if sb.Len() > 0 {
 			sb.WriteString("\n\n")
 		}
-		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
+		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), Plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
 	return Success(sb.String()), res.Change, nil
 }
@@ -129,7 +129,7 @@ func (r *Runner) patternReach(entries []rules.Entry) string {
 		return ""
 	}
 	return fmt.Sprintf(" The %s %d of the %d always-send %s (their own presence is no longer routed; they still receive everyone's). Other users it hides are not listed anywhere: `%s explain <user>` tells for one.",
-		plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), plural(len(alwaysSend), "user", "users"), r.Prefix)
+		Plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), Plural(len(alwaysSend), "user", "users"), r.Prefix)
 }
 
 func (r *Runner) list(name rules.List) (*Reply, error) {
@@ -153,9 +153,9 @@ func (r *Runner) list(name rules.List) (*Reply, error) {
 		}
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "%s has %d %s", capitalize(listPhrase(name)), len(exact), plural(len(exact), "user", "users"))
+	fmt.Fprintf(&sb, "%s has %d %s", capitalize(listPhrase(name)), len(exact), Plural(len(exact), "user", "users"))
 	if len(patterns) > 0 {
-		fmt.Fprintf(&sb, " and %d %s (matched case-insensitively)", len(patterns), plural(len(patterns), "pattern", "patterns"))
+		fmt.Fprintf(&sb, " and %d %s (matched case-insensitively)", len(patterns), Plural(len(patterns), "pattern", "patterns"))
 	}
 	fmt.Fprintf(&sb, " (version %d). %s\n\n", version, meaning)
 	shown := 0
@@ -194,7 +194,7 @@ func (r *Runner) explain(user id.UserID) *Reply {
 	case len(ex.Recipients) == 0:
 		sb.WriteString("* **Their presence**: goes to users who share a room with them; no always-send user receives it extra.\n")
 	default:
-		fmt.Fprintf(&sb, "* **Their presence**: routed to %d always-send %s: %s, besides users who share a room with them.\n", len(ex.Recipients), plural(len(ex.Recipients), "user", "users"), userList(ex.Recipients, 20))
+		fmt.Fprintf(&sb, "* **Their presence**: routed to %d always-send %s: %s, besides users who share a room with them.\n", len(ex.Recipients), Plural(len(ex.Recipients), "user", "users"), userList(ex.Recipients, 20))
 	}
 	if ex.Remote && !ex.Blacklisted {
 		fmt.Fprintf(&sb, "* **On another server**: their presence reaches this server only for users who share a room with them, and it is routed on to local always-send users only.\n")
@@ -221,7 +221,7 @@ func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
 	var lines strings.Builder
 	shown := 0
 	for _, c := range changes {
-		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), CodeUser(c.Sender), describeEntries(c.Entries))
+		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), CodeUser(c.Sender), describeChange(c))
 		if c.Reason != "" {
 			line += " — reason: " + literal(c.Reason, MaxReasonRunes)
 		}
@@ -233,9 +233,9 @@ func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
 		shown++
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n%s", shown, plural(shown, "change", "changes"), lines.String())
+	fmt.Fprintf(&sb, "The last %d %s, newest first:\n\n%s", shown, Plural(shown, "change", "changes"), lines.String())
 	if shown < len(changes) {
-		fmt.Fprintf(&sb, "\n%d older %s not shown to keep this message under Matrix's size limit; ask for fewer with `%s history <count>`.\n", len(changes)-shown, plural(len(changes)-shown, "change is", "changes are"), r.Prefix)
+		fmt.Fprintf(&sb, "\n%d older %s not shown to keep this message under Matrix's size limit; ask for fewer with `%s history <count>`.\n", len(changes)-shown, Plural(len(changes)-shown, "change is", "changes are"), r.Prefix)
 	}
 	return Success(sb.String()), nil
 }
@@ -254,11 +254,11 @@ func (r *Runner) status(ctx context.Context) (*Reply, error) {
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "**presence-router status**\n\n")
 	fmt.Fprintf(&sb, "* Version: %d\n", version)
-	fmt.Fprintf(&sb, "* always-send: %d %s\n", alwaysSend, plural(alwaysSend, "user", "users"))
+	fmt.Fprintf(&sb, "* always-send: %d %s\n", alwaysSend, Plural(alwaysSend, "user", "users"))
 	users := blacklist - patterns
-	fmt.Fprintf(&sb, "* blacklist: %d %s", users, plural(users, "user", "users"))
+	fmt.Fprintf(&sb, "* blacklist: %d %s", users, Plural(users, "user", "users"))
 	if patterns > 0 {
-		fmt.Fprintf(&sb, " and %d %s", patterns, plural(patterns, "pattern", "patterns"))
+		fmt.Fprintf(&sb, " and %d %s", patterns, Plural(patterns, "pattern", "patterns"))
 	}
 	sb.WriteString("\n")
 	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
@@ -285,6 +285,15 @@ func entryUsers(entries []rules.Entry) []id.UserID {
 		users[i] = e.UserID
 	}
 	return users
+}
+
+// describeChange says what a change did: its entries, or for a change with
+// none (the control room's move after a room upgrade) its command text.
+func describeChange(c rules.Change) string {
+	if len(c.Entries) == 0 {
+		return literal(c.Command, MaxReasonRunes)
+	}
+	return describeEntries(c.Entries)
 }
 
 func describeEntries(entries []rules.Entry) string {
@@ -331,7 +340,8 @@ func userList(users []id.UserID, limit int) string {
 	return strings.Join(parts[:len(parts)-1], ", ") + " and " + parts[len(parts)-1]
 }
 
-func plural(n int, one, many string) string {
+// Plural picks the word for n things: one or many.
+func Plural(n int, one, many string) string {
 	if n == 1 {
 		return one
 	}

@@ -144,7 +144,7 @@ func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 	}
 	users, reason, bad := parseUsers(rest, args, patterns)
 	if len(bad) > 0 {
-		return argError(fmt.Sprintf("Invalid %s", plural(len(bad), "argument", "arguments")), bad...)
+		return argError(fmt.Sprintf("Invalid %s", Plural(len(bad), "argument", "arguments")), bad...)
 	}
 	if len(users) == 0 {
 		spec := specFor(cmd.Verb, cmd.List)

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
 )
 
 // The meta table's keys.
@@ -20,6 +22,9 @@ const (
 	metaPrunedBefore        = "inbox_pruned_before"
 	metaEncryptionNotice    = "encryption_notice_at"
 	metaCryptoDevice        = "crypto_device"
+	// metaControlRoomPredecessors lists, as JSON, the rooms the control
+	// room was upgraded from, oldest first.
+	metaControlRoomPredecessors = "control_room_predecessors"
 )
 
 const (
@@ -66,6 +71,65 @@ func (s *Store) PinControlRoom(ctx context.Context, room id.RoomID) error {
 		}
 		return s.setMetaTime(ctx, metaControlRoomPinnedAt, time.Now())
 	})
+}
+
+// ControlRoomPredecessors returns the rooms the control room was upgraded
+// from (MoveControlRoom), oldest first.
+func (s *Store) ControlRoomPredecessors(ctx context.Context) ([]id.RoomID, error) {
+	value, ok, err := s.getMeta(ctx, metaControlRoomPredecessors)
+	if err != nil || !ok {
+		return nil, err
+	}
+	var rooms []id.RoomID
+	if err = json.Unmarshal([]byte(value), &rooms); err != nil {
+		return nil, fmt.Errorf("failed to read %s: %w", metaControlRoomPredecessors, err)
+	}
+	return rooms, nil
+}
+
+// MoveControlRoom moves the pin from the control room to its replacement
+// after a room upgrade, in one transaction with an audited change (no rule
+// entries; its version is the next one, so every process sees the move in
+// history in order). eventID is the old room's m.room.tombstone, sender
+// its sender. Moving a pin that is no longer on from fails.
+func (s *Store) MoveControlRoom(ctx context.Context, from, to id.RoomID, eventID id.EventID, sender id.UserID) (*rules.Change, error) {
+	var change *rules.Change
+	err := s.InTxn(ctx, func(ctx context.Context) error {
+		pinned, _, err := s.ControlRoom(ctx)
+		if err != nil {
+			return err
+		}
+		if pinned != from {
+			return fmt.Errorf("failed to move the control room: it is pinned to %s, not %s", pinned, from)
+		}
+		predecessors, err := s.ControlRoomPredecessors(ctx)
+		if err != nil {
+			return err
+		}
+		data, err := json.Marshal(append(predecessors, from))
+		if err != nil {
+			return fmt.Errorf("failed to encode %s: %w", metaControlRoomPredecessors, err)
+		}
+		if err = s.setMeta(ctx, metaControlRoomPredecessors, string(data)); err != nil {
+			return err
+		}
+		if err = s.PinControlRoom(ctx, to); err != nil {
+			return err
+		}
+		change = &rules.Change{
+			EventID: eventID, Sender: sender, Command: fmt.Sprintf("moved the control room from %s to %s (room upgrade)", from, to),
+			CreatedAt: time.Now().UTC().Truncate(time.Millisecond), PushTo: []id.UserID{},
+		}
+		err = s.db.QueryRow(ctx, insertChangeQuery, string(eventID), sender, change.Command, "", change.CreatedAt.UnixMilli()).Scan(&change.Version)
+		if err != nil {
+			return fmt.Errorf("failed to insert change: %w", err)
+		}
+		return s.notifyChange(ctx, change.Version)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return change, nil
 }
 
 // ControlRoomPinnedAt returns when the control room was pinned to the room
