@@ -61,6 +61,7 @@ class PresenceRouterAdapter(Callbacks, ChangeFeed):
         # until the change feed reaches presence-router again.
         self._open = False
         self._push_writer: bool | None = None if self._config.push == "auto" else self._config.push == "on"
+        self._check_untracked()
         self._push_warned: set[str] = set()
         self._confirmed = time.monotonic()
         self._agent: Any = None  # made on the first request

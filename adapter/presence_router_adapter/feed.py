@@ -22,6 +22,14 @@ MAX_POLL_BACKOFF = 2.0
 MAX_WARNED_USERS = 10_000
 
 
+def _tracks_presence(api: Any) -> bool:
+    """Whether Synapse tracks its users' presence (presence.enabled is not
+    "untracked"). The module API has no accessor for it, so this reads its
+    homeserver's config, and says True when that is not there."""
+    server = getattr(getattr(getattr(api, "_hs", None), "config", None), "server", None)
+    return bool(getattr(server, "track_presence", True))
+
+
 class ChangeFeed(RoutingClient):
     """The change feed, as a part of PresenceRouterAdapter: it replaces and
     patches the cache the callbacks read."""
@@ -98,6 +106,30 @@ class ChangeFeed(RoutingClient):
             cache.patch_destinations(feed.added, feed.removed)
         cache.version = feed.version
         VERSION.set(feed.version)
+
+    def _check_untracked(self) -> None:
+        """With Synapse's presence untracked, push: auto does not push.
+        send_local_online_presence_to marks its users for a full presence
+        snapshot on their next /sync and relies on bumping the presence
+        stream to send it once; untracked, the bump does nothing, so every
+        /sync of theirs repeats the snapshot until some presence update
+        moves the stream (Synapse's send_full_presence_to_users)."""
+        if _tracks_presence(self._api):
+            return
+        if self._config.push == "auto":
+            self._push_writer = False
+            logger.warning(
+                "Synapse's presence is untracked (presence.enabled: untracked): the adapter does not push "
+                "current presence to users who gain it (push: auto), because Synapse would repeat the full "
+                "presence snapshot in each of their /sync responses until the presence stream moves. "
+                "Routing is unchanged."
+            )
+        elif self._config.push == "on":
+            logger.warning(
+                "Synapse's presence is untracked (presence.enabled: untracked) and push is true: after each "
+                "push, Synapse repeats the full presence snapshot in each /sync of its recipients until the "
+                "presence stream moves. Set push to auto or false to avoid it."
+            )
 
     async def _push(self, users: list[str]) -> None:
         """Send current presence to users who gained it: with push auto, only

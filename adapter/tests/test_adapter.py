@@ -349,6 +349,33 @@ def test_push_off_and_not_on_reset() -> None:
     assert api.pushed == []
 
 
+def test_untracked_presence_turns_push_auto_off(caplog: pytest.LogCaptureFixture) -> None:
+    """Synapse would repeat the snapshot a push sends in every /sync."""
+
+    class Server:
+        track_presence = False
+
+    class Config:
+        server = Server()
+
+    class HS:
+        config = Config()
+
+    for push, want in (("auto", []), (True, [["@mon:x"]])):
+        api = FakeModuleApi()
+        api._hs = HS()  # type: ignore[attr-defined]
+        routing = FakeRoutingAPI()
+        with caplog.at_level(logging.WARNING, logger="presence_router_adapter"):
+            adapter = PresenceRouterAdapter(parse_config({"url": "http://127.0.0.1:1", "token": "t", "push": push}), api)
+        assert "untracked" in caplog.text
+        caplog.clear()
+        adapter._request = routing.request  # type: ignore[method-assign]
+        run(adapter.poll_once())
+        routing.change(add_always=("@mon:x",))
+        run(adapter.poll_once())
+        assert api.pushed == want, f"push {push!r} with untracked presence"
+
+
 def test_push_auto_pushes_on_the_writer_only() -> None:
     adapter, api, routing = make(push="auto", writer=True)
     routing.change(add_always=("@mon:x",))
