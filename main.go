@@ -195,6 +195,23 @@ func runImport(configPath, homeserverYAML string) error {
 	return nil
 }
 
+// warnUnknownKeys warns about each key of the config that presence-router
+// does not know (and so ignores), naming the nearest known one.
+func warnUnknownKeys(log *logrus.Logger, configPath string, data []byte) {
+	unknown, err := config.UnknownKeys(data)
+	if err != nil {
+		return // loadConfig reported it
+	}
+	for _, key := range unknown {
+		entry := log.WithFields(logrus.Fields{"key": key.Key, "file": fmt.Sprintf("%s:%d", configPath, key.Line)})
+		if key.Nearest != "" {
+			entry.WithField("did_you_mean", key.Nearest).Warnf("Ignoring unknown config key %s; did you mean %s?", key.Key, key.Nearest)
+		} else {
+			entry.Warnf("Ignoring unknown config key %s (config.example.yaml lists the known keys)", key.Key)
+		}
+	}
+}
+
 func run(configPath string) error {
 	cfg, log, routerToken, err := loadConfig(configPath)
 	if err != nil {
@@ -205,6 +222,7 @@ func run(configPath string) error {
 		if missing, err := config.MissingKeys(data, []byte(exampleConfig)); err == nil && len(missing) > 0 {
 			log.WithField("keys", missing).Info("The config does not set these keys, which this version knows; their defaults apply (config.example.yaml says what each does). presence-router does not rewrite your config")
 		}
+		warnUnknownKeys(log, configPath, data)
 	}
 	a, err := newApp(configPath, cfg, log, routerToken)
 	if err != nil {

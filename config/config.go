@@ -5,12 +5,15 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
+	"github.com/agnivade/levenshtein"
 	"gopkg.in/yaml.v3"
 	"maunium.net/go/mautrix/id"
 
@@ -481,4 +484,87 @@ func hasAlternative(mapping *yaml.Node, key string) bool {
 		}
 	}
 	return false
+}
+
+// UnknownKey is a key in a config file that presence-router does not know.
+type UnknownKey struct {
+	Key     string // dotted, as written
+	Line    int
+	Nearest string // the known key closest in spelling ("" if none is close)
+}
+
+// UnknownKeys returns the keys in the config in data that Config has no
+// field for (a typo, or a key of another version), each with the nearest
+// known key. Such keys are otherwise ignored in silence.
+func UnknownKeys(data []byte) ([]UnknownKey, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("failed to parse config: %w", err)
+	}
+	if len(doc.Content) == 0 {
+		return nil, nil
+	}
+	known := knownKeys(reflect.TypeFor[Config](), "")
+	var unknown []UnknownKey
+	var walk func(node *yaml.Node, prefix string)
+	walk = func(node *yaml.Node, prefix string) {
+		if node.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(node.Content); i += 2 {
+			key := prefix + node.Content[i].Value
+			if _, ok := known[key]; !ok {
+				unknown = append(unknown, UnknownKey{Key: key, Line: node.Content[i].Line, Nearest: nearestKey(key, known)})
+				continue
+			}
+			walk(node.Content[i+1], key+".")
+		}
+	}
+	walk(doc.Content[0], "")
+	return unknown, nil
+}
+
+// knownKeys lists the dotted yaml keys of t's fields, nested structs'
+// keys included.
+func knownKeys(t reflect.Type, prefix string) map[string]struct{} {
+	keys := map[string]struct{}{}
+	for field := range t.Fields() {
+		name, _, _ := strings.Cut(field.Tag.Get("yaml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		keys[prefix+name] = struct{}{}
+		if field.Type.Kind() == reflect.Struct {
+			maps.Copy(keys, knownKeys(field.Type, prefix+name+"."))
+		}
+	}
+	return keys
+}
+
+// nearestKey returns the known key most likely meant by key: a sibling
+// (same section) spelled at most max(2, a third of its length) edits away,
+// or else the same name in another section; "" if there is none.
+func nearestKey(key string, known map[string]struct{}) string {
+	cut := strings.LastIndexByte(key, '.') + 1
+	section, name := key[:cut], key[cut:]
+	best, bestDistance := "", max(2, len(name)/3)+1
+	elsewhere := ""
+	for candidate := range known {
+		candidateCut := strings.LastIndexByte(candidate, '.') + 1
+		candidateName := candidate[candidateCut:]
+		if candidate[:candidateCut] != section {
+			if candidateName == name && (elsewhere == "" || candidate < elsewhere) {
+				elsewhere = candidate
+			}
+			continue
+		}
+		d := levenshtein.ComputeDistance(name, candidateName)
+		if d < bestDistance || d == bestDistance && candidate < best {
+			best, bestDistance = candidate, d
+		}
+	}
+	if best == "" {
+		return elsewhere
+	}
+	return best
 }

@@ -216,3 +216,38 @@ func TestMissingKeys_NamesWhatANewerVersionAdded(t *testing.T) {
 		})
 	}
 }
+
+func TestUnknownKeys_NamesEachWithTheNearestKnownKey(t *testing.T) {
+	tests := []struct {
+		name string
+		yaml string
+		want []UnknownKey
+	}{
+		{"every key known", "homeserver: {address: x, domain: y}\nbot:\n  admins: ['@a:b']\nrouter: {token_file: t}\n", nil},
+		{"a typo in a section", "bot:\n  admin: ['@a:b']\n", []UnknownKey{{Key: "bot.admin", Line: 2, Nearest: "bot.admins"}}},
+		{"a typo of a section", "databse:\n  path: x\n", []UnknownKey{{Key: "databse", Line: 1, Nearest: "database"}}},
+		{"a key like no other", "homeserver:\n  colour: blue\n", []UnknownKey{{Key: "homeserver.colour", Line: 2}}},
+		{"a key in the wrong section", "bot: {token_file: /t}\n", []UnknownKey{{Key: "bot.token_file", Line: 1, Nearest: "router.token_file"}}},
+		{"several, in file order", "encryption: {enable: true}\nlogging: {levle: debug}\n", []UnknownKey{
+			{Key: "encryption.enable", Line: 1, Nearest: "encryption.enabled"}, {Key: "logging.levle", Line: 2, Nearest: "logging.level"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := UnknownKeys([]byte(tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("UnknownKeys = %+v, want %+v", got, tt.want)
+			}
+		})
+	}
+	// The example config has no key this version does not know.
+	example, err := os.ReadFile("../config.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := UnknownKeys(example); len(got) != 0 {
+		t.Errorf("config.example.yaml has unknown keys: %+v", got)
+	}
+}
