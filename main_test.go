@@ -380,3 +380,58 @@ func TestContainerStart_AnUnusableDataDirectorySaysWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// captureStdout runs fn and returns what it printed.
+func captureStdout(t *testing.T, fn func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout := os.Stdout
+	os.Stdout = w
+	done := make(chan string)
+	go func() {
+		data, _ := io.ReadAll(r)
+		done <- string(data)
+	}()
+	fn()
+	os.Stdout = stdout
+	w.Close()
+	return <-done
+}
+
+// -g run again after encryption was turned on says what changed in the
+// registration (its sender) and that Synapse must be restarted.
+func TestGenerate_SaysWhatChangedInTheRegistration(t *testing.T) {
+	dir := t.TempDir()
+	configPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
+	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
+		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
+		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
+		"router: {token: generate-with-g}\nencryption: {enabled: false}\n"
+	if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	first := captureStdout(t, func() { err = generateRegistration(configPath, regPath) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(first, "Changed in the registration") {
+		t.Errorf("a first -g reports changes: %s", first)
+	}
+	data, _ := os.ReadFile(configPath)
+	if err = os.WriteFile(configPath, []byte(strings.Replace(string(data), "enabled: false", "enabled: true", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second := captureStdout(t, func() { err = generateRegistration(configPath, regPath) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"restart Synapse", `sender_localpart "presence" → "presence-appservice"`, "hs_token are new"} {
+		if !strings.Contains(second, want) {
+			t.Errorf("-g after turning encryption on does not say %q:\n%s", want, second)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"regexp"
 
 	"go.mau.fi/util/random"
@@ -49,9 +50,16 @@ func generateRegistration(configPath, regPath string) error {
 		// Kept once made: the bot's keys in the database are encrypted with it.
 		secrets["encryption.pickle_key"] = random.String(48)
 	}
-	regYAML, err := registrationFor(cfg).YAML()
+	reg := registrationFor(cfg)
+	regYAML, err := reg.YAML()
 	if err != nil {
 		return fmt.Errorf("failed to encode registration: %w", err)
+	}
+	var previous *appservice.Registration
+	if _, statErr := os.Stat(regPath); statErr == nil {
+		if previous, err = appservice.LoadRegistration(regPath); err != nil {
+			previous = nil // unreadable: it is replaced all the same
+		}
 	}
 	if err = config.WriteSecretFile(regPath, []byte(regYAML)); err != nil {
 		return fmt.Errorf("failed to write registration: %w", err)
@@ -59,7 +67,14 @@ func generateRegistration(configPath, regPath string) error {
 	if err = config.SetSecrets(configPath, secrets); err != nil {
 		return err
 	}
-	fmt.Printf("Wrote %s and put its tokens into %s.\n\nNext steps:\n", regPath, configPath)
+	fmt.Printf("Wrote %s and put its tokens into %s.\n", regPath, configPath)
+	if previous != nil {
+		fmt.Printf("\nChanged in the registration (Synapse reads it only when it starts: restart Synapse):\n")
+		for _, change := range registrationChanges(previous, reg) {
+			fmt.Printf("  - %s\n", change)
+		}
+	}
+	fmt.Printf("\nNext steps:\n")
 	fmt.Printf("1. In homeserver.yaml, register the appservice:\n\n     app_service_config_files:\n       - %s\n\n", regPath)
 	tokenHint := "token: <router.token from " + configPath + ">"
 	if cfg.Router.TokenFile != "" {
@@ -71,6 +86,36 @@ func generateRegistration(configPath, regPath string) error {
 	}
 	fmt.Printf("3. Restart Synapse, invite %s to %s, and start presence-router -c %s.\n", cfg.BotMXID(), cfg.Bot.ControlRoom, configPath)
 	return nil
+}
+
+// registrationChanges says what differs between a registration and the one
+// that replaces it, in words for the operator.
+func registrationChanges(before, after *appservice.Registration) []string {
+	changes := []string{"as_token and hs_token are new (presence-router's config has them; Synapse must load this file again)"}
+	if before.SenderLocalpart != after.SenderLocalpart {
+		changes = append(changes, fmt.Sprintf("sender_localpart %q → %q: encryption.enabled decides it (an encrypting bot syncs, and Synapse serves no /sync to an appservice's sender, so the bot becomes a user of the namespace and the sender another user); the bot's user ID stays the same",
+			before.SenderLocalpart, after.SenderLocalpart))
+	}
+	if before.URL != after.URL {
+		changes = append(changes, fmt.Sprintf("url %q → %q: where Synapse sends transactions", before.URL, after.URL))
+	}
+	if before.ID != after.ID {
+		changes = append(changes, fmt.Sprintf("id %q → %q", before.ID, after.ID))
+	}
+	beforeUsers, afterUsers := namespaceRegexes(before.Namespaces.UserIDs), namespaceRegexes(after.Namespaces.UserIDs)
+	if beforeUsers != afterUsers {
+		changes = append(changes, fmt.Sprintf("user namespace %s → %s", beforeUsers, afterUsers))
+	}
+	return changes
+}
+
+// namespaceRegexes lists a namespace's regexes, for comparison and display.
+func namespaceRegexes(list appservice.NamespaceList) string {
+	regexes := make([]string, len(list))
+	for i, ns := range list {
+		regexes[i] = ns.Regex
+	}
+	return fmt.Sprint(regexes)
 }
 
 func adapterURL(cfg *config.Config) string {
