@@ -130,14 +130,18 @@ fuzz-smoke:
 	$(MAKE) --no-print-directory fuzz FUZZTIME=10s
 
 # A local Synapse + presence-router + adapter on loopback, state in ./run.
+# SYNAPSE_PORT=, ROUTER_PORT= (metrics on the next port) and ENCRYPTION=1
+# (an encrypted control room) are kept in run/devstack.json for the next run.
+DEVSTACK_FLAGS = $(if $(SYNAPSE_PORT),-synapse-port $(SYNAPSE_PORT)) $(if $(ROUTER_PORT),-router-port $(ROUTER_PORT)) $(if $(ENCRYPTION),-encryption $(ENCRYPTION))
+
 run: build venv
-	go run ./e2e/cmd/devstack -dir run -python $(VENV_PY) -binary $(BIN)
+	go run ./e2e/cmd/devstack -dir run -python $(VENV_PY) -binary $(BIN) $(DEVSTACK_FLAGS)
 
 # The same with Synapse's workers: main, a presence writer and a sync worker
 # on PostgreSQL and Redis (presence-router on PostgreSQL too), state in
 # ./run-workers.
 run-workers: build venv services
-	go run ./e2e/cmd/devstack -workers -dir run-workers -python $(VENV_PY) -binary $(BIN)
+	go run ./e2e/cmd/devstack -workers -dir run-workers -python $(VENV_PY) -binary $(BIN) $(DEVSTACK_FLAGS)
 
 # The container image, FROM scratch (see Containerfile and docs/deploy.md):
 # a statically linked binary (cgo for go-sqlite3 linked against glibc's

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 
 	"github.com/agnivade/levenshtein"
@@ -353,6 +354,17 @@ func (c *Config) RouterToken() (string, error) {
 // SetSecrets rewrites the config file at path in place, setting the given
 // dotted keys (e.g. "appservice.as_token") and keeping comments and order.
 func SetSecrets(path string, values map[string]string) error {
+	anyValues := make(map[string]any, len(values))
+	for key, value := range values {
+		anyValues[key] = value
+	}
+	return SetValues(path, anyValues)
+}
+
+// SetValues rewrites the config file at path in place, readable by its
+// owner only, setting the given dotted keys to their values (a string, an
+// int or a bool) and keeping comments and order.
+func SetValues(path string, values map[string]any) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("failed to read config: %w", err)
@@ -365,7 +377,18 @@ func SetSecrets(path string, values map[string]string) error {
 		return errors.New("failed to update config: top level is not a mapping")
 	}
 	for key, value := range values {
-		setKey(doc.Content[0], strings.Split(key, "."), value)
+		node := &yaml.Node{Kind: yaml.ScalarNode}
+		switch v := value.(type) {
+		case string:
+			node.Tag, node.Value, node.Style = "!!str", v, yaml.DoubleQuotedStyle
+		case int:
+			node.Tag, node.Value = "!!int", strconv.Itoa(v)
+		case bool:
+			node.Tag, node.Value = "!!bool", strconv.FormatBool(v)
+		default:
+			return fmt.Errorf("failed to update config: %s is a %T, not a string, int or bool", key, value)
+		}
+		setKey(doc.Content[0], strings.Split(key, "."), node)
 	}
 	out, err := yaml.Marshal(&doc)
 	if err != nil {
@@ -401,15 +424,14 @@ func WriteSecretFile(path string, data []byte) error {
 	return nil
 }
 
-func setKey(mapping *yaml.Node, path []string, value string) {
+func setKey(mapping *yaml.Node, path []string, value *yaml.Node) {
 	for i := 0; i+1 < len(mapping.Content); i += 2 {
 		if mapping.Content[i].Value != path[0] {
 			continue
 		}
 		child := mapping.Content[i+1]
 		if len(path) == 1 {
-			child.Kind, child.Tag, child.Value, child.Style = yaml.ScalarNode, "!!str", value, yaml.DoubleQuotedStyle
-			child.Content = nil
+			*child = *value
 			return
 		}
 		if child.Kind != yaml.MappingNode {
@@ -420,7 +442,7 @@ func setKey(mapping *yaml.Node, path []string, value string) {
 	}
 	key := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: path[0]}
 	if len(path) == 1 {
-		mapping.Content = append(mapping.Content, key, &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: value, Style: yaml.DoubleQuotedStyle})
+		mapping.Content = append(mapping.Content, key, value)
 		return
 	}
 	child := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}

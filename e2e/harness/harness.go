@@ -115,6 +115,12 @@ type Stack struct {
 	RouterToken string
 	// Processes are Synapse's processes, main first.
 	Processes []*Process
+	// Notes say what Prepare changed in a kept state directory (files
+	// rewritten for new settings, edits kept), for the operator.
+	Notes []string
+	// GenerateOutput is what presence-router -g printed, when Prepare ran
+	// it (a first run, or new settings).
+	GenerateOutput string
 	// routers are the presence-router processes (nil while stopped), as
 	// RouterURLs; routerPorts and metricsPorts their listeners.
 	routers                   []*process
@@ -233,14 +239,21 @@ func Prepare(opts Options) (*Stack, error) {
 			return nil, fmt.Errorf("failed to write token file: %w", err)
 		}
 	}
-	if err = s.writeRouterConfig(tokenFile); err != nil {
+	regenerate := false
+	if _, err = os.Stat(s.Path("config.yaml")); err == nil {
+		// Kept from an earlier run: brought in line with these options.
+		if regenerate, err = s.updateRouterConfig(); err != nil {
+			return nil, err
+		}
+	} else if err = s.writeRouterConfig(tokenFile); err != nil {
 		return nil, err
 	}
-	if _, err = os.Stat(s.Path("registration.yaml")); err != nil {
+	if _, err = os.Stat(s.Path("registration.yaml")); err != nil || regenerate {
 		out, err := exec.Command(opts.Binary, "-c", s.Path("config.yaml"), "-g", "-r", s.Path("registration.yaml")).CombinedOutput()
 		if err != nil {
 			return nil, fmt.Errorf("presence-router -g failed: %w\n%s", err, out)
 		}
+		s.GenerateOutput = string(out)
 	}
 	if s.Opts.Standby {
 		if err = s.writeStandbyConfigs(); err != nil {
@@ -385,9 +398,6 @@ func (s *Stack) routerDatabase() string {
 
 func (s *Stack) writeRouterConfig(tokenFile string) error {
 	path := s.Path("config.yaml")
-	if _, err := os.Stat(path); err == nil {
-		return nil
-	}
 	var admins strings.Builder
 	for _, a := range s.Opts.Admins {
 		fmt.Fprintf(&admins, "    - \"@%s:%s\"\n", a, s.Opts.ServerName)
@@ -481,18 +491,22 @@ func (s *Stack) writeSynapseConfig(tokenFile string) error {
 			return err
 		}
 	}
+	secrets, err := s.synapseSecrets()
+	if err != nil {
+		return err
+	}
 	var cfg bytes.Buffer
-	err := synapseConfig.Execute(&cfg, map[string]any{
+	err = synapseConfig.Execute(&cfg, map[string]any{
 		"ServerName": s.Opts.ServerName, "PIDFile": s.Path("homeserver.pid"), "Port": s.Opts.SynapsePort,
 		"Listeners": federation, "Database": database, "Media": s.Path("media"), "SigningKey": s.Path("signing.key"),
-		"RegistrationSecret": randomHex(16), "MacaroonSecret": randomHex(16), "FormSecret": randomHex(16),
+		"RegistrationSecret": secrets["RegistrationSecret"], "MacaroonSecret": secrets["MacaroonSecret"], "FormSecret": secrets["FormSecret"],
 		"AppServices": appservices, "Presence": presence, "Modules": modules,
 		"RateLimited": []string{"rc_message", "rc_registration", "rc_room_creation"},
 	})
 	if err != nil {
 		return fmt.Errorf("failed to render homeserver.yaml: %w", err)
 	}
-	return os.WriteFile(s.Path("homeserver.yaml"), cfg.Bytes(), 0o600)
+	return s.writeGenerated("homeserver.yaml", cfg.Bytes())
 }
 
 // unlimited is the rate limit of everything the tests do in bulk.
