@@ -2,6 +2,7 @@ package commands
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -69,7 +70,9 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 		m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
 	}
 	res, err := r.Store.Apply(ctx, m)
-	if err != nil {
+	if errors.Is(err, rules.ErrTooManyPatterns) {
+		return Failure(capitalize(err.Error())+".", ResultInvalid), nil, nil
+	} else if err != nil {
 		return nil, nil, err
 	}
 	var sb strings.Builder
@@ -107,29 +110,39 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 	return Success(sb.String()), res.Change, nil
 }
 
+// maxReachCount bounds the always-send users patternReach checks: past it
+// the reply gives no count, so that a command's cost stays bounded.
+const maxReachCount = 100_000
+
 // patternReach says, for the patterns among entries, how many of the users
 // the router knows by name (the always-send users) they match; which other
-// users they hide shows as those users' presence changes.
+// users they hide shows as those users' presence changes. The patterns are
+// compiled into one set (userid.Set), so the count costs one pass per
+// always-send user, whatever the number of patterns.
 func (r *Runner) patternReach(entries []rules.Entry) string {
-	alwaysSend := r.Engine.AlwaysSend()
-	patterns, matched := 0, 0
+	var patterns []string
 	for _, e := range entries {
-		if !userid.IsPattern(string(e.UserID)) {
-			continue
-		}
-		patterns++
-		m := userid.Compile(string(e.UserID))
-		for _, u := range alwaysSend {
-			if m != nil && m.Match(string(u)) {
-				matched++
-			}
+		if userid.IsPattern(string(e.UserID)) {
+			patterns = append(patterns, string(e.UserID))
 		}
 	}
-	if patterns == 0 {
+	if len(patterns) == 0 {
 		return ""
 	}
+	alwaysSend := r.Engine.AlwaysSend()
+	subject := Plural(len(patterns), "pattern matches", "patterns match")
+	if len(alwaysSend) > maxReachCount {
+		return fmt.Sprintf(" The %s some of the %d always-send users (not counted: more than %d). `%s explain <user>` tells for one.", subject, len(alwaysSend), maxReachCount, r.Prefix)
+	}
+	set := userid.NewSet(patterns)
+	matched := 0
+	for _, u := range alwaysSend {
+		if _, ok := set.Match(string(u)); ok {
+			matched++
+		}
+	}
 	return fmt.Sprintf(" The %s %d of the %d always-send %s (their own presence is no longer routed; they still receive everyone's). Other users it hides are not listed anywhere: `%s explain <user>` tells for one.",
-		Plural(patterns, "pattern matches", "patterns match"), matched, len(alwaysSend), Plural(len(alwaysSend), "user", "users"), r.Prefix)
+		subject, matched, len(alwaysSend), Plural(len(alwaysSend), "user", "users"), r.Prefix)
 }
 
 func (r *Runner) list(name rules.List) (*Reply, error) {

@@ -18,6 +18,7 @@ import (
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
+	"maunium.net/go/mautrix/crypto/goolm/libolmpickle"
 	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
@@ -257,7 +258,16 @@ func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	cli, err := mautrix.NewClient(cfg.Homeserver.Address, m.botID, stored.AccessToken)
+	token := stored.AccessToken // stored in plain text before tokens were pickled
+	if stored.PickledToken != "" {
+		plain, err := libolmpickle.Unpickle([]byte(cfg.Encryption.PickleKey), []byte(stored.PickledToken))
+		if err != nil {
+			// Another pickle key: the device's keys will not open either.
+			return nil, fmt.Errorf("failed to decrypt the encryption device's access token (was encryption.pickle_key changed?): %w", err)
+		}
+		token = string(plain)
+	}
+	cli, err := mautrix.NewClient(cfg.Homeserver.Address, m.botID, token)
 	if err != nil {
 		return nil, fmt.Errorf("failed to create the encryption client: %w", err)
 	}
@@ -266,6 +276,10 @@ func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
 	cli.DeviceID = stored.DeviceID
 	if ok {
 		if _, err = cli.Whoami(ctx); err == nil {
+			if stored.PickledToken == "" {
+				// Written by an earlier version: encrypt it now.
+				return cli, m.storeDevice(ctx, stored.DeviceID, token)
+			}
 			return cli, nil
 		} else if !errors.Is(err, mautrix.MUnknownToken) {
 			return nil, fmt.Errorf("failed to check the encryption device's token: %w", err)
@@ -283,11 +297,22 @@ func (m *Machine) client(ctx context.Context) (*mautrix.Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("failed to log in the bot's encryption device: %w", err)
 	}
-	if err = st.SetCryptoDevice(ctx, store.CryptoDevice{DeviceID: resp.DeviceID, AccessToken: resp.AccessToken}); err != nil {
+	if err = m.storeDevice(ctx, resp.DeviceID, resp.AccessToken); err != nil {
 		return nil, err
 	}
 	log.WithField("device_id", resp.DeviceID).Info("Logged in the bot's encryption device")
 	return cli, nil
+}
+
+// storeDevice stores the encryption device with its access token
+// encrypted with the pickle key, like the device's keys: the database alone
+// does not give the token away.
+func (m *Machine) storeDevice(ctx context.Context, device id.DeviceID, token string) error {
+	pickled, err := libolmpickle.Pickle([]byte(m.opts.Config.Encryption.PickleKey), []byte(token))
+	if err != nil {
+		return fmt.Errorf("failed to encrypt the encryption device's access token: %w", err)
+	}
+	return m.opts.Store.SetCryptoDevice(ctx, store.CryptoDevice{DeviceID: device, PickledToken: string(pickled)})
 }
 
 // crossSignSelf makes the bot's cross-signing keys and signs its device

@@ -155,3 +155,76 @@ func TestDeviceLogger_AFloodOfBadMessagesIsLimitedAndCounted(t *testing.T) {
 		t.Errorf("first line %+v, want the error, of the crypto component", e)
 	}
 }
+
+// The encryption device's access token is stored encrypted with the pickle
+// key: the database does not hold it in plain text, a later start reads it
+// back, a plain token stored by an earlier version is encrypted at the next
+// start, and another pickle key fails with an error naming it.
+func TestMachine_DeviceTokenIsStoredEncrypted(t *testing.T) {
+	const token = "syt_secret_device_token_123"
+	var lock sync.Mutex
+	logins := 0
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lock.Lock()
+		defer lock.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case strings.HasSuffix(r.URL.Path, "/login"):
+			logins++
+			fmt.Fprintf(w, `{"user_id":"@presence:test","access_token":%q,"device_id":"DEV"}`, token)
+		case strings.HasSuffix(r.URL.Path, "/whoami") && r.Header.Get("Authorization") == "Bearer "+token:
+			fmt.Fprint(w, `{"user_id":"@presence:test","device_id":"DEV"}`)
+		default:
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errcode":"M_UNKNOWN_TOKEN","error":"unknown token"}`)
+		}
+	}))
+	defer hs.Close()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "e.db"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	machine := func(pickleKey string) *Machine {
+		cfg := testConfig(true, hs.URL)
+		cfg.Encryption.PickleKey = pickleKey
+		return New(Options{Config: cfg, Store: st, Log: logrus.NewEntry(logrus.New())}).(*Machine)
+	}
+	atRest := func() string {
+		var value string
+		if err := st.DB().QueryRow(ctx, "SELECT value FROM meta WHERE key='crypto_device'").Scan(&value); err != nil {
+			t.Fatal(err)
+		}
+		return value
+	}
+	check := func(step string, wantLogins int) {
+		t.Helper()
+		if v := atRest(); strings.Contains(v, token) || !strings.Contains(v, "pickled_access_token") {
+			t.Errorf("%s: the database holds %s", step, v)
+		}
+		lock.Lock()
+		defer lock.Unlock()
+		if logins != wantLogins {
+			t.Errorf("%s: %d logins, want %d", step, logins, wantLogins)
+		}
+	}
+	if _, err = machine("pickle").client(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("first start", 1)
+	if _, err = machine("pickle").client(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("second start (the stored token is read back)", 1)
+	if err = st.SetCryptoDevice(ctx, store.CryptoDevice{DeviceID: "DEV", AccessToken: token}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err = machine("pickle").client(ctx); err != nil {
+		t.Fatal(err)
+	}
+	check("a plain token of an earlier version", 1)
+	if _, err = machine("another key").client(ctx); err == nil || !strings.Contains(err.Error(), "pickle_key") {
+		t.Errorf("another pickle key: err %v, want one naming encryption.pickle_key", err)
+	}
+}

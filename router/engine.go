@@ -7,7 +7,6 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -93,13 +92,13 @@ type Engine struct {
 	lock      sync.RWMutex
 	version   int64
 	blacklist map[id.UserID]struct{} // exact entries and patterns
-	// compiled holds the blacklist entries that are patterns, each
-	// compiled once; patterns lists them, rebuilt when one is added or
-	// removed.
-	compiled map[id.UserID]*userid.Matcher
-	patterns []pattern
+	// patternEntries are the blacklist entries that are patterns;
+	// patterns is them compiled into one set, rebuilt when one is added
+	// or removed.
+	patternEntries map[id.UserID]struct{}
+	patterns       *userid.Set
 	// verdicts caches, for the current patterns, whether a user matches one
-	// (the pattern, or "" for none); emptied when the patterns change.
+	// (the pattern, or "" for none); replaced when the patterns change.
 	verdicts *verdictCache
 	// alwaysSend is sorted and never mutated: Apply swaps in a new slice.
 	alwaysSend    []id.UserID
@@ -141,12 +140,14 @@ func (e *Engine) load(version int64, alwaysSend, blacklist []id.UserID, history 
 	e.version = version
 	e.blacklist = make(map[id.UserID]struct{}, len(blacklist))
 	e.alwaysSendSet = make(map[id.UserID]struct{}, len(alwaysSend))
-	e.compiled = make(map[id.UserID]*userid.Matcher)
+	e.patternEntries = make(map[id.UserID]struct{})
 	for _, u := range blacklist {
 		e.blacklist[u] = struct{}{}
-		e.compile(u)
+		if isPattern(u) {
+			e.patternEntries[u] = struct{}{}
+		}
 	}
-	e.listPatterns()
+	e.compilePatterns()
 	for _, u := range alwaysSend {
 		e.alwaysSendSet[u] = struct{}{}
 	}
@@ -200,17 +201,20 @@ func (e *Engine) Apply(u rules.Update) {
 	patternsChanged := false
 	for _, user := range u.AddBlacklist {
 		e.blacklist[user] = struct{}{}
-		patternsChanged = e.compile(user) || patternsChanged
+		if isPattern(user) {
+			e.patternEntries[user] = struct{}{}
+			patternsChanged = true
+		}
 	}
 	for _, user := range u.RemoveBlacklist {
 		delete(e.blacklist, user)
-		if _, ok := e.compiled[user]; ok {
-			delete(e.compiled, user)
+		if _, ok := e.patternEntries[user]; ok {
+			delete(e.patternEntries, user)
 			patternsChanged = true
 		}
 	}
 	if patternsChanged {
-		e.listPatterns()
+		e.compilePatterns()
 	}
 	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > 0 {
 		for _, user := range u.AddAlwaysSend {
@@ -252,52 +256,40 @@ func (e *Engine) routedLocked(user id.UserID) bool {
 	if _, blocked := e.blacklist[user]; blocked {
 		return false
 	}
-	return len(e.patterns) == 0 || e.matchingPatternLocked(user) == ""
+	return e.patterns.Len() == 0 || e.matchingPatternLocked(user) == ""
 }
 
-// pattern is a blacklist pattern and its compiled matcher.
-type pattern struct {
-	text    id.UserID
-	matcher *userid.Matcher
-}
+// maxVerdictBytes bounds the verdict cache by the bytes its entries hold
+// (keys, values and the map's per-entry overhead, estimated); when full it
+// is replaced by an empty one, which frees what the old one held.
+const maxVerdictBytes = 64 << 20
 
-// maxVerdicts bounds the verdict cache; it is emptied when full.
-const maxVerdicts = 1 << 20
+// verdictEntryOverhead estimates a verdict map entry's bytes besides its
+// strings: two string headers and the map's bucket share.
+const verdictEntryOverhead = 48
 
 // verdictCache remembers which pattern, if any, a user matches. Readers
 // hold the engine's read lock, so it has a lock of its own.
 type verdictCache struct {
-	lock sync.RWMutex
-	m    map[id.UserID]id.UserID
+	lock  sync.RWMutex
+	m     map[id.UserID]id.UserID
+	bytes int
 }
 
-// compile compiles entry if it is a pattern (userid.Compile) and reports
-// whether it was one. The caller holds the
-// write lock.
-func (e *Engine) compile(entry id.UserID) bool {
-	if !userid.IsPattern(string(entry)) {
-		return false
+// compilePatterns compiles the pattern entries into one set and starts an
+// empty verdict cache: O(patterns), whatever the number of exact entries.
+// The caller holds the write lock.
+func (e *Engine) compilePatterns() {
+	texts := make([]string, 0, len(e.patternEntries))
+	for entry := range e.patternEntries {
+		texts = append(texts, string(entry))
 	}
-	if m := userid.Compile(string(entry)); m != nil {
-		e.compiled[entry] = m
-	}
-	return true
-}
-
-// listPatterns rebuilds the list of compiled patterns and empties the
-// verdicts: O(patterns), whatever the number of exact entries. The caller
-// holds the write lock.
-func (e *Engine) listPatterns() {
-	e.patterns = make([]pattern, 0, len(e.compiled))
-	for entry, m := range e.compiled {
-		e.patterns = append(e.patterns, pattern{entry, m})
-	}
-	slices.SortFunc(e.patterns, func(a, b pattern) int { return strings.Compare(string(a.text), string(b.text)) })
+	e.patterns = userid.NewSet(texts)
 	e.verdicts = &verdictCache{m: make(map[id.UserID]id.UserID)}
 }
 
-// matchingPatternLocked returns the first pattern user matches, or "".
-// The caller holds the lock (read or write).
+// matchingPatternLocked returns the first pattern user matches (in sorted
+// order), or "". The caller holds the lock (read or write).
 func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
 	v := e.verdicts
 	v.lock.RLock()
@@ -306,17 +298,16 @@ func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
 	if ok {
 		return match
 	}
-	for _, p := range e.patterns {
-		if p.matcher.Match(string(user)) {
-			match = p.text
-			break
-		}
+	if p, ok := e.patterns.Match(string(user)); ok {
+		match = id.UserID(p)
 	}
+	size := len(user) + len(match) + verdictEntryOverhead
 	v.lock.Lock()
-	if len(v.m) >= maxVerdicts {
-		clear(v.m)
+	if v.bytes+size > maxVerdictBytes {
+		v.m, v.bytes = make(map[id.UserID]id.UserID), 0
 	}
 	v.m[user] = match
+	v.bytes += size
 	v.lock.Unlock()
 	return match
 }
@@ -415,7 +406,7 @@ func (e *Engine) AlwaysSend() []id.UserID {
 func (e *Engine) Counts() (alwaysSend, blacklist, patterns int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	return len(e.alwaysSend), len(e.blacklist), len(e.patterns)
+	return len(e.alwaysSend), len(e.blacklist), len(e.patternEntries)
 }
 
 // Explain says where user's presence goes and what user receives.

@@ -6,6 +6,7 @@
 package rules
 
 import (
+	"errors"
 	"strings"
 	"time"
 
@@ -25,6 +26,15 @@ const (
 
 // String renders a list name the way users type it.
 func (l List) String() string { return strings.ReplaceAll(string(l), "_", "-") }
+
+// MaxPatterns is how many patterns the blacklist may hold. Routing matches
+// a user against all of them in one pass (userid.Set), and the cap bounds
+// that pass's cost for any set of patterns (BENCHMARKS.md).
+const MaxPatterns = 1000
+
+// ErrTooManyPatterns is wrapped by the error of a change that would take
+// the blacklist past MaxPatterns patterns.
+var ErrTooManyPatterns = errors.New("too many patterns on the blacklist")
 
 // Action says whether an entry joins or leaves a list.
 type Action string

@@ -174,10 +174,13 @@ func (s *Store) setMetaTime(ctx context.Context, key string, at time.Time) error
 	return s.setMeta(ctx, key, strconv.FormatInt(at.UnixMilli(), 10))
 }
 
-// CryptoDevice is the bot's encryption device and its access token.
+// CryptoDevice is the bot's encryption device and its access token,
+// encrypted with the pickle key (PickledToken); AccessToken is the plain
+// token that versions before it stored, read only to be replaced.
 type CryptoDevice struct {
-	DeviceID    id.DeviceID `json:"device_id"`
-	AccessToken string      `json:"access_token"`
+	DeviceID     id.DeviceID `json:"device_id"`
+	AccessToken  string      `json:"access_token,omitempty"`
+	PickledToken string      `json:"pickled_access_token,omitempty"`
 }
 
 // CryptoDevice returns the bot's encryption device (ok is false before the

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/rules"
+	"github.com/presence-router/presence-router/userid"
 )
 
 const (
@@ -29,6 +30,7 @@ const (
 	setPushToAllSQLite   = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
 	setPushToAllPostgres = `UPDATE change SET push_to=(SELECT COALESCE(json_agg(user_id ORDER BY user_id), '[]')::text FROM rule WHERE list='always_send') WHERE version=$1`
 	countAlwaysSendQuery = `SELECT COUNT(*) FROM rule WHERE list='always_send'`
+	countPatternsQuery   = `SELECT COUNT(*) FROM rule WHERE list='blacklist' AND (user_id LIKE '%*%' OR user_id LIKE '%?%')`
 	recentChangesQuery   = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
 	// The entries of the changes from $1 on, but those of a change with more
 	// than $2 entries.
@@ -115,6 +117,9 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		if len(effective) == 0 {
 			return nil
 		}
+		if err := s.checkPatternCap(ctx, effective); err != nil {
+			return err
+		}
 		change := &rules.Change{
 			EventID: m.EventID, Sender: m.Sender, Command: m.Command, Reason: m.Reason,
 			CreatedAt: time.Now().UTC().Truncate(time.Millisecond), Entries: effective,
@@ -197,6 +202,34 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		return rules.Result{}, err
 	}
 	return res, nil
+}
+
+// checkPatternCap fails with an error wrapping rules.ErrTooManyPatterns when
+// applying effective would leave more than rules.MaxPatterns patterns on
+// the blacklist.
+func (s *Store) checkPatternCap(ctx context.Context, effective []rules.Entry) error {
+	delta := 0
+	for _, e := range effective {
+		if e.List != rules.Blacklist || !userid.IsPattern(string(e.UserID)) {
+			continue
+		}
+		if e.Action == rules.Add {
+			delta++
+		} else {
+			delta--
+		}
+	}
+	if delta <= 0 {
+		return nil
+	}
+	var have int
+	if err := s.db.QueryRow(ctx, countPatternsQuery).Scan(&have); err != nil {
+		return fmt.Errorf("failed to count patterns: %w", err)
+	}
+	if have+delta > rules.MaxPatterns {
+		return fmt.Errorf("%w: the blacklist holds %d and this adds %d; at most %d are allowed (remove some, or name users exactly)", rules.ErrTooManyPatterns, have, delta, rules.MaxPatterns)
+	}
+	return nil
 }
 
 // RecentChanges returns up to limit of the newest changes, oldest first,

@@ -466,3 +466,43 @@ func TestRedactURI_HidesEveryPassword(t *testing.T) {
 		t.Errorf("error = %v; want the server named and the password left out", err)
 	}
 }
+
+// The blacklist holds at most rules.MaxPatterns patterns, however they
+// come (one change or several); a change past it fails and writes nothing,
+// and exact entries are not counted.
+func TestStore_PatternCap(t *testing.T) {
+	st, _ := openTemp(t)
+	ctx := context.Background()
+	patterns := func(from, n int) []id.UserID {
+		out := make([]id.UserID, n)
+		for i := range out {
+			out[i] = id.UserID(fmt.Sprintf("@bot%d_*:x", from+i))
+		}
+		return out
+	}
+	apply := func(entries []rules.Entry) error {
+		_, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:x", Entries: entries})
+		return err
+	}
+	if err := apply(add(rules.Blacklist, patterns(0, rules.MaxPatterns-1)...)); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(add(rules.Blacklist, "@exact:x")); err != nil {
+		t.Fatalf("an exact entry at the cap: %v", err)
+	}
+	before, _ := st.Version(ctx)
+	if err := apply(add(rules.Blacklist, patterns(5000, 2)...)); !errors.Is(err, rules.ErrTooManyPatterns) {
+		t.Fatalf("two more patterns at %d: err %v, want ErrTooManyPatterns", rules.MaxPatterns-1, err)
+	}
+	if after, _ := st.Version(ctx); after != before {
+		t.Errorf("the refused change moved the version from %d to %d", before, after)
+	}
+	if err := apply(add(rules.Blacklist, patterns(5000, 1)...)); err != nil {
+		t.Fatalf("the last pattern under the cap: %v", err)
+	}
+	// One out, one in, in one change: the count stays at the cap.
+	swap := append(remove(rules.Blacklist, patterns(0, 1)...), add(rules.Blacklist, patterns(6000, 1)...)...)
+	if err := apply(swap); err != nil {
+		t.Errorf("a swap at the cap: %v", err)
+	}
+}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	"go.mau.fi/util/glob"
 	"maunium.net/go/mautrix/id"
 )
 
@@ -51,47 +50,4 @@ func ParsePattern(s string) (id.UserID, error) {
 	// Matching folds ASCII letters, so a pattern is kept in lower case:
 	// one entry per pattern, whatever case it was typed in.
 	return id.UserID(strings.ToLower(s)), nil
-}
-
-// Matcher is a compiled pattern: the one matcher production code uses.
-// Its case rule, everywhere in presence-router: ASCII letters match
-// regardless of case (A-Z and a-z), and every other character matches only
-// itself. User IDs are ASCII by the specification's grammar; a non-ASCII
-// character in one never matches an ASCII letter of a pattern (Unicode
-// folding would let the Kelvin sign match k and the long s match s).
-type Matcher struct {
-	glob glob.Glob
-}
-
-// Compile compiles a pattern into the cheapest matcher (exact, prefix,
-// suffix, contains, or an anchored regular expression). It returns nil for
-// a pattern that cannot be compiled; ParsePattern accepts none of those.
-func Compile(pattern string) *Matcher {
-	g := glob.Compile(pattern)
-	if g == nil {
-		return nil
-	}
-	return &Matcher{glob: g}
-}
-
-// Match reports whether the whole of user matches the pattern.
-func (m *Matcher) Match(user string) bool {
-	return m.glob.Match(neutralizeFolds(user))
-}
-
-// asciiFolds are the only non-ASCII characters that Unicode simple case
-// folding (which the compiled globs use) equates with ASCII letters: the
-// long s (ſ, s) and the Kelvin sign (K, k).
-var asciiFolds = strings.NewReplacer("\u017f", "\ufffd", "\u212a", "\ufffd")
-
-// neutralizeFolds replaces the characters of asciiFolds with U+FFFD, which
-// no pattern's literal matches, so that only ASCII letters fold. An ASCII
-// user ID, the usual case, is returned as it is, without allocating.
-func neutralizeFolds(user string) string {
-	for i := 0; i < len(user); i++ {
-		if user[i] >= 0x80 {
-			return asciiFolds.Replace(user)
-		}
-	}
-	return user
 }

@@ -1,12 +1,12 @@
 // Package patternref is the reference reading of a user-ID pattern, for
-// tests only: production code matches with userid.Matcher, and tests check
+// tests only: production code matches with userid.Set, and tests check
 // that the two agree.
 package patternref
 
 // Match reads pattern the plain way: `*` any run of characters, `?` exactly
 // one, everything else itself, over the whole user ID, with ASCII letters
 // matching regardless of case and every other character only itself (the
-// rule userid.Matcher documents).
+// rule userid.Set documents).
 func Match(pattern, user string) bool {
 	p, u := []rune(pattern), []rune(user)
 	// Classic two-pointer glob matching with backtracking to the last star.
