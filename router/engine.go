@@ -6,6 +6,7 @@ package router
 import (
 	"context"
 	"encoding/json"
+	"hash/maphash"
 	"slices"
 	"sync"
 	"time"
@@ -97,8 +98,7 @@ type Engine struct {
 	// or removed.
 	patternEntries map[id.UserID]struct{}
 	patterns       *userid.Set
-	// verdicts caches, for the current patterns, whether a user matches one
-	// (the pattern, or "" for none); replaced when the patterns change.
+	// verdicts caches the set's answers for the current patterns.
 	verdicts *verdictCache
 	// alwaysSend is sorted and never mutated: Apply swaps in a new slice.
 	alwaysSend    []id.UserID
@@ -259,57 +259,75 @@ func (e *Engine) routedLocked(user id.UserID) bool {
 	return e.patterns.Len() == 0 || e.matchingPatternLocked(user) == ""
 }
 
-// maxVerdictBytes bounds the verdict cache by the bytes its entries hold
-// (keys, values and the map's per-entry overhead, estimated); when full it
-// is replaced by an empty one, which frees what the old one held.
-const maxVerdictBytes = 64 << 20
-
-// verdictEntryOverhead estimates a verdict map entry's bytes besides its
-// strings: two string headers and the map's bucket share.
-const verdictEntryOverhead = 48
-
-// verdictCache remembers which pattern, if any, a user matches. Readers
-// hold the engine's read lock, so it has a lock of its own.
-type verdictCache struct {
-	lock  sync.RWMutex
-	m     map[id.UserID]id.UserID
-	bytes int
-}
-
-// compilePatterns compiles the pattern entries into one set and starts an
-// empty verdict cache: O(patterns), whatever the number of exact entries.
-// The caller holds the write lock.
+// compilePatterns compiles the pattern entries into one set: O(patterns),
+// whatever the number of exact entries. The caller holds the write lock.
 func (e *Engine) compilePatterns() {
 	texts := make([]string, 0, len(e.patternEntries))
 	for entry := range e.patternEntries {
 		texts = append(texts, string(entry))
 	}
 	e.patterns = userid.NewSet(texts)
-	e.verdicts = &verdictCache{m: make(map[id.UserID]id.UserID)}
+	e.verdicts = newVerdictCache()
 }
 
 // matchingPatternLocked returns the first pattern user matches (in sorted
 // order), or "". The caller holds the lock (read or write).
 func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
-	v := e.verdicts
-	v.lock.RLock()
-	match, ok := v.m[user]
-	v.lock.RUnlock()
-	if ok {
+	if match, ok := e.verdicts.get(user); ok {
 		return match
 	}
-	if p, ok := e.patterns.Match(string(user)); ok {
-		match = id.UserID(p)
-	}
-	size := len(user) + len(match) + verdictEntryOverhead
-	v.lock.Lock()
-	if v.bytes+size > maxVerdictBytes {
-		v.m, v.bytes = make(map[id.UserID]id.UserID), 0
-	}
-	v.m[user] = match
-	v.bytes += size
-	v.lock.Unlock()
-	return match
+	p, _ := e.patterns.Match(string(user))
+	e.verdicts.put(user, id.UserID(p))
+	return id.UserID(p)
+}
+
+// verdictSlots is how many verdicts the cache holds: with user IDs of at
+// most 255 bytes, at most about 20 MB, and about 6 MB with IDs of 40.
+const verdictSlots = 1 << 16
+
+// verdictShards is how many locks the verdict cache's slots share.
+const verdictShards = 256
+
+// verdictCache remembers which pattern, if any, a user matched, in a fixed
+// table indexed by a hash of the user ID (a newer verdict replaces an older
+// one in its slot): a lookup or a store costs one hash and allocates and
+// grows nothing, so a user never seen before costs little more than the
+// set's pass, and one asked about again costs less (BENCHMARKS.md). It is
+// made anew with the patterns.
+type verdictCache struct {
+	seed  maphash.Seed
+	locks [verdictShards]sync.Mutex
+	slots []verdict
+}
+
+// verdict is one cached answer: user matched pattern ("" for none).
+type verdict struct {
+	user, pattern id.UserID
+}
+
+func newVerdictCache() *verdictCache {
+	return &verdictCache{seed: maphash.MakeSeed(), slots: make([]verdict, verdictSlots)}
+}
+
+func (c *verdictCache) index(user id.UserID) uint64 {
+	return maphash.String(c.seed, string(user)) & (verdictSlots - 1)
+}
+
+func (c *verdictCache) get(user id.UserID) (id.UserID, bool) {
+	i := c.index(user)
+	lock := &c.locks[i%verdictShards]
+	lock.Lock()
+	v := c.slots[i]
+	lock.Unlock()
+	return v.pattern, v.user == user && user != ""
+}
+
+func (c *verdictCache) put(user, pattern id.UserID) {
+	i := c.index(user)
+	lock := &c.locks[i%verdictShards]
+	lock.Lock()
+	c.slots[i] = verdict{user, pattern}
+	lock.Unlock()
 }
 
 // RouteJSON is one route of a users_for_states answer: its recipients,

@@ -28,11 +28,40 @@ type Set struct {
 
 // setNode is one trie node: what follows a prefix of one or more patterns.
 type setNode struct {
-	literal map[rune]int32 // the next character, ASCII letters in lower case
-	any     int32          // the node after a `?` (-1: none)
-	star    int32          // the node after a `*` (-1: none); it loops on every character
-	loops   bool           // this node is reached by a `*`
-	pattern int32          // the pattern that ends here (-1: none)
+	literal []edge // the next characters (ASCII letters in lower case), sorted
+	// ascii indexes literal by ASCII character (+1; 0 for none), for a
+	// node with many edges.
+	ascii   *[utf8.RuneSelf]int32
+	any     int32 // the node after a `?` (-1: none)
+	star    int32 // the node after a `*` (-1: none); it loops on every character
+	loops   bool  // this node is reached by a `*`
+	pattern int32 // the pattern that ends here (-1: none)
+}
+
+// edge leads from a trie node to the node after one literal character.
+type edge struct {
+	r    rune
+	node int32
+}
+
+// next returns the node after the literal character r, or -1: a scan of
+// the few edges most nodes have, a binary search of many.
+func (n *setNode) next(r rune) int32 {
+	if n.ascii != nil && r < utf8.RuneSelf {
+		return n.ascii[r] - 1
+	}
+	if len(n.literal) <= 8 {
+		for _, e := range n.literal {
+			if e.r == r {
+				return e.node
+			}
+		}
+		return -1
+	}
+	if i, ok := slices.BinarySearchFunc(n.literal, r, func(e edge, r rune) int { return int(e.r - r) }); ok {
+		return n.literal[i].node
+	}
+	return -1
 }
 
 // setScratch is one Match's working memory.
@@ -56,6 +85,16 @@ func NewSet(patterns []string) *Set {
 		}
 		if s.nodes[n].pattern < 0 {
 			s.nodes[n].pattern = int32(i)
+		}
+	}
+	for i := range s.nodes {
+		if n := &s.nodes[i]; len(n.literal) > 8 {
+			n.ascii = new([utf8.RuneSelf]int32)
+			for _, e := range n.literal {
+				if e.r < utf8.RuneSelf {
+					n.ascii[e.r] = e.node + 1
+				}
+			}
 		}
 	}
 	s.scratch.New = func() any { return &setScratch{seen: make([]uint32, len(s.nodes))} }
@@ -94,14 +133,12 @@ func (s *Set) child(n int32, r rune) int32 {
 	case '*':
 		next = &node.star
 	default:
-		if node.literal == nil {
-			node.literal = map[rune]int32{}
-		}
-		if c, ok := node.literal[r]; ok {
-			return c
+		i, ok := slices.BinarySearchFunc(node.literal, r, func(e edge, r rune) int { return int(e.r - r) })
+		if ok {
+			return node.literal[i].node
 		}
 		c := int32(len(s.nodes))
-		s.nodes[n].literal[r] = c
+		node.literal = slices.Insert(node.literal, i, edge{r, c})
 		s.nodes = append(s.nodes, newSetNode())
 		return c
 	}
@@ -143,7 +180,7 @@ func (s *Set) Match(user string) (string, bool) {
 			if node.loops {
 				sc.next = s.add(sc, sc.next, n)
 			}
-			if c, ok := node.literal[r]; ok {
+			if c := node.next(r); c >= 0 {
 				sc.next = s.add(sc, sc.next, c)
 			}
 			if node.any >= 0 {
