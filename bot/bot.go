@@ -48,6 +48,8 @@ type Options struct {
 	// HomeserverCheckInterval is how often the bot checks that the
 	// homeserver answers (0: every 5 s).
 	HomeserverCheckInterval time.Duration
+	// Encryption is the bot's encryption (nil: encryption.New from Config).
+	Encryption encryption.Component
 }
 
 // Follower applies a change the bot committed to the router's engine
@@ -86,7 +88,11 @@ type Bot struct {
 	controlRoom id.RoomID         // set once the control room is resolved
 	problems    map[string]string // what an operator must know, by topic
 	authWarn    logging.Limiter   // rejected hs_tokens
-	connected   atomic.Bool
+	// undecryptable limits the log of ignored undecryptable messages.
+	undecryptable logging.Limiter
+	// parked are the inbox items waiting for their keys (workerLoop only).
+	parked    map[int64]*parkedItem
+	connected atomic.Bool
 	// homeserverUp is whether the homeserver answered the last check.
 	homeserverUp atomic.Bool
 	// metricLock orders the connection metric's updates, which read both
@@ -124,12 +130,16 @@ func New(opts Options) *Bot {
 		problems:    map[string]string{},
 		skipped:     map[id.EventID]struct{}{},
 		refusals:    map[int64]int{},
+		parked:      map[int64]*parkedItem{},
 	}
 	b.runner = &commands.Runner{
 		Prefix: opts.Config.Bot.CommandPrefix, Domain: opts.Config.Homeserver.Domain,
 		Store: opts.Store, Engine: opts.Engine, Service: b, LastContact: lastContact, Started: b.started,
 	}
-	b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RecoveryKeyPath: opts.RecoveryKeyPath, OnProblem: opts.Metrics.countEncryptionProblem, RoomEncryption: b.readRoomEncryption})
+	b.enc = opts.Encryption
+	if b.enc == nil {
+		b.enc = encryption.New(encryption.Options{Config: opts.Config, Store: opts.Store, Log: opts.Log, RecoveryKeyPath: opts.RecoveryKeyPath, OnProblem: opts.Metrics.countEncryptionProblem, RoomEncryption: b.readRoomEncryption})
+	}
 	return b
 }
 

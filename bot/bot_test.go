@@ -26,6 +26,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/rules"
@@ -220,6 +221,12 @@ func newTestBotWith(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserve
 
 // newTestBotIn starts a bot whose bot.control_room is controlRoom.
 func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver, controlRoom string) *testBot {
+	return newTestBotEnc(t, dbPath, adminPL, hs, controlRoom, nil)
+}
+
+// newTestBotEnc is newTestBotIn with the bot's encryption enc (nil: from
+// the config, off).
+func newTestBotEnc(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver, controlRoom string, enc encryption.Component) *testBot {
 	t.Helper()
 	srv := httptest.NewServer(hs)
 	t.Cleanup(srv.Close)
@@ -249,7 +256,7 @@ func newTestBotIn(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver,
 	log := logrus.New()
 	log.SetOutput(io.Discard)
 	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Follower: follower.New(st, engine, logrus.NewEntry(log)), Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry()),
-		HomeserverCheckInterval: 20 * time.Millisecond})
+		HomeserverCheckInterval: 20 * time.Millisecond, Encryption: enc})
 	b.Start()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

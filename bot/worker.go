@@ -11,6 +11,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/commands"
 	"github.com/presence-router/presence-router/encryption"
@@ -38,7 +39,7 @@ func (b *Bot) workerLoop(ctx context.Context) {
 	defer ticker.Stop()
 	var pruned time.Time
 	for {
-		b.processInbox(ctx)
+		parked := b.processInbox(ctx)
 		if time.Since(pruned) >= pruneInterval {
 			pruned = time.Now()
 			if n, err := b.store.PruneInbox(ctx, inboxRetention); err != nil {
@@ -47,37 +48,71 @@ func (b *Bot) workerLoop(ctx context.Context) {
 				b.log.WithField("items", n).Debug("Pruned done inbox items")
 			}
 		}
+		var retryParked <-chan time.Time
+		if parked {
+			retryParked = time.After(parkedRetry)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-b.wakeWorker:
 		case <-ticker.C:
+		case <-retryParked:
 		}
 	}
 }
 
-func (b *Bot) processInbox(ctx context.Context) {
+// parkedRetry is how often the worker looks again at commands parked while
+// their keys are missing.
+const parkedRetry = 500 * time.Millisecond
+
+// errParked is processItem's answer for an encrypted command of an admin's
+// whose keys are not here yet: it waits apart (see encryption.DecryptWait),
+// and so do the sender's later items; everyone else's go on.
+var errParked = errors.New("waiting for the keys of an encrypted command")
+
+// parkedItem is when an inbox item was first parked, and whether its keys
+// were asked for.
+type parkedItem struct {
+	since     time.Time
+	requested bool
+}
+
+// processInbox processes the unfinished items in order; it reports whether
+// some wait for their keys (then it should run again in parkedRetry).
+func (b *Bot) processInbox(ctx context.Context) (parked bool) {
 	for ctx.Err() == nil {
 		items, err := b.store.Unfinished(ctx, 100)
 		if err != nil {
 			b.log.WithError(err).Error("Failed to read the inbox")
-			return
+			return parked
 		}
 		progressed := false
+		waiting := map[id.UserID]bool{} // senders with a parked item: their later items wait
 		for _, item := range items {
 			if ctx.Err() != nil {
-				return
+				return parked
+			}
+			if waiting[item.Event.Sender] {
+				continue
 			}
 			done, err := b.processItem(ctx, item)
-			if err != nil {
+			switch {
+			case errors.Is(err, errParked):
+				waiting[item.Event.Sender], parked = true, true
+			case err != nil:
 				b.log.WithError(err).WithField("event_id", item.Event.EventID).Warn("Failed to process inbox item; will retry")
+			}
+			if done {
+				delete(b.parked, item.Seq)
 			}
 			progressed = progressed || done
 		}
 		if len(items) < 100 || !progressed {
-			return
+			return parked
 		}
 	}
+	return parked
 }
 
 // processItem moves one item forward. It returns true when the item is done.
@@ -116,7 +151,7 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 	}
 	wasEncrypted := false
 	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
-		decrypted, preset, done, err := b.openEncrypted(ctx, log, evt)
+		decrypted, preset, done, err := b.openEncrypted(ctx, log, item, evt)
 		switch {
 		case err != nil:
 			return false, err
@@ -207,8 +242,9 @@ func decodeEvent(data []byte) (*event.Event, error) {
 
 // openEncrypted handles an encryption event or an encrypted message: it
 // returns the decrypted event, or an answer decided without reading it
-// (preset), or done when there is nothing to answer.
-func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, evt *event.Event) (decrypted *event.Event, preset *commands.Reply, done bool, err error) {
+// (preset), or done when there is nothing to answer, or errParked while an
+// admin's command waits for its keys.
+func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event) (decrypted *event.Event, preset *commands.Reply, done bool, err error) {
 	if evt.RoomID != b.ControlRoom() {
 		return nil, nil, true, nil
 	}
@@ -230,12 +266,56 @@ func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, evt *event.E
 	if ctx.Err() != nil {
 		return nil, nil, false, ctx.Err()
 	}
+	if errors.Is(err, encryption.ErrKeysMissing) {
+		// Only a sender who could command is waited for, and apart.
+		admin, adminErr := b.isAdmin(ctx, evt.Sender)
+		if adminErr != nil {
+			log.WithError(adminErr).Warn("Failed to read the control room's power levels; waiting for the keys as for an admin")
+		}
+		if !admin && adminErr == nil {
+			if ok, held := b.undecryptable.Allow(time.Now(), undecryptableLogInterval); ok {
+				log.WithField("not_logged_since_last", held).Info("Ignoring an encrypted message whose keys are not here from a member who may not command (no reply)")
+			}
+			return nil, nil, true, nil
+		}
+		if waited, err := b.park(ctx, log, item.Seq, evt); err != nil || !waited {
+			return nil, nil, false, err
+		}
+		log.WithError(err).Warn("Could not decrypt a message in the control room")
+		text := fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", encryption.DecryptWait)
+		return nil, commands.Failure(text, commands.ResultInvalid), false, nil
+	}
 	log.WithError(err).Warn("Could not decrypt a message in the control room")
 	text := fmt.Sprintf("Could not decrypt this message: %s.", commands.Code(err.Error()))
-	if errors.Is(err, encryption.ErrKeysMissing) {
-		text = fmt.Sprintf("Could not decrypt this message (its keys did not reach presence-router within %s). If it was a command, send it again; if this repeats, check that your client shares keys with unverified devices, or verify presence-router's device.", encryption.DecryptWait)
-	}
 	return nil, commands.Failure(text, commands.ResultInvalid), false, nil
+}
+
+// undecryptableLogInterval is how often at most an ignored undecryptable
+// message of a member who may not command is logged.
+const undecryptableLogInterval = time.Minute
+
+// park keeps an admin's encrypted command whose keys are missing aside: it
+// returns errParked until encryption.DecryptWait has passed since it was
+// first parked (asking the sender's devices for the keys after
+// encryption.FirstKeysWait), then waited true.
+func (b *Bot) park(ctx context.Context, log *logrus.Entry, seq int64, evt *event.Event) (waited bool, err error) {
+	p, ok := b.parked[seq]
+	if !ok {
+		p = &parkedItem{since: time.Now()}
+		b.parked[seq] = p
+		log.WithField("session_id", evt.Content.AsEncrypted().SessionID).Info("Waiting for the keys of an encrypted command (later commands of other senders go on)")
+	}
+	age := time.Since(p.since)
+	if age >= encryption.FirstKeysWait && !p.requested {
+		p.requested = true
+		if err := b.enc.RequestKeys(ctx, evt); err != nil {
+			log.WithError(err).Warn("Failed to ask for the keys of an encrypted command")
+		}
+	}
+	if age < encryption.DecryptWait {
+		return false, errParked
+	}
+	return true, nil
 }
 
 // answer decides a command's reply (and change) with decide, inside one

@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
 	"maunium.net/go/mautrix/crypto/olm"
 	"maunium.net/go/mautrix/event"
@@ -219,6 +221,10 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 		}
 	})
 
+	if !onPostgres {
+		t.Run("a member's undecryptable messages stall no one and get no reply", func(t *testing.T) { undecryptableMember(t, e, admin, room) })
+	}
+
 	t.Run("an unencrypted command in the encrypted room is refused", func(t *testing.T) {
 		sent, err := plainAdmin.SendText(e.ctx, room, "!presence always-send add @plain:localhost")
 		if err != nil {
@@ -371,5 +377,60 @@ func encryptedCrashScenario(t *testing.T, e *env, admin *cryptoUser, room id.Roo
 			t.Fatalf("%d of %d encrypted commands were never applied", missing, n)
 		}
 		time.Sleep(time.Second)
+	}
+}
+
+// undecryptableMember: eve, a member who may not command, sends three
+// well-formed Megolm messages of sessions she shares with nobody; the
+// admin's encrypted command right after them is answered within 5 s, and
+// eve's messages get no reply.
+func undecryptableMember(t *testing.T, e *env, admin *cryptoUser, room id.RoomID) {
+	cli, err := e.stack.User(e.ctx, "eve", "password-eve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.invite(admin.cli, room, cli.UserID)
+	if _, err = cli.JoinRoom(e.ctx, string(room), nil); err != nil {
+		t.Fatal(err)
+	}
+	eve := newCryptoUser(t, e.ctx, cli, true)
+	mach := eve.helper.Machine()
+	var sent []id.EventID
+	for i := range 3 {
+		session, err := crypto.NewOutboundGroupSession(room, &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		session.Shared = true // as an attacker's client says: its keys went to no one
+		if err = mach.CryptoStore.AddOutboundGroupSession(e.ctx, session); err != nil {
+			t.Fatal(err)
+		}
+		content, err := mach.EncryptMegolmEvent(e.ctx, room, event.EventMessage, &event.MessageEventContent{MsgType: event.MsgText, Body: fmt.Sprintf("!presence status %d", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp, err := cli.SendMessageEvent(e.ctx, room, event.EventEncrypted, content)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, resp.EventID)
+	}
+	began := time.Now()
+	r := admin.waitReply(t, e.stack.BotID(), admin.send(t, room, "!presence status"))
+	took := time.Since(began)
+	t.Logf("the admin's command after 3 undecryptable messages was answered in %s", took.Round(time.Millisecond))
+	if took > 5*time.Second || r.Reaction != "✅" {
+		t.Errorf("the admin's command was answered %+v after %s; want ✅ within 5 s", r, took)
+	}
+	time.Sleep(2 * time.Second) // a reply to eve's messages would have come by now
+	admin.lock.Lock()
+	defer admin.lock.Unlock()
+	for _, evt := range admin.events {
+		if evt.Sender != e.stack.BotID() || evt.Type != event.EventMessage {
+			continue
+		}
+		if rel := evt.Content.AsMessage().RelatesTo; rel != nil && slices.Contains(sent, rel.GetReplyTo()) {
+			t.Errorf("the bot replied to a member's undecryptable message: %q", evt.Content.AsMessage().Body)
+		}
 	}
 }

@@ -28,15 +28,16 @@ import (
 	"github.com/presence-router/presence-router/store"
 )
 
-// DecryptWait is how long an encrypted command whose keys have not arrived
-// waits for them (asking the sender's devices after a few seconds) before
-// it is answered ❌ "could not decrypt". Commands after it wait too: they
-// are applied in order.
+// DecryptWait is how long an admin's encrypted command whose keys have not
+// arrived waits for them (the bot asks the sender's devices after
+// FirstKeysWait) before it is answered ❌ "could not decrypt". It waits
+// apart: the sender's later commands wait behind it, everyone else's go
+// on. A message from a member who may not command waits for nothing.
 const DecryptWait = 30 * time.Second
 
-// firstKeysWait is how long a command waits for its keys before the bot
+// FirstKeysWait is how long a command waits for its keys before the bot
 // asks for them.
-const firstKeysWait = 5 * time.Second
+const FirstKeysWait = 5 * time.Second
 
 // ErrOff is returned by Off's Decrypt: this service reads no encrypted
 // message (encryption.enabled is off).
@@ -55,8 +56,12 @@ type Component interface {
 	// ReadsEncrypted reports whether this service reads encrypted
 	// messages at all.
 	ReadsEncrypted() bool
-	// Decrypt decrypts an encrypted event (ErrOff when it reads none).
+	// Decrypt decrypts an encrypted event (ErrOff when it reads none), at
+	// once: an error wrapping ErrKeysMissing says its keys are not here
+	// (yet).
 	Decrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) (*event.Event, error)
+	// RequestKeys asks the sender's devices for an encrypted event's keys.
+	RequestKeys(ctx context.Context, evt *event.Event) error
 	// Seal returns what to send in room: the content, or its encryption.
 	Seal(ctx context.Context, room id.RoomID, evtType event.Type, content any) (event.Type, any, error)
 	// Refusal applies the trust policy to a command: why it is refused,
@@ -88,6 +93,9 @@ func (Off) ReadsEncrypted() bool { return false }
 func (Off) Decrypt(context.Context, *logrus.Entry, *event.Event) (*event.Event, error) {
 	return nil, ErrOff
 }
+
+// RequestKeys fails with ErrOff.
+func (Off) RequestKeys(context.Context, *event.Event) error { return ErrOff }
 
 // Seal returns the content as it is.
 func (Off) Seal(_ context.Context, _ id.RoomID, evtType event.Type, content any) (event.Type, any, error) {
@@ -337,33 +345,29 @@ func (m *Machine) crossSignSelf(ctx context.Context, mach *crypto.OlmMachine) er
 	return nil
 }
 
-// Decrypt decrypts an encrypted command, waiting up to DecryptWait for its
-// keys; an error wrapping ErrKeysMissing says they never came. Before the
-// device is up it fails with ErrOff.
-func (m *Machine) Decrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) (*event.Event, error) {
+// Decrypt decrypts an encrypted command now; an error wrapping
+// ErrKeysMissing says its keys are not here. Before the device is up it
+// fails with ErrOff.
+func (m *Machine) Decrypt(ctx context.Context, _ *logrus.Entry, evt *event.Event) (*event.Event, error) {
 	d := m.up.Load()
 	if d == nil {
 		return nil, ErrOff
 	}
 	decrypted, err := d.helper.Decrypt(ctx, evt)
-	if !errors.Is(err, crypto.ErrNoSessionFound) {
-		return decrypted, err
-	}
-	content := evt.Content.AsEncrypted()
-	log.WithField("session_id", content.SessionID).Info("Waiting for the keys of an encrypted command")
-	mach := d.helper.Machine()
-	if !mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, firstKeysWait) {
-		err = mach.SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "", map[id.UserID][]id.DeviceID{evt.Sender: {"*"}})
-		if err != nil {
-			log.WithError(err).Warn("Failed to ask for the keys of an encrypted command")
-		}
-		mach.WaitForSession(ctx, evt.RoomID, content.SenderKey, content.SessionID, DecryptWait-firstKeysWait)
-	}
-	decrypted, err = d.helper.Decrypt(ctx, evt)
 	if errors.Is(err, crypto.ErrNoSessionFound) {
 		err = fmt.Errorf("%w: %w", ErrKeysMissing, err)
 	}
 	return decrypted, err
+}
+
+// RequestKeys asks the sender's devices for the keys of evt's session.
+func (m *Machine) RequestKeys(ctx context.Context, evt *event.Event) error {
+	d := m.up.Load()
+	if d == nil {
+		return ErrOff
+	}
+	content := evt.Content.AsEncrypted()
+	return d.helper.Machine().SendRoomKeyRequest(ctx, evt.RoomID, content.SenderKey, content.SessionID, "", map[id.UserID][]id.DeviceID{evt.Sender: {"*"}})
 }
 
 // roomEncrypted reports whether room is encrypted: as the state store
