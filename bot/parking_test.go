@@ -22,6 +22,7 @@ import (
 type fakeEncryption struct {
 	lock      sync.Mutex
 	keys      map[id.SessionID]string
+	withheld  map[id.SessionID]event.RoomKeyWithheldCode
 	requested []id.SessionID
 }
 
@@ -40,6 +41,9 @@ func (f *fakeEncryption) Decrypt(_ context.Context, _ *logrus.Entry, evt *event.
 	f.lock.Lock()
 	defer f.lock.Unlock()
 	session := evt.Content.AsEncrypted().SessionID
+	if code, ok := f.withheld[session]; ok {
+		return nil, &encryption.WithheldError{Code: code}
+	}
 	body, ok := f.keys[session]
 	if !ok {
 		return nil, fmt.Errorf("%w: no session %s", encryption.ErrKeysMissing, session)
@@ -137,5 +141,25 @@ func TestBot_UndecryptableMessagesStallNobody(t *testing.T) {
 	}
 	if want := []string{"one:test", "mod-added:test", "late:test", "two:test"}; !slices.Equal(order, want) {
 		t.Errorf("applied in the order %v, want %v (each sender's in the order sent)", order, want)
+	}
+}
+
+// When an admin's client withholds a command's keys, the reply says what to
+// do (not the library's words), at once; a member who may not command gets
+// no reply.
+func TestBot_WithheldKeysAreExplained(t *testing.T) {
+	enc := &fakeEncryption{keys: map[id.SessionID]string{}, withheld: map[id.SessionID]event.RoomKeyWithheldCode{
+		"unverified": event.RoomKeyWithheldUnverified, "blocked": event.RoomKeyWithheldBlacklisted, "eve": event.RoomKeyWithheldUnverified,
+	}}
+	tb := newTestBotEnc(t, "", nil, newFakeHomeserver(t), string(testRoom), enc)
+	tb.deliver(t, "t1", hsToken, encryptedIn("$eve", testEve, "eve"), encryptedIn("$u", testAdmin, "unverified"), encryptedIn("$b", testAdmin, "blocked"))
+	tb.waitFor(t, "both replies", func() bool { return len(repliesTo(tb, "$u")) == 1 && len(repliesTo(tb, "$b")) == 1 })
+	for eventID, want := range map[string]string{"$u": "Verify", "$b": "Unblock"} {
+		if got := repliesTo(tb, eventID)[0]; !strings.Contains(got, want) || strings.Contains(got, "withheld:") {
+			t.Errorf("reply to %s: %q, want it to say %q in words", eventID, got, want)
+		}
+	}
+	if got := repliesTo(tb, "$eve"); len(got) != 0 {
+		t.Errorf("a member who may not command got a reply: %q", got)
 	}
 }

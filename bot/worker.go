@@ -266,8 +266,10 @@ func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.I
 	if ctx.Err() != nil {
 		return nil, nil, false, ctx.Err()
 	}
-	if errors.Is(err, encryption.ErrKeysMissing) {
-		// Only a sender who could command is waited for, and apart.
+	var withheld *encryption.WithheldError
+	if errors.Is(err, encryption.ErrKeysMissing) || errors.As(err, &withheld) {
+		// Only a sender who could command is waited for (apart) or
+		// answered.
 		admin, adminErr := b.isAdmin(ctx, evt.Sender)
 		if adminErr != nil {
 			log.WithError(adminErr).Warn("Failed to read the control room's power levels; waiting for the keys as for an admin")
@@ -277,6 +279,10 @@ func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.I
 				log.WithField("not_logged_since_last", held).Info("Ignoring an encrypted message whose keys are not here from a member who may not command (no reply)")
 			}
 			return nil, nil, true, nil
+		}
+		if withheld != nil {
+			log.WithField("code", withheld.Code).Warn("The sender's client withheld the keys of a message in the control room")
+			return nil, commands.Failure(withheldText(withheld.Code, b.botID), commands.ResultInvalid), false, nil
 		}
 		if waited, err := b.park(ctx, log, item.Seq, evt); err != nil || !waited {
 			return nil, nil, false, err
@@ -288,6 +294,21 @@ func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.I
 	log.WithError(err).Warn("Could not decrypt a message in the control room")
 	text := fmt.Sprintf("Could not decrypt this message: %s.", commands.Code(err.Error()))
 	return nil, commands.Failure(text, commands.ResultInvalid), false, nil
+}
+
+// withheldText says what to do when the sender's client withheld a
+// message's keys from the bot's device, by the client's reason.
+func withheldText(code event.RoomKeyWithheldCode, bot id.UserID) string {
+	switch code {
+	case event.RoomKeyWithheldUnverified:
+		return fmt.Sprintf("Your client did not give presence-router the keys of this message: it sends keys only to verified devices (%s). Verify %s's device in your client, or let it send to unverified devices in this room (Element: room settings, Security & Privacy, \"Never send encrypted messages to unverified sessions\" off), then send the command again.",
+			commands.Code(string(code)), commands.CodeUser(bot))
+	case event.RoomKeyWithheldBlacklisted:
+		return fmt.Sprintf("Your client did not give presence-router the keys of this message: it blocked %s's device (%s). Unblock that device in your client's session list, then send the command again.",
+			commands.CodeUser(bot), commands.Code(string(code)))
+	}
+	return fmt.Sprintf("Your client did not give presence-router the keys of this message (%s). Check that it shares keys with %s's device, then send the command again.",
+		commands.Code(string(code)), commands.CodeUser(bot))
 }
 
 // undecryptableLogInterval is how often at most an ignored undecryptable

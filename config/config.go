@@ -50,12 +50,21 @@ type Encryption struct {
 // VerificationLevels are encryption.verification_level's values, from the
 // least trust to the most: any device; a device signed by its owner's
 // cross-signing key, whichever it is; signed by the owner's key first seen
-// (trust on first use, the default); signed by an owner's key the bot has
-// verified; a device the bot has verified itself.
-var VerificationLevels = []id.TrustState{id.TrustStateUnset, id.TrustStateCrossSignedUntrusted, id.TrustStateCrossSignedTOFU, id.TrustStateCrossSignedVerified, id.TrustStateVerified}
+// (trust on first use, the default; an admin accepts a new key with
+// `identity accept`).
+var VerificationLevels = []id.TrustState{id.TrustStateUnset, id.TrustStateCrossSignedUntrusted, id.TrustStateCrossSignedTOFU}
+
+// unreachableLevels are trust levels presence-router can never see met: it
+// verifies no user's keys and no device, so no device would be obeyed.
+var unreachableLevels = []id.TrustState{id.TrustStateCrossSignedVerified, id.TrustStateVerified}
 
 // MinTrust is the trust encryption.verification_level names.
 func (e Encryption) MinTrust() (id.TrustState, error) {
+	for _, level := range unreachableLevels {
+		if e.VerificationLevel == level.String() {
+			return 0, fmt.Errorf("%q can never be met: presence-router verifies no user's keys and no device, so it would obey no device at all; use cross-signed-tofu (the default: devices signed by their owner's identity as first seen)", e.VerificationLevel)
+		}
+	}
 	for _, level := range VerificationLevels {
 		if e.VerificationLevel == level.String() {
 			return level, nil

@@ -7,6 +7,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -275,11 +276,17 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 		}
 	})
 
-	t.Run("with verification_level cross-signed-verified the admin's first-seen device is refused", func(t *testing.T) {
-		restartWithLevel(t, e, "cross-signed-verified")
-		r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @raised:localhost"))
-		if r.Reaction != "❌" || !strings.Contains(r.Body, "cross-signed-tofu") {
-			t.Fatalf("reply = %+v", r)
+	t.Run("verification_level cross-signed-verified or verified, which the bot can never see met, is refused at start", func(t *testing.T) {
+		for _, level := range []string{"cross-signed-verified", "verified"} {
+			if err := e.stack.SetVerificationLevel(level); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+			out, err := exec.CommandContext(ctx, e.stack.Opts.Binary, "-c", e.stack.Path("config.yaml")).CombinedOutput()
+			cancel()
+			if err == nil || !strings.Contains(string(out), "encryption.verification_level") || !strings.Contains(string(out), "can never be met") {
+				t.Errorf("presence-router with verification_level %s: %v\n%s", level, err, out)
+			}
 		}
 		restartWithLevel(t, e, "cross-signed-tofu")
 	})

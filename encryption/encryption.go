@@ -46,6 +46,17 @@ var ErrOff = errors.New("end-to-end encryption is off (encryption.enabled)")
 // ErrKeysMissing wraps the error of a decryption whose keys never came.
 var ErrKeysMissing = errors.New("the message's keys did not arrive")
 
+// WithheldError is Decrypt's error when the sender's client withheld the
+// message's keys from the bot's device (an m.room_key.withheld it sent),
+// with its reason code.
+type WithheldError struct {
+	Code event.RoomKeyWithheldCode
+}
+
+func (e *WithheldError) Error() string {
+	return fmt.Sprintf("the sender's client withheld the message's keys (%s)", e.Code)
+}
+
 // Component is the bot's encryption as the rest of the bot uses it.
 type Component interface {
 	// Start sets encryption up on connecting; what it runs in the
@@ -354,7 +365,11 @@ func (m *Machine) Decrypt(ctx context.Context, _ *logrus.Entry, evt *event.Event
 		return nil, ErrOff
 	}
 	decrypted, err := d.helper.Decrypt(ctx, evt)
-	if errors.Is(err, crypto.ErrNoSessionFound) {
+	var withheld *event.RoomKeyWithheldEventContent
+	switch {
+	case errors.As(err, &withheld):
+		err = &WithheldError{Code: withheld.Code}
+	case errors.Is(err, crypto.ErrNoSessionFound):
 		err = fmt.Errorf("%w: %w", ErrKeysMissing, err)
 	}
 	return decrypted, err
