@@ -28,14 +28,18 @@ import (
 	"go.mau.fi/util/exhttp"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/appservice"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/bot"
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/importer"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
+	"github.com/presence-router/presence-router/userid"
 )
 
 // Version is set at build time with -ldflags "-X main.Version=...".
@@ -44,7 +48,7 @@ var Version = "dev"
 // cliFlags are the command-line flags.
 type cliFlags struct {
 	configPath, registrationPath, importPath *string
-	dataDir                                  *string
+	dataDir, acceptIdentity                  *string
 	generate, showVersion                    *bool
 }
 
@@ -55,6 +59,7 @@ func newFlags(fs *flag.FlagSet) cliFlags {
 		registrationPath: fs.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration."),
 		importPath:       fs.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit."),
 		showVersion:      fs.Bool("version", false, "Print the version and exit."),
+		acceptIdentity:   fs.String("accept-identity", "", "Trust this user's new cross-signing identity in the encrypted control room (after they reset it in their client), as the chat command identity accept does, for when no other admin can run it; recorded in history; then exit."),
 		dataDir:          fs.String("data-dir", "", "Run as the container image does, with config.yaml, registration.yaml and the database in this directory: the first start writes a config to edit, the next one the registration, then it runs."),
 	}
 }
@@ -117,6 +122,8 @@ func main() {
 		err = generateRegistration(*configPath, *registrationPath)
 	case *importPath != "":
 		err = runImport(*configPath, *importPath)
+	case *f.acceptIdentity != "":
+		err = runAcceptIdentity(*configPath, *f.acceptIdentity)
 	default:
 		err = run(*configPath)
 	}
@@ -192,6 +199,54 @@ func runImport(configPath, homeserverYAML string) error {
 		return err
 	}
 	fmt.Println(res.Summary())
+	return nil
+}
+
+// cliSender is the sender of what the command line records in history.
+const cliSender = id.UserID("(command line)")
+
+// runAcceptIdentity is --accept-identity: the user's current cross-signing
+// identity, as the bot last saw it, is trusted from now on, and that is
+// recorded in history, in one transaction. It works with the service
+// running or stopped.
+func runAcceptIdentity(configPath, user string) error {
+	cfg, log, _, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	userID, err := userid.Parse(user)
+	if err != nil {
+		return fmt.Errorf("--accept-identity: %w", err)
+	}
+	if !cfg.Encryption.Enabled {
+		return errors.New("--accept-identity: encryption.enabled is off: commands are not checked against identities, so there is none to accept")
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, logging.Zerolog(log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var identity *encryption.Identity
+	var change *rules.Change
+	err = st.InTxn(ctx, func(ctx context.Context) error {
+		if identity, err = encryption.AcceptIdentityOffline(ctx, st, cfg.Encryption.PickleKey, userID); err != nil {
+			return err
+		}
+		change, err = st.Record(ctx, rules.Mutation{Sender: cliSender,
+			Command: fmt.Sprintf("accepted the new identity of %s (cross-signing master key %s, first seen %s)", userID, identity.Current, identity.First)})
+		return err
+	})
+	switch {
+	case errors.Is(err, encryption.ErrIdentityUnchanged):
+		return fmt.Errorf("--accept-identity: %s's identity has not changed since presence-router first saw it: nothing to accept", userID)
+	case errors.Is(err, encryption.ErrNoIdentity):
+		return fmt.Errorf("--accept-identity: presence-router has seen no cross-signing identity of %s (their keys reach it when they share the encrypted control room)", userID)
+	case err != nil:
+		return fmt.Errorf("--accept-identity: %w", err)
+	}
+	fmt.Printf("Accepted %s's new identity: cross-signing master key %s (first seen was %s). Compare it with what their client shows. Commands from devices it signs count again. Recorded in history as version %d.\n",
+		userID, identity.Current, identity.First, change.Version)
 	return nil
 }
 

@@ -163,3 +163,7 @@ func TestBot_WithheldKeysAreExplained(t *testing.T) {
 		t.Errorf("a member who may not command got a reply: %q", got)
 	}
 }
+
+func (f *fakeEncryption) AcceptIdentity(context.Context, id.UserID) (*encryption.Identity, error) {
+	return nil, encryption.ErrIdentityUnchanged
+}

@@ -12,6 +12,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/commands"
+	"github.com/presence-router/presence-router/encryption"
 )
 
 // problemTombstone is the problem topic of a control-room upgrade the bot
@@ -144,4 +145,22 @@ func (b *Bot) checkTombstone(ctx context.Context, log *logrus.Entry) error {
 	}
 	evt.RoomID = room
 	return b.followUpgrade(ctx, log, evt)
+}
+
+// AcceptIdentity trusts user's new cross-signing identity through the
+// bot's encryption (commands.Service); what leaves nothing to do is a
+// commands.Refusal.
+func (b *Bot) AcceptIdentity(ctx context.Context, user id.UserID) (first, current string, err error) {
+	identity, err := b.enc.AcceptIdentity(ctx, user)
+	switch {
+	case errors.Is(err, encryption.ErrOff):
+		return "", "", &commands.Refusal{Text: "End-to-end encryption is off here (encryption.enabled, or the bot's device is not up yet): commands are not checked against identities, so there is none to accept."}
+	case errors.Is(err, encryption.ErrIdentityUnchanged):
+		return "", "", &commands.Refusal{Text: fmt.Sprintf("%s's identity has not changed since presence-router first saw it: nothing to accept.", commands.CodeUser(user))}
+	case errors.Is(err, encryption.ErrNoIdentity):
+		return "", "", &commands.Refusal{Text: fmt.Sprintf("presence-router has seen no cross-signing identity of %s: their keys reach it when they share an encrypted room with the bot.", commands.CodeUser(user))}
+	case err != nil:
+		return "", "", err
+	}
+	return identity.First.String(), identity.Current.String(), nil
 }

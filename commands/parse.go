@@ -26,6 +26,8 @@ const (
 	VerbExplain Verb = "explain"
 	VerbHistory Verb = "history"
 	VerbStatus  Verb = "status"
+	// VerbIdentity is identity accept.
+	VerbIdentity Verb = "identity"
 )
 
 // Limits on what one command may carry.

@@ -22,15 +22,28 @@ type Store interface {
 	History(ctx context.Context, limit int) ([]rules.Change, error)
 	// Backlog counts the inbox items not done yet.
 	Backlog(ctx context.Context) (int, error)
+	// Record commits an audited change that touches no rule.
+	Record(ctx context.Context, m rules.Mutation) (*rules.Change, error)
 }
 
-// Service is what status reports of the running service (the bot).
+// Service is what status reports of the running service (the bot), and
+// what identity accept changes in its encryption.
 type Service interface {
 	// ControlRoom returns the pinned control room, or "" while unresolved.
 	ControlRoom() id.RoomID
 	// Problems returns what an operator must know about, sorted.
 	Problems() []string
+	// AcceptIdentity trusts user's current cross-signing identity from now
+	// on, in the caller's store transaction, and returns the master keys
+	// first seen and now; a *Refusal says why there is nothing to do.
+	AcceptIdentity(ctx context.Context, user id.UserID) (first, current string, err error)
 }
+
+// Refusal is an error whose text is the reply: the command changes
+// nothing, for a reason the admin can act on.
+type Refusal struct{ Text string }
+
+func (r *Refusal) Error() string { return r.Text }
 
 // Runner runs permitted commands: it reads the rules from the router's
 // engine, changes them through the store, and words the replies. It does
@@ -108,6 +121,26 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), Plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
 	}
 	return Success(sb.String()), res.Change, nil
+}
+
+// acceptIdentity runs identity accept: the user's new cross-signing
+// identity is trusted, and the acceptance is recorded in history.
+func (r *Runner) acceptIdentity(ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
+	user := cmd.Users[0]
+	first, current, err := r.Service.AcceptIdentity(ctx, user)
+	var refusal *Refusal
+	if errors.As(err, &refusal) {
+		return Failure(refusal.Text, ResultInvalid), nil, nil
+	} else if err != nil {
+		return nil, nil, err
+	}
+	change, err := r.Store.Record(ctx, rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Reason: cmd.Reason,
+		Command: fmt.Sprintf("accepted the new identity of %s (cross-signing master key %s, first seen %s)", user, current, first)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return Success(fmt.Sprintf("Accepted %s's new identity (cross-signing master key %s; first seen was %s): commands from devices it signs count again. Version %d.",
+		CodeUser(user), Code(current), Code(first), change.Version)), change, nil
 }
 
 // maxReachCount bounds the always-send users patternReach checks: past it

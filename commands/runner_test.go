@@ -18,10 +18,21 @@ import (
 type fakeService struct {
 	room     id.RoomID
 	problems []string
+	// identities are the users whose identity changed: first and current
+	// master keys; accepting one makes it unchanged.
+	identities map[id.UserID][2]string
 }
 
 func (s *fakeService) ControlRoom() id.RoomID { return s.room }
 func (s *fakeService) Problems() []string     { return s.problems }
+func (s *fakeService) AcceptIdentity(_ context.Context, user id.UserID) (string, string, error) {
+	keys, ok := s.identities[user]
+	if !ok {
+		return "", "", &Refusal{Text: "nothing to accept"}
+	}
+	delete(s.identities, user)
+	return keys[0], keys[1], nil
+}
 
 // testRunner is a Runner on a fresh SQLite store and an empty engine: the
 // commands with no Matrix in the way.
@@ -39,7 +50,7 @@ func newTestRunner(t *testing.T) *testRunner {
 	t.Cleanup(func() { _ = st.Close() })
 	return &testRunner{store: st, Runner: &Runner{
 		Prefix: "!presence", Domain: "test", Store: st, Engine: router.NewEngine("test", 0, nil, nil, nil),
-		Service: &fakeService{room: "!control:test"}, LastContact: func() time.Time { return time.Time{} }, Started: time.Now(),
+		Service: &fakeService{room: "!control:test", identities: map[id.UserID][2]string{"@alice:test": {"OLDKEY", "NEWKEY"}}}, LastContact: func() time.Time { return time.Time{} }, Started: time.Now(),
 	}}
 }
 
@@ -77,6 +88,10 @@ func TestRunner_RepliesToEachCommand(t *testing.T) {
 		{"history is newest first", "!presence history 2", ResultOK, []string{"The last 2 changes, newest first:", "**v3**", "**v2**"}},
 		{"status counts the lists", "!presence status", ResultOK, []string{"* Version: 3", "* always-send: 2 users", "* Control room: `!control:test` (pinned)"}},
 		{"a bad user is refused and named", "!presence always-send add @nope", ResultInvalid, []string{"`@nope`", "Nothing was changed."}},
+		{"identity accept trusts the new identity", "!presence identity accept @alice:test new phone", ResultOK, []string{"Accepted `@alice:test`'s new identity", "`NEWKEY`", "Version 4."}},
+		{"identity accept is in history", "!presence history 1", ResultOK, []string{"**v4**", "accepted the new identity of", "NEWKEY", "reason: new phone"}},
+		{"identity accept with nothing to accept changes nothing", "!presence identity accept @alice:test", ResultInvalid, []string{"nothing to accept"}},
+		{"identity takes accept", "!presence identity trust @alice:test", ResultInvalid, []string{"`identity` takes `accept <user> [reason]`"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -76,6 +76,8 @@ func init() {
 				rep, err := r.history(ctx, cmd.Count)
 				return rep, nil, err
 			}},
+		{verb: VerbIdentity, args: "accept <user> [reason]", summary: "in an encrypted control room, trust the user's new cross-signing identity (after they reset it in their client): their devices' commands count again", example: "accept @alice:example.org reset her identity on a new phone",
+			parse: parseIdentity, run: (*Runner).acceptIdentity},
 		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
 			parse: noArguments, run: func(r *Runner, ctx context.Context, _ Origin, _ *Command) (*Reply, *rules.Change, error) {
 				rep, err := r.status(ctx)
@@ -170,6 +172,26 @@ func parseExplain(cmd *Command, rest string, args []token) *ParseError {
 		return argError("`explain` takes exactly one user", ArgError{args[0].text, "not a user ID"})
 	}
 	cmd.Users = users
+	return nil
+}
+
+func parseIdentity(cmd *Command, rest string, args []token) *ParseError {
+	if len(args) == 0 || !strings.EqualFold(args[0].text, "accept") {
+		return argError("`identity` takes `accept <user> [reason]`")
+	}
+	args = args[1:]
+	if len(args) == 0 {
+		return argError("`identity accept` takes the user whose new identity to trust")
+	}
+	users, reason, bad := parseUsers(rest, args, noPatterns)
+	if len(bad) > 0 {
+		return argError("Invalid argument", bad...)
+	}
+	if len(users) != 1 {
+		return argError("`identity accept` takes exactly one user", ArgError{args[0].text, "one user ID, then the reason"})
+	}
+	cmd.Users = users
+	cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
 	return nil
 }
 

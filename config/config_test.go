@@ -53,6 +53,8 @@ func TestValidate_NamesTheBrokenKey(t *testing.T) {
 		{"unknown database type", func(c *Config) { c.Database.Type = "mysql" }, "database.type"},
 		{"encryption on with a placeholder pickle key", func(c *Config) { c.Encryption.Enabled, c.Encryption.PickleKey = true, Placeholder }, "encryption.pickle_key"},
 		{"unknown verification level", func(c *Config) { c.Encryption.VerificationLevel = "trusted" }, "encryption.verification_level"},
+		{"a verification level the bot can never see met", func(c *Config) { c.Encryption.VerificationLevel = "cross-signed-verified" }, "encryption.verification_level"},
+		{"verified, which the bot can never see met either", func(c *Config) { c.Encryption.VerificationLevel = "verified" }, "encryption.verification_level"},
 		{"postgres without a URI", func(c *Config) { c.Database.Type = DatabasePostgres }, "database.uri"},
 		{"postgres with a file path for URI", func(c *Config) { c.Database.Type, c.Database.URI = DatabasePostgres, "/var/lib/pr.db" }, "database.uri"},
 		{"postgres URI of another scheme", func(c *Config) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 	"github.com/sirupsen/logrus"
+	"go.mau.fi/util/dbutil"
 	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/crypto"
 	"maunium.net/go/mautrix/crypto/cryptohelper"
@@ -73,6 +74,9 @@ type Component interface {
 	Decrypt(ctx context.Context, log *logrus.Entry, evt *event.Event) (*event.Event, error)
 	// RequestKeys asks the sender's devices for an encrypted event's keys.
 	RequestKeys(ctx context.Context, evt *event.Event) error
+	// AcceptIdentity trusts a user's new cross-signing identity (see
+	// Machine.AcceptIdentity).
+	AcceptIdentity(ctx context.Context, user id.UserID) (*Identity, error)
 	// Seal returns what to send in room: the content, or its encryption.
 	Seal(ctx context.Context, room id.RoomID, evtType event.Type, content any) (event.Type, any, error)
 	// Refusal applies the trust policy to a command: why it is refused,
@@ -107,6 +111,9 @@ func (Off) Decrypt(context.Context, *logrus.Entry, *event.Event) (*event.Event, 
 
 // RequestKeys fails with ErrOff.
 func (Off) RequestKeys(context.Context, *event.Event) error { return ErrOff }
+
+// AcceptIdentity fails with ErrOff.
+func (Off) AcceptIdentity(context.Context, id.UserID) (*Identity, error) { return nil, ErrOff }
 
 // Seal returns the content as it is.
 func (Off) Seal(_ context.Context, _ id.RoomID, evtType event.Type, content any) (event.Type, any, error) {
@@ -431,6 +438,13 @@ func (m *Machine) Refusal(ctx context.Context, evt *event.Event, wasEncrypted bo
 		return "", nil
 	}
 	if wasEncrypted {
+		if evt.Mautrix.TrustState < d.minTrust && d.minTrust == id.TrustStateCrossSignedTOFU {
+			if changed, err := identityChanged(ctx, d.helper.Machine().CryptoStore, evt.Sender); err != nil {
+				return "", err
+			} else if changed != nil {
+				return changedIdentityRefusal(m.opts.Config.Bot.CommandPrefix, evt, changed), nil
+			}
+		}
 		return trustRefusal(d.minTrust, evt), nil
 	}
 	encrypted, err := m.roomEncrypted(ctx, d, evt.RoomID)
@@ -458,4 +472,82 @@ func trustRefusal(minTrust id.TrustState, evt *event.Event) string {
 	return fmt.Sprintf("Refused: this command came from %s of %s, whose trust is %s; commands here need %s or more (encryption.verification_level). "+
 		"Verify that device (cross-sign it from one of your verified sessions) and send the command again.",
 		dev, commands.CodeUser(evt.Sender), commands.Code(trust.String()), commands.Code(minTrust.String()))
+}
+
+// ErrIdentityUnchanged is AcceptIdentity's error when the user's
+// cross-signing identity is the one first seen: there is nothing to accept.
+var ErrIdentityUnchanged = errors.New("the identity has not changed since presence-router first saw it")
+
+// ErrNoIdentity is AcceptIdentity's error for a user the bot knows no
+// cross-signing identity of.
+var ErrNoIdentity = errors.New("presence-router knows no cross-signing identity of this user")
+
+// Identity is a user's cross-signing identity as the bot knows it: the
+// master key first seen (trusted on first use) and the one seen now.
+type Identity struct {
+	First, Current id.Ed25519
+}
+
+// identityChanged returns the identity of user when their master key is
+// no longer the one first seen, or nil.
+func identityChanged(ctx context.Context, cs crypto.Store, user id.UserID) (*Identity, error) {
+	keys, err := cs.GetCrossSigningKeys(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the cross-signing keys of %s: %w", user, err)
+	}
+	master, ok := keys[id.XSUsageMaster]
+	if !ok || master.Key == master.First {
+		return nil, nil
+	}
+	return &Identity{First: master.First, Current: master.Key}, nil
+}
+
+// changedIdentityRefusal refuses a command from a device signed by a
+// cross-signing identity other than the one first seen, and says how an
+// admin accepts the new one.
+func changedIdentityRefusal(prefix string, evt *event.Event, changed *Identity) string {
+	return fmt.Sprintf("Refused: %s's cryptographic identity changed since presence-router first saw it (their cross-signing master key was %s and is now %s), "+
+		"as when they reset their identity in Element. If it was them, another admin runs %s (or, on the server, %s), and commands from their devices count again.",
+		commands.CodeUser(evt.Sender), commands.Code(changed.First.String()), commands.Code(changed.Current.String()),
+		commands.Code(prefix+" identity accept "+string(evt.Sender)), commands.Code("presence-router -c <config> --accept-identity "+string(evt.Sender)))
+}
+
+// acceptIdentity trusts user's current master key in cs from now on, in
+// place of the one first seen; it runs in the caller's transaction when ctx
+// carries one.
+func acceptIdentity(ctx context.Context, cs crypto.Store, user id.UserID) (*Identity, error) {
+	keys, err := cs.GetCrossSigningKeys(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the cross-signing keys of %s: %w", user, err)
+	}
+	master, ok := keys[id.XSUsageMaster]
+	if !ok {
+		return nil, ErrNoIdentity
+	}
+	if master.Key == master.First {
+		return nil, ErrIdentityUnchanged
+	}
+	if err = cs.ResetMasterKeyTOFU(ctx, user, master.Key); err != nil {
+		return nil, fmt.Errorf("failed to accept the identity of %s: %w", user, err)
+	}
+	return &Identity{First: master.First, Current: master.Key}, nil
+}
+
+// AcceptIdentity trusts user's current cross-signing identity from now on
+// (encryption.verification_level cross-signed-tofu then counts it as first
+// seen). The caller records it in the audit log, in the same transaction.
+func (m *Machine) AcceptIdentity(ctx context.Context, user id.UserID) (*Identity, error) {
+	d := m.up.Load()
+	if d == nil {
+		return nil, ErrOff
+	}
+	return acceptIdentity(ctx, d.helper.Machine().CryptoStore, user)
+}
+
+// AcceptIdentityOffline is AcceptIdentity for the command line, with the
+// service stopped or running: it works on the crypto store in st, where the
+// bot keeps the keys it has seen.
+func AcceptIdentityOffline(ctx context.Context, st *store.Store, pickleKey string, user id.UserID) (*Identity, error) {
+	cs := crypto.NewSQLCryptoStore(st.DB(), dbutil.NoopLogger, "", "", []byte(pickleKey))
+	return acceptIdentity(ctx, cs, user)
 }

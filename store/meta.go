@@ -116,15 +116,8 @@ func (s *Store) MoveControlRoom(ctx context.Context, from, to id.RoomID, eventID
 		if err = s.PinControlRoom(ctx, to); err != nil {
 			return err
 		}
-		change = &rules.Change{
-			EventID: eventID, Sender: sender, Command: fmt.Sprintf("moved the control room from %s to %s (room upgrade)", from, to),
-			CreatedAt: time.Now().UTC().Truncate(time.Millisecond), PushTo: []id.UserID{},
-		}
-		err = s.db.QueryRow(ctx, insertChangeQuery, string(eventID), sender, change.Command, "", change.CreatedAt.UnixMilli()).Scan(&change.Version)
-		if err != nil {
-			return fmt.Errorf("failed to insert change: %w", err)
-		}
-		return s.notifyChange(ctx, change.Version)
+		change, err = s.Record(ctx, rules.Mutation{EventID: eventID, Sender: sender, Command: fmt.Sprintf("moved the control room from %s to %s (room upgrade)", from, to)})
+		return err
 	})
 	if err != nil {
 		return nil, err

@@ -204,6 +204,32 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 	return res, nil
 }
 
+// Record commits an audited change that touches no rule (the control
+// room's move, an accepted identity): a change row with the next version,
+// no entries and m's command and reason as its description, so that
+// history shows it in order and every process moves to its version. It
+// runs in the caller's transaction when ctx carries one.
+func (s *Store) Record(ctx context.Context, m rules.Mutation) (*rules.Change, error) {
+	change := &rules.Change{
+		EventID: m.EventID, Sender: m.Sender, Command: m.Command, Reason: m.Reason,
+		CreatedAt: time.Now().UTC().Truncate(time.Millisecond), PushTo: []id.UserID{},
+	}
+	err := s.InTxn(ctx, func(ctx context.Context) error {
+		var eventID sql.NullString
+		if m.EventID != "" {
+			eventID = sql.NullString{String: string(m.EventID), Valid: true}
+		}
+		if err := s.db.QueryRow(ctx, insertChangeQuery, eventID, m.Sender, m.Command, m.Reason, change.CreatedAt.UnixMilli()).Scan(&change.Version); err != nil {
+			return fmt.Errorf("failed to insert change: %w", err)
+		}
+		return s.notifyChange(ctx, change.Version)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return change, nil
+}
+
 // checkPatternCap fails with an error wrapping rules.ErrTooManyPatterns when
 // applying effective would leave more than rules.MaxPatterns patterns on
 // the blacklist.
