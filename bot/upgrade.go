@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/sirupsen/logrus"
 	"maunium.net/go/mautrix"
@@ -163,4 +164,17 @@ func (b *Bot) AcceptIdentity(ctx context.Context, user id.UserID) (first, curren
 		return "", "", err
 	}
 	return identity.First.String(), identity.Current.String(), nil
+}
+
+// UserExists asks the homeserver whether a local user is registered, by
+// their profile (commands.Service): Synapse answers M_NOT_FOUND for a user
+// it does not know.
+func (b *Bot) UserExists(ctx context.Context, user id.UserID) (bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := b.intent().GetProfile(ctx, user)
+	if errors.Is(err, mautrix.MNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }

@@ -3,7 +3,6 @@ package commands
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"unicode"
 
@@ -28,6 +27,7 @@ const (
 	VerbStatus  Verb = "status"
 	// VerbIdentity is identity accept.
 	VerbIdentity Verb = "identity"
+	VerbUndo     Verb = "undo"
 )
 
 // Limits on what one command may carry.
@@ -50,6 +50,9 @@ type Command struct {
 	Count     int         // history
 	Topic     string      // help: "" for the overview
 	Raw       string      // the text after the prefix, for the audit log
+	DryRun    bool        // --dry-run: say what would change, change nothing
+	Force     bool        // --force: past a guard (a too broad pattern, an unknown user, a later change)
+	Version   int64       // undo
 }
 
 // ArgError names one bad argument and why it is bad.
@@ -215,18 +218,44 @@ const (
 	blacklistPatterns
 )
 
+// The options a changing command takes, anywhere among its arguments.
+const (
+	optionDryRun = "--dry-run"
+	optionForce  = "--force"
+)
+
+// takeOptions removes --dry-run and --force from args, wherever they are,
+// and blanks them out of text (positions stay valid, so a reason never
+// holds them); another --word is a bad argument.
+func takeOptions(text string, args []token) (string, []token, *Command, []ArgError) {
+	opts := &Command{}
+	kept := args[:0:0]
+	var bad []ArgError
+	for _, tok := range args {
+		switch {
+		case strings.EqualFold(tok.text, optionDryRun):
+			opts.DryRun = true
+		case strings.EqualFold(tok.text, optionForce):
+			opts.Force = true
+		case strings.HasPrefix(tok.text, "--"):
+			bad = append(bad, ArgError{tok.text, fmt.Sprintf("unknown option; the options are %s and %s", optionDryRun, optionForce)})
+		default:
+			kept = append(kept, tok)
+			continue
+		}
+		text = text[:tok.start] + strings.Repeat(" ", len(tok.text)) + text[tok.start+len(tok.text):]
+	}
+	return text, kept, opts, bad
+}
+
 // parseUsers reads user arguments from args until the first token that is
 // not user-like; the rest of text from there is the reason. Every invalid
 // user argument is reported. With blacklistPatterns, an argument with * or
-// ? is a pattern (see userid.ParsePattern), and --force allows one that
-// matches every user.
-func parseUsers(text string, args []token, patterns patternUse) (users []id.UserID, reason string, bad []ArgError) {
+// ? is a pattern (see userid.ParsePattern), and force (--force) allows one
+// that matches every user.
+func parseUsers(text string, args []token, patterns patternUse, force bool) (users []id.UserID, reason string, bad []ArgError) {
 	seen := make(map[id.UserID]bool)
-	force := patterns == blacklistPatterns && slices.ContainsFunc(args, func(tok token) bool { return tok.text == "--force" })
 	for i, tok := range args {
-		if tok.text == "--force" && patterns == blacklistPatterns {
-			continue
-		}
 		if !looksLikeUser(tok.text) {
 			reason = strings.TrimSpace(text[args[i].start:])
 			break

@@ -143,7 +143,9 @@ func TestHelpMarkdown_CoversEveryCommand(t *testing.T) {
 
 func FuzzParseCommand(f *testing.F) {
 	for _, seed := range []string{"!presence", "!presence always-send add @a:x.org reason", "!presence help blacklist",
-		"!presence blacklist remove https://matrix.to/#/%40a%3Ax", "!presence history 5", "!presence explain @a:[::1]:80"} {
+		"!presence blacklist remove https://matrix.to/#/%40a%3Ax", "!presence history 5", "!presence explain @a:[::1]:80",
+		"!presence always-send add --dry-run @a:x.org", "!presence blacklist add @a*:x.org --force why --dry-run", "!presence undo 3 --force oops",
+		"!presence always-send remove @a:x.org reason with --DRY-RUN inside", "!presence undo --dry-run 7"} {
 		f.Add(seed, "")
 	}
 	f.Add("", `!presence always-send add <a href="https://matrix.to/#/@a:x.org">A</a>`)
@@ -160,8 +162,27 @@ func FuzzParseCommand(f *testing.F) {
 			return
 		}
 		for _, u := range cmd.Users {
-			if _, err := userid.Parse(string(u)); err != nil {
+			parse := userid.Parse
+			if userid.IsPattern(string(u)) {
+				parse = userid.ParsePattern
+			}
+			if _, err := parse(string(u)); err != nil && !(cmd.Force && errors.Is(err, userid.ErrTooBroad)) {
 				t.Fatalf("accepted invalid user %q: %v", u, err)
+			}
+		}
+		// --dry-run and --force are options wherever they stand: never part
+		// of a reason, and set exactly when typed.
+		for _, opt := range []string{optionDryRun, optionForce} {
+			for _, word := range strings.Fields(cmd.Reason) {
+				if strings.EqualFold(word, opt) {
+					t.Fatalf("%s ended up in the reason %q", opt, cmd.Reason)
+				}
+			}
+		}
+		if html == "" && (cmd.Verb == VerbAdd || cmd.Verb == VerbRemove || cmd.Verb == VerbUndo) {
+			typed := slices.ContainsFunc(strings.Fields(body), func(w string) bool { return strings.EqualFold(w, optionDryRun) })
+			if cmd.DryRun != typed {
+				t.Fatalf("DryRun %v for %q", cmd.DryRun, body)
 			}
 		}
 		if (cmd.Verb == VerbAdd || cmd.Verb == VerbRemove) && len(cmd.Users) == 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -24,6 +25,11 @@ type Store interface {
 	Backlog(ctx context.Context) (int, error)
 	// Record commits an audited change that touches no rule.
 	Record(ctx context.Context, m rules.Mutation) (*rules.Change, error)
+	// Change returns the change of a version with its entries.
+	Change(ctx context.Context, version int64) (rules.Change, bool, error)
+	// TouchedAfter returns the first version after version that changed
+	// one of entries' list entries (0 for none).
+	TouchedAfter(ctx context.Context, version int64, entries []rules.Entry) (int64, error)
 }
 
 // Service is what status reports of the running service (the bot), and
@@ -37,6 +43,9 @@ type Service interface {
 	// on, in the caller's store transaction, and returns the master keys
 	// first seen and now; a *Refusal says why there is nothing to do.
 	AcceptIdentity(ctx context.Context, user id.UserID) (first, current string, err error)
+	// UserExists asks the homeserver whether a local user is registered;
+	// an error means it could not tell.
+	UserExists(ctx context.Context, user id.UserID) (bool, error)
 }
 
 // Refusal is an error whose text is the reply: the command changes
@@ -73,15 +82,53 @@ func (r *Runner) Run(ctx context.Context, origin Origin, cmd *Command) (*Reply, 
 }
 
 func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
-	list := cmd.List
 	action := rules.Add
 	if cmd.Verb == VerbRemove {
 		action = rules.Remove
 	}
-	m := rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Command: r.Prefix + " " + cmd.Raw, Reason: cmd.Reason}
+	m := rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Command: r.Prefix + " " + cmd.Raw, Reason: cmd.Reason, DryRun: cmd.DryRun}
 	for _, user := range cmd.Users {
-		m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
+		m.Entries = append(m.Entries, rules.Entry{List: cmd.List, UserID: user, Action: action})
 	}
+	warning := ""
+	if action == rules.Add {
+		if unknown := r.unknownLocalUsers(ctx, cmd.Users); len(unknown) > 0 {
+			are := Plural(len(unknown), "is", "are")
+			if cmd.List == rules.AlwaysSend && !cmd.Force {
+				return Failure(fmt.Sprintf("%s %s not registered on %s (a typo?): Synapse cannot send presence to a user it does not know. Nothing was changed; add %s to add anyway.",
+					capitalize(userList(unknown, 20)), are, Code(r.Domain), Code(optionForce)), ResultInvalid), nil, nil
+			}
+			warning = fmt.Sprintf("\n\n⚠️ %s %s not registered on %s (a typo?).", capitalize(userList(unknown, 20)), are, Code(r.Domain))
+		}
+	}
+	rep, change, err := r.apply(ctx, m, cmd)
+	if rep != nil && rep.Result == ResultOK {
+		rep.Markdown += warning
+	}
+	return rep, change, err
+}
+
+// unknownLocalUsers returns the users of this server (not patterns, not
+// remote users, who are not checked) that the homeserver says are not
+// registered. A user it cannot tell about counts as registered: the guard
+// must not refuse a real user because the homeserver was slow.
+func (r *Runner) unknownLocalUsers(ctx context.Context, users []id.UserID) []id.UserID {
+	var unknown []id.UserID
+	for _, u := range users {
+		if userid.IsPattern(string(u)) || u.Homeserver() != r.Domain {
+			continue
+		}
+		if exists, err := r.Service.UserExists(ctx, u); err == nil && !exists {
+			unknown = append(unknown, u)
+		}
+	}
+	return unknown
+}
+
+// apply commits m (or, with cmd.DryRun, says what it would change) and
+// words the reply: what changed, who is sent current presence, what a
+// pattern matches, who stays hidden, and what needed nothing.
+func (r *Runner) apply(ctx context.Context, m rules.Mutation, cmd *Command) (*Reply, *rules.Change, error) {
 	res, err := r.Store.Apply(ctx, m)
 	if errors.Is(err, rules.ErrTooManyPatterns) {
 		return Failure(capitalize(err.Error())+".", ResultInvalid), nil, nil
@@ -89,13 +136,22 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 		return nil, nil, err
 	}
 	var sb strings.Builder
-	verb, prep := "Added", "to"
-	already := "already on"
-	if action == rules.Remove {
-		verb, prep, already = "Removed", "from", "not on"
+	if m.DryRun {
+		sb.WriteString("Dry run: ")
 	}
-	if res.Change != nil {
-		fmt.Fprintf(&sb, "%s %s %s %s", verb, userList(entryUsers(res.Change.Entries), 20), prep, listPhrase(cmd.List))
+	if c := res.Change; c != nil {
+		var parts []string
+		for _, group := range groupEntries(c.Entries) {
+			verb, would, prep := "added", "would add", "to"
+			if group.action == rules.Remove {
+				verb, would, prep = "removed", "would remove", "from"
+			}
+			if m.DryRun {
+				verb = would
+			}
+			parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(group.users, 20), prep, listPhrase(group.list)))
+		}
+		sb.WriteString(capitalize(strings.Join(parts, "; ")))
 		if cmd.Reason != "" {
 			cut := ""
 			if cmd.ReasonCut {
@@ -103,24 +159,143 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 			}
 			fmt.Fprintf(&sb, " (reason%s: %s)", cut, literal(cmd.Reason, MaxReasonRunes))
 		}
-		fmt.Fprintf(&sb, ". Version %d.", res.Change.Version)
+		sb.WriteString(".")
+		if !m.DryRun {
+			fmt.Fprintf(&sb, " Version %d.", c.Version)
+		}
+		sending := "Sending"
+		if m.DryRun {
+			sending = "Would send"
+		}
 		switch {
-		case res.Change.PushToAll && res.Change.PushCount > 0:
-			fmt.Fprintf(&sb, " Sending current presence to every always-send user (%d).", res.Change.PushCount)
-		case len(res.Change.PushTo) > 0:
-			fmt.Fprintf(&sb, " Sending current presence to %s.", userList(res.Change.PushTo, 10))
+		case c.PushToAll && c.PushCount > 0:
+			fmt.Fprintf(&sb, " %s current presence to every always-send user (%d).", sending, c.PushCount)
+		case len(c.PushTo) > 0:
+			fmt.Fprintf(&sb, " %s current presence to %s.", sending, userList(c.PushTo, 10))
 		}
-		if list == rules.Blacklist && action == rules.Add {
-			sb.WriteString(r.patternReach(res.Change.Entries))
-		}
+		sb.WriteString(r.patternReach(c.Entries))
+		sb.WriteString(r.stillHidden(c.Entries))
 	}
 	if len(res.Unchanged) > 0 {
-		if sb.Len() > 0 {
+		if res.Change != nil {
 			sb.WriteString("\n\n")
 		}
-		fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(entryUsers(res.Unchanged), 20)), Plural(len(res.Unchanged), "is", "are")+" "+already, listPhrase(cmd.List))
+		for i, group := range groupEntries(res.Unchanged) {
+			already := "already on"
+			if group.action == rules.Remove {
+				already = "not on"
+			}
+			if i > 0 {
+				sb.WriteString(" ")
+			}
+			fmt.Fprintf(&sb, "%s %s %s: nothing to do.", capitalize(userList(group.users, 20)), Plural(len(group.users), "is", "are")+" "+already, listPhrase(group.list))
+		}
+	}
+	if m.DryRun {
+		sb.WriteString("\n\nNothing was changed.")
+		return Success(sb.String()), nil, nil
 	}
 	return Success(sb.String()), res.Change, nil
+}
+
+// entryGroup is the users of entries with one action on one list.
+type entryGroup struct {
+	action rules.Action
+	list   rules.List
+	users  []id.UserID
+}
+
+// groupEntries groups entries by action and list, in the order met.
+func groupEntries(entries []rules.Entry) []entryGroup {
+	var groups []entryGroup
+	for _, e := range entries {
+		i := slices.IndexFunc(groups, func(g entryGroup) bool { return g.action == e.Action && g.list == e.List })
+		if i < 0 {
+			groups = append(groups, entryGroup{action: e.Action, list: e.List})
+			i = len(groups) - 1
+		}
+		groups[i].users = append(groups[i].users, e.UserID)
+	}
+	return groups
+}
+
+// stillHidden says, for users entries take off the blacklist by name, which
+// stay hidden by a pattern that remains after the change.
+func (r *Runner) stillHidden(entries []rules.Entry) string {
+	_, _, blacklist := r.Engine.Rules()
+	patterns := map[string]bool{}
+	for _, u := range blacklist {
+		if userid.IsPattern(string(u)) {
+			patterns[string(u)] = true
+		}
+	}
+	var freed []id.UserID
+	for _, e := range entries {
+		if e.List != rules.Blacklist {
+			continue
+		}
+		isPattern := userid.IsPattern(string(e.UserID))
+		switch {
+		case isPattern:
+			patterns[string(e.UserID)] = e.Action == rules.Add
+		case e.Action == rules.Remove:
+			freed = append(freed, e.UserID)
+		}
+	}
+	if len(freed) == 0 {
+		return ""
+	}
+	var remaining []string
+	for p, kept := range patterns {
+		if kept {
+			remaining = append(remaining, p)
+		}
+	}
+	set := userid.NewSet(remaining)
+	var sb strings.Builder
+	for _, u := range freed {
+		if p, ok := set.Match(string(u)); ok {
+			fmt.Fprintf(&sb, " %s stays hidden: the pattern %s still matches them.", CodeUser(u), CodeUser(id.UserID(p)))
+		}
+	}
+	return sb.String()
+}
+
+// undoPrefix begins the command text of an undo, in history.
+const undoPrefix = "undo of version "
+
+// undo applies the inverse of a change as a new change: what it added is
+// removed and what it removed is added, refused when a later change touched
+// the same entries (unless --force).
+func (r *Runner) undo(ctx context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
+	c, ok, err := r.Store.Change(ctx, cmd.Version)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case !ok:
+		return Failure(fmt.Sprintf("There is no version %d (the latest is %d; see %s). Nothing was changed.", cmd.Version, r.Engine.Version(), Code(r.Prefix+" history")), ResultInvalid), nil, nil
+	case len(c.Entries) == 0:
+		return Failure(fmt.Sprintf("Version %d changed no list (%s): there is nothing to undo. Nothing was changed.", cmd.Version, literal(c.Command, MaxReasonRunes)), ResultInvalid), nil, nil
+	case c.EventID == "":
+		return Failure(fmt.Sprintf("Version %d was an import of %d entries, not a command: undo it by importing the lists as they were before (`presence-router export` writes them). Nothing was changed.", cmd.Version, len(c.Entries)), ResultInvalid), nil, nil
+	}
+	later, err := r.Store.TouchedAfter(ctx, cmd.Version, c.Entries)
+	if err != nil {
+		return nil, nil, err
+	}
+	if later > 0 && !cmd.Force {
+		return Failure(fmt.Sprintf("Version %d changed some of the same entries after version %d (see %s): undoing %d now could undo that too. Nothing was changed; add %s to undo it anyway.",
+			later, cmd.Version, Code(fmt.Sprintf("%s history", r.Prefix)), cmd.Version, Code(optionForce)), ResultInvalid), nil, nil
+	}
+	m := rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Command: fmt.Sprintf("%s%d", undoPrefix, cmd.Version), Reason: cmd.Reason, DryRun: cmd.DryRun}
+	for _, e := range c.Entries {
+		inverse := rules.Remove
+		if e.Action == rules.Remove {
+			inverse = rules.Add
+		}
+		m.Entries = append(m.Entries, rules.Entry{List: e.List, UserID: e.UserID, Action: inverse})
+	}
+	return r.apply(ctx, m, cmd)
 }
 
 // acceptIdentity runs identity accept: the user's new cross-signing
@@ -155,7 +330,7 @@ const maxReachCount = 100_000
 func (r *Runner) patternReach(entries []rules.Entry) string {
 	var patterns []string
 	for _, e := range entries {
-		if userid.IsPattern(string(e.UserID)) {
+		if e.List == rules.Blacklist && e.Action == rules.Add && userid.IsPattern(string(e.UserID)) {
 			patterns = append(patterns, string(e.UserID))
 		}
 	}
@@ -268,6 +443,9 @@ func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
 	shown := 0
 	for _, c := range changes {
 		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), CodeUser(c.Sender), describeChange(c))
+		if strings.HasPrefix(c.Command, undoPrefix) {
+			line += " (" + c.Command + ")"
+		}
 		if c.Reason != "" {
 			line += " — reason: " + literal(c.Reason, MaxReasonRunes)
 		}
@@ -325,14 +503,6 @@ func listPhrase(name rules.List) string {
 	return "the " + name.String() + " list"
 }
 
-func entryUsers(entries []rules.Entry) []id.UserID {
-	users := make([]id.UserID, len(entries))
-	for i, e := range entries {
-		users[i] = e.UserID
-	}
-	return users
-}
-
 // describeChange says what a change did: its entries, or for a change with
 // none (the control room's move after a room upgrade) its command text.
 func describeChange(c rules.Change) string {
@@ -343,26 +513,14 @@ func describeChange(c rules.Change) string {
 }
 
 func describeEntries(entries []rules.Entry) string {
-	type key struct {
-		action rules.Action
-		list   rules.List
-	}
-	groups := map[key][]id.UserID{}
-	var order []key
-	for _, e := range entries {
-		k := key{e.Action, e.List}
-		if _, ok := groups[k]; !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(groups[k], e.UserID)
-	}
-	parts := make([]string, 0, len(order))
-	for _, k := range order {
+	groups := groupEntries(entries)
+	parts := make([]string, 0, len(groups))
+	for _, g := range groups {
 		verb, prep := "added", "to"
-		if k.action == rules.Remove {
+		if g.action == rules.Remove {
 			verb, prep = "removed", "from"
 		}
-		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(groups[k], 5), prep, k.list))
+		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(g.users, 5), prep, g.list))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -21,6 +21,12 @@ type fakeService struct {
 	// identities are the users whose identity changed: first and current
 	// master keys; accepting one makes it unchanged.
 	identities map[id.UserID][2]string
+	// unknown are the local users the homeserver does not know.
+	unknown map[id.UserID]bool
+}
+
+func (s *fakeService) UserExists(_ context.Context, user id.UserID) (bool, error) {
+	return !s.unknown[user], nil
 }
 
 func (s *fakeService) ControlRoom() id.RoomID { return s.room }
@@ -126,6 +132,55 @@ func TestRunner_PatternsAreOneEntryWhateverTheirCase(t *testing.T) {
 	for _, step := range steps {
 		if rep := tr.run(t, step.body); !strings.Contains(rep.Markdown, step.want) {
 			t.Errorf("%q: reply %q, want %q", step.body, rep.Markdown, step.want)
+		}
+	}
+}
+
+// A change is previewed with --dry-run (anywhere among the arguments),
+// undone with undo, reported honestly, and guarded against typos: each step
+// as an admin types it, with the reply it must give and the lists after it.
+func TestRunner_ChangesAnOperatorCanTrust(t *testing.T) {
+	tr := newTestRunner(t)
+	tr.Service.(*fakeService).unknown = map[id.UserID]bool{"@dahs:test": true}
+	steps := []struct {
+		name, body string
+		result     string
+		want       []string
+		version    int64 // the engine's version after the step
+	}{
+		{"a dry run says what would change", "!presence always-send add @dash:test --dry-run", ResultOK,
+			[]string{"Dry run: Would add `@dash:test` to the always-send list.", "Would send current presence to `@dash:test`.", "Nothing was changed."}, 0},
+		{"--dry-run in the reason's place is an option too", "!presence always-send add @dash:test Support --dry-run", ResultOK, []string{"Dry run:", "(reason: Support)", "Nothing was changed."}, 0},
+		{"bad input is reported as without --dry-run", "!presence always-send add @nope --dry-run", ResultInvalid, []string{"`@nope`", "Nothing was changed."}, 0},
+		{"an unknown option is named", "!presence always-send add @dash:test --dryrun", ResultInvalid, []string{"`--dryrun`", "unknown option"}, 0},
+		{"the same without --dry-run applies", "!presence always-send add @dash:test", ResultOK, []string{"Added `@dash:test` to the always-send list. Version 1."}, 1},
+		{"an unregistered local user is refused on always-send", "!presence always-send add @dahs:test @desk:test", ResultInvalid, []string{"`@dahs:test` is not registered on `test` (a typo?)", "Nothing was changed", "`--force`"}, 1},
+		{"--force adds them anyway", "!presence always-send add @dahs:test --force", ResultOK, []string{"Added `@dahs:test`", "Version 2."}, 2},
+		{"on the blacklist an unregistered user is a warning", "!presence blacklist add @dahs:test", ResultOK, []string{"Added `@dahs:test` to the blacklist. Version 3.", "⚠️ `@dahs:test` is not registered"}, 3},
+		{"remote users are not checked", "!presence always-send add @someone:elsewhere.org", ResultOK, []string{"Version 4."}, 4},
+		{"undo removes what a change added", "!presence undo 4 wrong server", ResultOK, []string{"Removed `@someone:elsewhere.org` from the always-send list (reason: wrong server). Version 5."}, 5},
+		{"history shows the undo", "!presence history 1", ResultOK, []string{"**v5**", "(undo of version 4)"}, 5},
+		{"an undo can be undone", "!presence undo 5", ResultOK, []string{"Added `@someone:elsewhere.org`", "Version 6."}, 6},
+		{"undo refused after a later change to the same entries", "!presence undo 4", ResultInvalid, []string{"Version 5 changed some of the same entries after version 4", "Nothing was changed", "`--force`"}, 6},
+		{"undo of a version that does not exist", "!presence undo 99", ResultInvalid, []string{"There is no version 99"}, 6},
+		{"undo --dry-run previews", "!presence undo 3 --dry-run", ResultOK, []string{"Dry run: Would remove `@dahs:test` from the blacklist.", "Nothing was changed."}, 6},
+		{"a pattern", "!presence blacklist add @al*:test", ResultOK, []string{"Version 7."}, 7},
+		{"removing a user a pattern still hides says so", "!presence blacklist add @alice:test", ResultOK, []string{"Version 8."}, 8},
+		{"the reply names the pattern", "!presence blacklist remove @alice:test", ResultOK, []string{"Removed `@alice:test` from the blacklist", "`@alice:test` stays hidden: the pattern `@al*:test` still matches them."}, 9},
+		{"pattern removal is case-insensitive", "!presence blacklist remove @AL*:TEST", ResultOK, []string{"Removed `@al*:test` from the blacklist"}, 10},
+	}
+	for _, step := range steps {
+		rep := tr.run(t, step.body)
+		if rep.Result != step.result {
+			t.Errorf("%s: result %q, want %q: %s", step.name, rep.Result, step.result, rep.Markdown)
+		}
+		for _, want := range step.want {
+			if !strings.Contains(rep.Markdown, want) {
+				t.Errorf("%s: reply lacks %q:\n%s", step.name, want, rep.Markdown)
+			}
+		}
+		if v := tr.Engine.Version(); v != step.version {
+			t.Errorf("%s: version %d, want %d", step.name, v, step.version)
 		}
 	}
 }

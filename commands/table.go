@@ -76,6 +76,8 @@ func init() {
 				rep, err := r.history(ctx, cmd.Count)
 				return rep, nil, err
 			}},
+		{verb: VerbUndo, args: "<version> [reason]", summary: "apply the inverse of that change as a new change (refused when a later change touched the same entries, unless --force)", example: "12 added by mistake",
+			parse: parseUndo, run: (*Runner).undo},
 		{verb: VerbIdentity, args: "accept <user> [reason]", summary: "in an encrypted control room, trust the user's new cross-signing identity (after they reset it in their client): their devices' commands count again", example: "accept @alice:example.org reset her identity on a new phone",
 			parse: parseIdentity, run: (*Runner).acceptIdentity},
 		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
@@ -144,7 +146,10 @@ func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 	if cmd.List == rules.Blacklist {
 		patterns = blacklistPatterns
 	}
-	users, reason, bad := parseUsers(rest, args, patterns)
+	rest, args, opts, bad := takeOptions(rest, args)
+	cmd.DryRun, cmd.Force = opts.DryRun, opts.Force
+	users, reason, badUsers := parseUsers(rest, args, patterns, cmd.Force)
+	bad = append(bad, badUsers...)
 	if len(bad) > 0 {
 		return argError(fmt.Sprintf("Invalid %s", Plural(len(bad), "argument", "arguments")), bad...)
 	}
@@ -164,7 +169,7 @@ func parseExplain(cmd *Command, rest string, args []token) *ParseError {
 	if len(args) != 1 {
 		return argError("`explain` takes exactly one user")
 	}
-	users, _, bad := parseUsers(rest, args, noPatterns)
+	users, _, bad := parseUsers(rest, args, noPatterns, false)
 	if len(bad) > 0 {
 		return argError("Invalid argument", bad...)
 	}
@@ -183,7 +188,7 @@ func parseIdentity(cmd *Command, rest string, args []token) *ParseError {
 	if len(args) == 0 {
 		return argError("`identity accept` takes the user whose new identity to trust")
 	}
-	users, reason, bad := parseUsers(rest, args, noPatterns)
+	users, reason, bad := parseUsers(rest, args, noPatterns, false)
 	if len(bad) > 0 {
 		return argError("Invalid argument", bad...)
 	}
@@ -192,6 +197,26 @@ func parseIdentity(cmd *Command, rest string, args []token) *ParseError {
 	}
 	cmd.Users = users
 	cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
+	return nil
+}
+
+func parseUndo(cmd *Command, rest string, args []token) *ParseError {
+	rest, args, opts, bad := takeOptions(rest, args)
+	cmd.DryRun, cmd.Force = opts.DryRun, opts.Force
+	if len(bad) > 0 {
+		return argError("Invalid argument", bad...)
+	}
+	if len(args) == 0 {
+		return argError("`undo` takes the version to undo (see `history`)")
+	}
+	v, err := strconv.ParseInt(strings.TrimPrefix(strings.ToLower(args[0].text), "v"), 10, 64)
+	if err != nil || v < 1 {
+		return argError("Invalid argument", ArgError{args[0].text, "a version is a whole number from 1 (history shows them)"})
+	}
+	cmd.Version = v
+	if len(args) > 1 {
+		cmd.Reason, cmd.ReasonCut = sanitizeCut(strings.TrimSpace(rest[args[1].start:]), MaxReasonRunes)
+	}
 	return nil
 }
 

@@ -59,6 +59,9 @@ type Mutation struct {
 	Command string
 	Reason  string
 	Entries []Entry
+	// DryRun asks what the mutation would change, changing nothing: the
+	// result's Change has Version 0, its entries and who would be pushed.
+	DryRun bool
 }
 
 // Change is one committed change: the audit record and the router's update.

@@ -43,6 +43,10 @@ const (
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
 		FROM change ORDER BY version DESC LIMIT $1`
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
+	changeQuery  = `
+		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
+		FROM change WHERE version=$1`
+	laterTouchQuery = `SELECT COALESCE(MIN(version), 0) FROM change_entry WHERE version > $1 AND list = $2 AND user_id = $3`
 )
 
 // LoadRules reads both lists and the current version in one snapshot.
@@ -118,6 +122,11 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 			return nil
 		}
 		if err := s.checkPatternCap(ctx, effective); err != nil {
+			return err
+		}
+		if m.DryRun {
+			preview, err := s.preview(ctx, effective)
+			res.Change = preview
 			return err
 		}
 		change := &rules.Change{
@@ -202,6 +211,36 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		return rules.Result{}, err
 	}
 	return res, nil
+}
+
+// preview is the change effective would make, for a dry run: its entries
+// and who would gain presence, read without writing.
+func (s *Store) preview(ctx context.Context, effective []rules.Entry) (*rules.Change, error) {
+	change := &rules.Change{Entries: effective, PushTo: []id.UserID{}}
+	added, removed := 0, 0
+	unblacklisted := false
+	for _, e := range effective {
+		switch {
+		case e.List == rules.AlwaysSend && e.Action == rules.Add:
+			added++
+			change.PushTo = append(change.PushTo, e.UserID)
+		case e.List == rules.AlwaysSend:
+			removed++
+		case e.Action == rules.Remove:
+			unblacklisted = true
+		}
+	}
+	if unblacklisted {
+		var have int
+		if err := s.db.QueryRow(ctx, countAlwaysSendQuery).Scan(&have); err != nil {
+			return nil, fmt.Errorf("failed to count always-send users: %w", err)
+		}
+		change.PushTo, change.PushToAll, change.PushCount = []id.UserID{}, true, have+added-removed
+		return change, nil
+	}
+	slices.Sort(change.PushTo)
+	change.PushCount = len(change.PushTo)
+	return change, nil
 }
 
 // Record commits an audited change that touches no rule (the control
@@ -318,6 +357,32 @@ func (s *Store) RecentChanges(ctx context.Context, limit, maxEntries int) ([]rul
 // History returns up to limit changes with their entries, newest first.
 func (s *Store) History(ctx context.Context, limit int) ([]rules.Change, error) {
 	return s.queryChanges(ctx, historyQuery, limit)
+}
+
+// Change returns the change of version with its entries (ok false when
+// there is none).
+func (s *Store) Change(ctx context.Context, version int64) (c rules.Change, ok bool, err error) {
+	changes, err := s.queryChanges(ctx, changeQuery, version)
+	if err != nil || len(changes) == 0 {
+		return rules.Change{}, false, err
+	}
+	return changes[0], true, nil
+}
+
+// TouchedAfter returns the first version after version that changed one of
+// entries' list entries (0 for none).
+func (s *Store) TouchedAfter(ctx context.Context, version int64, entries []rules.Entry) (int64, error) {
+	first := int64(0)
+	for _, e := range entries {
+		var v int64
+		if err := s.db.QueryRow(ctx, laterTouchQuery, version, e.List, e.UserID).Scan(&v); err != nil {
+			return 0, fmt.Errorf("failed to read later changes: %w", err)
+		}
+		if v > 0 && (first == 0 || v < first) {
+			first = v
+		}
+	}
+	return first, nil
 }
 
 // queryChanges runs a query over the change table (the columns of
