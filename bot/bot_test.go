@@ -96,6 +96,9 @@ func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case hs.down:
 		w.WriteHeader(http.StatusBadGateway)
 		fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"Bad Gateway"}`)
+	case strings.Contains(path, "/profile/@dahs"):
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprint(w, `{"errcode":"M_UNKNOWN","error":"No row found (profiles)"}`) // as Synapse 1.163 answers
 	case strings.HasSuffix(path, "/register"):
 		fmt.Fprint(w, `{"user_id":"@presence:test"}`)
 	case strings.Contains(path, "/join/") && hs.forbidJoin[path[strings.LastIndex(path, "/")+1:]]:

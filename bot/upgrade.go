@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
@@ -167,14 +168,20 @@ func (b *Bot) AcceptIdentity(ctx context.Context, user id.UserID) (first, curren
 }
 
 // UserExists asks the homeserver whether a local user is registered, by
-// their profile (commands.Service): Synapse answers M_NOT_FOUND for a user
-// it does not know.
+// their profile (commands.Service): Synapse answers 404 for a user it does
+// not know.
 func (b *Bot) UserExists(ctx context.Context, user id.UserID) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	_, err := b.intent().GetProfile(ctx, user)
-	if errors.Is(err, mautrix.MNotFound) {
+	// Synapse 1.163 answers 404 M_UNKNOWN "No row found (profiles)" for a
+	// user it does not know; the specification says M_NOT_FOUND.
+	var httpErr mautrix.HTTPError
+	if errors.Is(err, mautrix.MNotFound) || errors.As(err, &httpErr) && httpErr.IsStatus(http.StatusNotFound) {
 		return false, nil
+	}
+	if err != nil {
+		b.log.WithError(err).WithField("user_id", user).Info("Could not check whether a user is registered; taking them as registered")
 	}
 	return err == nil, err
 }

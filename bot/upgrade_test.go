@@ -150,3 +150,29 @@ func TestBot_RefusedReplyIsDroppedAfterBoundedAttempts(t *testing.T) {
 		t.Errorf("backlog %d while the homeserver fails: the reply must wait", n)
 	}
 }
+
+// The typo guard asks the homeserver: a 404 for the profile (Synapse 1.163
+// answers M_UNKNOWN "No row found") is an unregistered user; an answer is
+// a registered one; a failure is neither, and says so.
+func TestBot_UserExistsAsksTheHomeserver(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	tests := []struct {
+		user    id.UserID
+		down    bool
+		want    bool
+		wantErr bool
+	}{
+		{"@dahs:test", false, false, false},
+		{"@dash:test", false, true, false},
+		{"@dash:test", true, false, true},
+	}
+	for _, tt := range tests {
+		tb.hs.lock.Lock()
+		tb.hs.down = tt.down
+		tb.hs.lock.Unlock()
+		got, err := tb.UserExists(context.Background(), tt.user)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("UserExists(%s) with the homeserver down=%v: %v, %v; want %v, error %v", tt.user, tt.down, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
