@@ -35,6 +35,7 @@ import (
 	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/importer"
+	"github.com/presence-router/presence-router/listfile"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
 	"github.com/presence-router/presence-router/rules"
@@ -49,7 +50,7 @@ var Version = "dev"
 type cliFlags struct {
 	configPath, registrationPath, importPath *string
 	dataDir, acceptIdentity                  *string
-	generate, showVersion                    *bool
+	generate, showVersion, dryRun            *bool
 }
 
 func newFlags(fs *flag.FlagSet) cliFlags {
@@ -59,6 +60,7 @@ func newFlags(fs *flag.FlagSet) cliFlags {
 		registrationPath: fs.StringP("registration", "r", "registration.yaml", "Where -g writes the appservice registration."),
 		importPath:       fs.String("import-synapse-config", "", "Import always_send_to_users and blacklisted_users from a Synapse homeserver.yaml that uses the stock example presence router, then exit."),
 		showVersion:      fs.Bool("version", false, "Print the version and exit."),
+		dryRun:           fs.Bool("dry-run", false, "With import: say what the file would change, and change nothing."),
 		acceptIdentity:   fs.String("accept-identity", "", "Trust this user's new cross-signing identity in the encrypted control room (after they reset it in their client), as the chat command identity accept does, for when no other admin can run it; recorded in history; then exit."),
 		dataDir:          fs.String("data-dir", "", "Run as the container image does, with config.yaml, registration.yaml and the database in this directory: the first start writes a config to edit, the next one the registration, then it runs."),
 	}
@@ -117,7 +119,18 @@ func main() {
 			return
 		}
 	}
+	args := flag.Args()
 	switch {
+	case len(args) > 0 && args[0] == "export":
+		err = runExportLists(*configPath)
+	case len(args) > 0 && args[0] == "import":
+		if len(args) != 2 {
+			err = errors.New("import takes one file: presence-router import -c config.yaml FILE [--dry-run]")
+		} else {
+			err = runImportLists(*configPath, args[1], *f.dryRun)
+		}
+	case len(args) > 0:
+		err = fmt.Errorf("unknown command %q: the commands are export and import (see --help)", args[0])
 	case *generate:
 		err = generateRegistration(*configPath, *registrationPath)
 	case *importPath != "":
@@ -200,6 +213,123 @@ func runImport(configPath, homeserverYAML string) error {
 	}
 	fmt.Println(res.Summary())
 	return nil
+}
+
+// runExportLists is `export`: both lists with their reasons, as a lists
+// file (listfile), to stdout.
+func runExportLists(configPath string) error {
+	cfg, log, _, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, logging.Zerolog(log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var entries []rules.ListEntry
+	var version int64
+	err = st.InTxn(ctx, func(ctx context.Context) error {
+		if entries, err = st.Export(ctx); err != nil {
+			return err
+		}
+		version, err = st.Version(ctx)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("export: %w", err)
+	}
+	return listfile.Write(os.Stdout, entries, version, time.Now())
+}
+
+// runImportLists is `import FILE`: the lists become what the file says, in
+// one audited change (with dryRun, it only says what would change). A
+// running service follows it as any other process's change.
+func runImportLists(configPath, path string, dryRun bool) error {
+	cfg, log, _, err := loadConfig(configPath)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	want, err := listfile.Read(data)
+	if err != nil {
+		return fmt.Errorf("import: %s: %w", path, err)
+	}
+	ctx := context.Background()
+	st, err := openStore(ctx, cfg, logging.Zerolog(log))
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	var res rules.Result
+	err = st.InTxn(ctx, func(ctx context.Context) error {
+		have, err := st.Export(ctx)
+		if err != nil {
+			return err
+		}
+		m := rules.Mutation{Sender: cliSender, Command: "import " + filepath.Base(path), DryRun: dryRun, Reasons: map[rules.Entry]string{}}
+		wanted := map[rules.Entry]bool{}
+		for _, e := range want {
+			add := rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}
+			wanted[add] = true
+			m.Entries = append(m.Entries, add)
+			m.Reasons[add] = e.Reason
+		}
+		for _, e := range have {
+			if !wanted[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}] {
+				m.Entries = append(m.Entries, rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Remove})
+			}
+		}
+		res, err = st.Apply(ctx, m)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("import: %w", err)
+	}
+	fmt.Println(importSummary(res, dryRun))
+	return nil
+}
+
+// importSummary says what an import changed (or would change).
+func importSummary(res rules.Result, dryRun bool) string {
+	var added, removed [2]int // always-send, blacklist
+	if res.Change != nil {
+		for _, e := range res.Change.Entries {
+			i := 0
+			if e.List == rules.Blacklist {
+				i = 1
+			}
+			if e.Action == rules.Add {
+				added[i]++
+			} else {
+				removed[i]++
+			}
+		}
+	}
+	kept := 0
+	for _, e := range res.Unchanged {
+		if e.Action == rules.Add {
+			kept++
+		}
+	}
+	prefix := "Imported:"
+	if dryRun {
+		prefix = "Dry run: the import would change"
+	}
+	text := fmt.Sprintf("%s always-send +%d -%d, blacklist +%d -%d; %d entries already as the file says.", prefix, added[0], removed[0], added[1], removed[1], kept)
+	switch {
+	case dryRun:
+		text += " Nothing was changed."
+	case res.Change != nil:
+		text += fmt.Sprintf(" Version %d (in history; a running presence-router follows it).", res.Change.Version)
+	default:
+		text += " Nothing to change."
+	}
+	return text
 }
 
 // cliSender is the sender of what the command line records in history.

@@ -435,3 +435,83 @@ func TestGenerate_SaysWhatChangedInTheRegistration(t *testing.T) {
 		}
 	}
 }
+
+// export and import: a file imported into an empty database and exported
+// again is the same file; --dry-run changes nothing; an import makes the
+// lists what the file says in one change; a malformed file names its line
+// and changes nothing.
+func TestExportImport_RoundTripAndGuards(t *testing.T) {
+	dir := t.TempDir()
+	configPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
+	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
+		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
+		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
+		"router: {token: generate-with-g}\ndatabase: {path: \"" + filepath.Join(dir, "pr.db") + "\"}\nlogging: {level: error}\n"
+	if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	captureStdout(t, func() { err = generateRegistration(configPath, regPath) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "lists.yaml")
+	original := "always_send:\n  - user: \"@dash:example.org\"\n    reason: Support dashboard\nblacklist:\n  - user: \"@whatsapp_*:example.org\"\n    reason: WhatsApp puppets\n  - user: \"@ceo:example.org\"\n"
+	if err = os.WriteFile(file, []byte(original), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	export := func() string {
+		out := captureStdout(t, func() { err = runExportLists(configPath) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, body, _ := strings.Cut(out, "--dry-run first shows what would change).\n")
+		return body
+	}
+	run := func(dry bool) string {
+		out := captureStdout(t, func() { err = runImportLists(configPath, file, dry) })
+		if err != nil {
+			t.Fatalf("import: %v", err)
+		}
+		return out
+	}
+	if out := run(true); !strings.Contains(out, "Dry run") || !strings.Contains(out, "always-send +1 -0, blacklist +2 -0") || export() != "always_send: []\nblacklist: []\n" {
+		t.Errorf("a dry run said %q and left %q", out, export())
+	}
+	if out := run(false); !strings.Contains(out, "Version 1") {
+		t.Errorf("import: %q", out)
+	}
+	exported := export()
+	if err = os.WriteFile(file, []byte(exported), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(false); !strings.Contains(out, "+0 -0") || !strings.Contains(out, "Nothing to change") {
+		t.Errorf("importing the export again: %q", out)
+	}
+	if again := export(); again != exported {
+		t.Errorf("the round trip changed the lists:\n%s\nvs\n%s", again, exported)
+	}
+	for _, want := range []string{"@dash:example.org", "Support dashboard", "@whatsapp_*:example.org", "WhatsApp puppets", "@ceo:example.org"} {
+		if !strings.Contains(exported, want) {
+			t.Errorf("the export lacks %q:\n%s", want, exported)
+		}
+	}
+	// The lists become what the file says: dash leaves, mon comes.
+	if err = os.WriteFile(file, []byte("always_send:\n  - user: \"@mon:example.org\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(false); !strings.Contains(out, "always-send +1 -1, blacklist +0 -2") || !strings.Contains(out, "Version 2") {
+		t.Errorf("a replacing import: %q", out)
+	}
+	before := export()
+	if err = os.WriteFile(file, []byte("always_send:\n  - user: \"@mon:example.org\"\n  - user: nope\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	captureStdout(t, func() { err = runImportLists(configPath, file, false) })
+	if err == nil || !strings.Contains(err.Error(), "line 3") {
+		t.Errorf("a malformed file: %v, want its line named", err)
+	}
+	if after := export(); after != before {
+		t.Errorf("a malformed file changed the lists:\n%s", after)
+	}
+}

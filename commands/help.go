@@ -51,13 +51,15 @@ func HelpMarkdown(prefix, topic string) string {
 		}
 		return sb.String()
 	}
-	sb.WriteString("**presence-router** keeps Synapse's presence routing lists. `<required>`, `[optional]`.\n\n")
+	sb.WriteString("**presence-router** keeps Synapse's presence routing lists. `<required>`, `[optional]`. " +
+		"Commands that change something take `--dry-run` (say what would change, change nothing) anywhere among their arguments.\n\n")
 	for _, group := range []struct {
 		title string
 		match func(c *commandSpec) bool
 	}{
 		{"Lists", func(c *commandSpec) bool { return c.list != "" }},
-		{"Inspect", func(c *commandSpec) bool { return c.list == "" && !c.open }},
+		{"Changes", func(c *commandSpec) bool { return c.changes }},
+		{"Inspect", func(c *commandSpec) bool { return c.list == "" && !c.open && !c.changes }},
 		{"Other", func(c *commandSpec) bool { return c.open }},
 	} {
 		sb.WriteString("**" + group.title + "**\n\n")

@@ -11,6 +11,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 	"github.com/presence-router/presence-router/store"
 )
 
@@ -181,6 +182,31 @@ func TestRunner_ChangesAnOperatorCanTrust(t *testing.T) {
 		}
 		if v := tr.Engine.Version(); v != step.version {
 			t.Errorf("%s: version %d, want %d", step.name, v, step.version)
+		}
+	}
+}
+
+// An import (a change with no command event) and a change of no list (the
+// control room's move, an accepted identity) are not undone, and say why.
+func TestRunner_UndoOfWhatIsNoCommand(t *testing.T) {
+	tr := newTestRunner(t)
+	ctx := context.Background()
+	res, err := tr.store.Apply(ctx, rules.Mutation{Sender: "(command line)", Command: "import lists.yaml", Entries: []rules.Entry{{List: rules.AlwaysSend, UserID: "@dash:test", Action: rules.Add}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Engine.Apply(res.Change.Update())
+	moved, err := tr.store.Record(ctx, rules.Mutation{EventID: "$tomb", Sender: "@admin:test", Command: "moved the control room from !a:test to !b:test (room upgrade)"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Engine.Apply(moved.Update())
+	for body, want := range map[string]string{
+		"!presence undo 1": "Version 1 was an import of 1 entries",
+		"!presence undo 2": "Version 2 changed no list",
+	} {
+		if rep := tr.run(t, body); rep.Result != ResultInvalid || !strings.Contains(rep.Markdown, want) {
+			t.Errorf("%q: %s %q, want %q", body, rep.Result, rep.Markdown, want)
 		}
 	}
 }

@@ -25,6 +25,8 @@ type commandSpec struct {
 	example string
 	// open: any member of the control room may run it; others are admin-only.
 	open bool
+	// changes: a command about changes rather than a list (help groups it).
+	changes bool
 	// parse reads the arguments into cmd; rest is the text after the
 	// command's words, args its tokens.
 	parse func(cmd *Command, rest string, args []token) *ParseError
@@ -76,9 +78,9 @@ func init() {
 				rep, err := r.history(ctx, cmd.Count)
 				return rep, nil, err
 			}},
-		{verb: VerbUndo, args: "<version> [reason]", summary: "apply the inverse of that change as a new change (refused when a later change touched the same entries, unless --force)", example: "12 added by mistake",
+		{verb: VerbUndo, changes: true, args: "<version> [reason]", summary: "apply the inverse of that change as a new change (refused when a later change touched the same entries, unless --force)", example: "12 added by mistake",
 			parse: parseUndo, run: (*Runner).undo},
-		{verb: VerbIdentity, args: "accept <user> [reason]", summary: "in an encrypted control room, trust the user's new cross-signing identity (after they reset it in their client): their devices' commands count again", example: "accept @alice:example.org reset her identity on a new phone",
+		{verb: VerbIdentity, changes: true, args: "accept <user> [reason]", summary: "in an encrypted control room, trust the user's new cross-signing identity (after they reset it in their client): their devices' commands count again", example: "accept @alice:example.org reset her identity on a new phone",
 			parse: parseIdentity, run: (*Runner).acceptIdentity},
 		{verb: VerbStatus, summary: "version, list sizes, when the adapter last asked, uptime, the pinned control room and any problem",
 			parse: noArguments, run: func(r *Runner, ctx context.Context, _ Origin, _ *Command) (*Reply, *rules.Change, error) {

@@ -52,6 +52,14 @@ type Entry struct {
 	Action Action    `json:"action"`
 }
 
+// ListEntry is an entry of a list with the reason it was added with: what
+// export writes and import reads.
+type ListEntry struct {
+	List   List
+	UserID id.UserID
+	Reason string
+}
+
 // Mutation is what a command asks for.
 type Mutation struct {
 	EventID id.EventID // the command event; empty for imports
@@ -62,6 +70,9 @@ type Mutation struct {
 	// DryRun asks what the mutation would change, changing nothing: the
 	// result's Change has Version 0, its entries and who would be pushed.
 	DryRun bool
+	// Reasons are the reasons of some entries added (an import), in place
+	// of Reason, keyed by the entry.
+	Reasons map[Entry]string
 }
 
 // Change is one committed change: the audit record and the router's update.

@@ -19,7 +19,8 @@ const (
 	getVersionQuery   = `SELECT COALESCE(MAX(version), 0) FROM change`
 	getRulesQuery     = `SELECT list, user_id FROM rule ORDER BY list, user_id`
 	ruleExistsQuery   = `SELECT EXISTS(SELECT 1 FROM rule WHERE list=$1 AND user_id=$2)`
-	insertRuleQuery   = `INSERT INTO rule (list, user_id, version) VALUES ($1, $2, $3)`
+	insertRuleQuery   = `INSERT INTO rule (list, user_id, version, reason) VALUES ($1, $2, $3, $4)`
+	exportQuery       = `SELECT list, user_id, reason FROM rule ORDER BY list, user_id`
 	deleteRuleQuery   = `DELETE FROM rule WHERE list=$1 AND user_id=$2`
 	insertEntryQuery  = `INSERT INTO change_entry (version, list, user_id, action) VALUES ($1, $2, $3, $4)`
 	insertChangeQuery = `
@@ -146,7 +147,11 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		unblacklisted := false
 		for _, e := range effective {
 			if e.Action == rules.Add {
-				_, err = s.db.Exec(ctx, insertRuleQuery, e.List, e.UserID, change.Version)
+				reason := m.Reason
+				if r, ok := m.Reasons[e]; ok {
+					reason = r
+				}
+				_, err = s.db.Exec(ctx, insertRuleQuery, e.List, e.UserID, change.Version, reason)
 				if e.List == rules.AlwaysSend {
 					pushSet[e.UserID] = struct{}{}
 				}
@@ -241,6 +246,28 @@ func (s *Store) preview(ctx context.Context, effective []rules.Entry) (*rules.Ch
 	slices.Sort(change.PushTo)
 	change.PushCount = len(change.PushTo)
 	return change, nil
+}
+
+// Export returns every entry of both lists with its reason, by list and
+// user.
+func (s *Store) Export(ctx context.Context) ([]rules.ListEntry, error) {
+	rows, err := s.db.Query(ctx, exportQuery)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read the lists: %w", err)
+	}
+	var out []rules.ListEntry
+	for rows.Next() {
+		var e rules.ListEntry
+		if err = rows.Scan(&e.List, &e.UserID, &e.Reason); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("failed to read the lists: %w", err)
+		}
+		out = append(out, e)
+	}
+	if err = errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("failed to read the lists: %w", err)
+	}
+	return out, nil
 }
 
 // Record commits an audited change that touches no rule (the control

@@ -423,6 +423,10 @@ func TestUpgrade_PatternsInLowerCase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// As version 2 had them: no reason on an entry (upgrade 04).
+	if _, err := st.db.Exec(ctx, "ALTER TABLE rule DROP COLUMN reason"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := st.db.Exec(ctx, "UPDATE version SET version = 2"); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,5 @@
+-- v3 -> v4: Each list entry keeps the reason it was added with, for export
+-- Until now the reason lived only on the change that added the entry; an
+-- import sets one per entry, so the entry carries it.
+ALTER TABLE rule ADD COLUMN reason TEXT NOT NULL DEFAULT '';
+UPDATE rule SET reason = COALESCE((SELECT reason FROM change WHERE change.version = rule.version), '');
