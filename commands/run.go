@@ -253,13 +253,22 @@ func (r *Runner) stillHidden(entries []rules.Entry) string {
 	}
 	set := userid.NewSet(remaining)
 	var sb strings.Builder
+	hidden := 0
 	for _, u := range freed {
 		if p, ok := set.Match(string(u)); ok {
-			fmt.Fprintf(&sb, " %s stays hidden: the pattern %s still matches them.", CodeUser(u), CodeUser(id.UserID(p)))
+			if hidden++; hidden <= maxHiddenNamed {
+				fmt.Fprintf(&sb, " %s stays hidden: the pattern %s still matches them.", CodeUser(u), CodeUser(id.UserID(p)))
+			}
 		}
+	}
+	if hidden > maxHiddenNamed {
+		fmt.Fprintf(&sb, " %d more stay hidden by a pattern (%s tells for one).", hidden-maxHiddenNamed, Code(r.Prefix+" explain <user>"))
 	}
 	return sb.String()
 }
+
+// maxHiddenNamed bounds the users a reply names as still hidden.
+const maxHiddenNamed = 10
 
 // undoPrefix begins the command text of an undo, in history.
 const undoPrefix = "undo of version "
