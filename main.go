@@ -196,7 +196,9 @@ func openStore(ctx context.Context, cfg *config.Config, log zerolog.Logger) (*st
 	return st, nil
 }
 
-func runImport(configPath, homeserverYAML string) error {
+// withStore loads the config at configPath, opens its database, and runs
+// fn with them: the one-shot commands (import, export, --accept-identity).
+func withStore(configPath string, fn func(ctx context.Context, cfg *config.Config, st *store.Store) error) error {
 	cfg, log, _, err := loadConfig(configPath)
 	if err != nil {
 		return err
@@ -207,50 +209,45 @@ func runImport(configPath, homeserverYAML string) error {
 		return err
 	}
 	defer st.Close()
-	res, err := importer.Import(ctx, st, homeserverYAML)
-	if err != nil {
-		return err
-	}
-	fmt.Println(res.Summary())
-	return nil
+	return fn(ctx, cfg, st)
+}
+
+func runImport(configPath, homeserverYAML string) error {
+	return withStore(configPath, func(ctx context.Context, _ *config.Config, st *store.Store) error {
+		res, err := importer.Import(ctx, st, homeserverYAML)
+		if err != nil {
+			return err
+		}
+		fmt.Println(res.Summary())
+		return nil
+	})
 }
 
 // runExportLists is `export`: both lists with their reasons, as a lists
 // file (listfile), to stdout.
 func runExportLists(configPath string) error {
-	cfg, log, _, err := loadConfig(configPath)
-	if err != nil {
-		return err
-	}
-	ctx := context.Background()
-	st, err := openStore(ctx, cfg, logging.Zerolog(log))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var entries []rules.ListEntry
-	var version int64
-	err = st.InTxn(ctx, func(ctx context.Context) error {
-		if entries, err = st.Export(ctx); err != nil {
+	return withStore(configPath, func(ctx context.Context, _ *config.Config, st *store.Store) error {
+		var entries []rules.ListEntry
+		var version int64
+		err := st.InTxn(ctx, func(ctx context.Context) error {
+			var err error
+			if entries, err = st.Export(ctx); err != nil {
+				return err
+			}
+			version, err = st.Version(ctx)
 			return err
+		})
+		if err != nil {
+			return fmt.Errorf("export: %w", err)
 		}
-		version, err = st.Version(ctx)
-		return err
+		return listfile.Write(os.Stdout, entries, version, time.Now())
 	})
-	if err != nil {
-		return fmt.Errorf("export: %w", err)
-	}
-	return listfile.Write(os.Stdout, entries, version, time.Now())
 }
 
 // runImportLists is `import FILE`: the lists become what the file says, in
 // one audited change (with dryRun, it only says what would change). A
 // running service follows it as any other process's change.
 func runImportLists(configPath, path string, dryRun bool) error {
-	cfg, log, _, err := loadConfig(configPath)
-	if err != nil {
-		return err
-	}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("import: %w", err)
@@ -259,39 +256,35 @@ func runImportLists(configPath, path string, dryRun bool) error {
 	if err != nil {
 		return fmt.Errorf("import: %s: %w", path, err)
 	}
-	ctx := context.Background()
-	st, err := openStore(ctx, cfg, logging.Zerolog(log))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var res rules.Result
-	err = st.InTxn(ctx, func(ctx context.Context) error {
-		have, err := st.Export(ctx)
-		if err != nil {
-			return err
-		}
-		m := rules.Mutation{Sender: cliSender, Command: "import " + filepath.Base(path), DryRun: dryRun, Reasons: map[rules.Entry]string{}}
-		wanted := map[rules.Entry]bool{}
-		for _, e := range want {
-			add := rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}
-			wanted[add] = true
-			m.Entries = append(m.Entries, add)
-			m.Reasons[add] = e.Reason
-		}
-		for _, e := range have {
-			if !wanted[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}] {
-				m.Entries = append(m.Entries, rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Remove})
+	return withStore(configPath, func(ctx context.Context, _ *config.Config, st *store.Store) error {
+		var res rules.Result
+		err := st.InTxn(ctx, func(ctx context.Context) error {
+			have, err := st.Export(ctx)
+			if err != nil {
+				return err
 			}
+			m := rules.Mutation{Sender: cliSender, Command: "import " + filepath.Base(path), DryRun: dryRun, Reasons: map[rules.Entry]string{}}
+			wanted := map[rules.Entry]bool{}
+			for _, e := range want {
+				add := rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}
+				wanted[add] = true
+				m.Entries = append(m.Entries, add)
+				m.Reasons[add] = e.Reason
+			}
+			for _, e := range have {
+				if !wanted[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}] {
+					m.Entries = append(m.Entries, rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Remove})
+				}
+			}
+			res, err = st.Apply(ctx, m)
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("import: %w", err)
 		}
-		res, err = st.Apply(ctx, m)
-		return err
+		fmt.Println(importSummary(res, dryRun))
+		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("import: %w", err)
-	}
-	fmt.Println(importSummary(res, dryRun))
-	return nil
 }
 
 // importSummary says what an import changed (or would change).
@@ -340,44 +333,37 @@ const cliSender = id.UserID("(command line)")
 // recorded in history, in one transaction. It works with the service
 // running or stopped.
 func runAcceptIdentity(configPath, user string) error {
-	cfg, log, _, err := loadConfig(configPath)
-	if err != nil {
-		return err
-	}
 	userID, err := userid.Parse(user)
 	if err != nil {
 		return fmt.Errorf("--accept-identity: %w", err)
 	}
-	if !cfg.Encryption.Enabled {
-		return errors.New("--accept-identity: encryption.enabled is off: commands are not checked against identities, so there is none to accept")
-	}
-	ctx := context.Background()
-	st, err := openStore(ctx, cfg, logging.Zerolog(log))
-	if err != nil {
-		return err
-	}
-	defer st.Close()
-	var identity *encryption.Identity
-	var change *rules.Change
-	err = st.InTxn(ctx, func(ctx context.Context) error {
-		if identity, err = encryption.AcceptIdentityOffline(ctx, st, cfg.Encryption.PickleKey, userID); err != nil {
-			return err
+	return withStore(configPath, func(ctx context.Context, cfg *config.Config, st *store.Store) error {
+		if !cfg.Encryption.Enabled {
+			return errors.New("--accept-identity: encryption.enabled is off: commands are not checked against identities, so there is none to accept")
 		}
-		change, err = st.Record(ctx, rules.Mutation{Sender: cliSender,
-			Command: fmt.Sprintf("accepted the new identity of %s (cross-signing master key %s, first seen %s)", userID, identity.Current, identity.First)})
-		return err
+		var identity *encryption.Identity
+		var change *rules.Change
+		err := st.InTxn(ctx, func(ctx context.Context) error {
+			var err error
+			if identity, err = encryption.AcceptIdentityOffline(ctx, st, cfg.Encryption.PickleKey, userID); err != nil {
+				return err
+			}
+			change, err = st.Record(ctx, rules.Mutation{Sender: cliSender,
+				Command: fmt.Sprintf("accepted the new identity of %s (cross-signing master key %s, first seen %s)", userID, identity.Current, identity.First)})
+			return err
+		})
+		switch {
+		case errors.Is(err, encryption.ErrIdentityUnchanged):
+			return fmt.Errorf("--accept-identity: %s's identity has not changed since presence-router first saw it: nothing to accept", userID)
+		case errors.Is(err, encryption.ErrNoIdentity):
+			return fmt.Errorf("--accept-identity: presence-router has seen no cross-signing identity of %s (their keys reach it when they share the encrypted control room)", userID)
+		case err != nil:
+			return fmt.Errorf("--accept-identity: %w", err)
+		}
+		fmt.Printf("Accepted %s's new identity: cross-signing master key %s (first seen was %s). Compare it with what their client shows. Commands from devices it signs count again. Recorded in history as version %d.\n",
+			userID, identity.Current, identity.First, change.Version)
+		return nil
 	})
-	switch {
-	case errors.Is(err, encryption.ErrIdentityUnchanged):
-		return fmt.Errorf("--accept-identity: %s's identity has not changed since presence-router first saw it: nothing to accept", userID)
-	case errors.Is(err, encryption.ErrNoIdentity):
-		return fmt.Errorf("--accept-identity: presence-router has seen no cross-signing identity of %s (their keys reach it when they share the encrypted control room)", userID)
-	case err != nil:
-		return fmt.Errorf("--accept-identity: %w", err)
-	}
-	fmt.Printf("Accepted %s's new identity: cross-signing master key %s (first seen was %s). Compare it with what their client shows. Commands from devices it signs count again. Recorded in history as version %d.\n",
-		userID, identity.Current, identity.First, change.Version)
-	return nil
 }
 
 // warnUnknownKeys warns about each key of the config that presence-router

@@ -74,14 +74,17 @@ func TestRun_BrokenConfigNamesTheKey(t *testing.T) {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
+// configWithPlaceholders is a config for -g: its tokens still to make.
+const configWithPlaceholders = "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
+	"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
+	"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
+	"router: {token: generate-with-g}\n"
+
 func TestGenerate_WritesPrivateFiles(t *testing.T) {
 	dir := t.TempDir()
 	configPath := filepath.Join(dir, "config.yaml")
 	regPath := filepath.Join(dir, "registration.yaml")
-	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
-		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
-		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
-		"router: {token: generate-with-g}\n"
+	cfg := configWithPlaceholders
 	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -406,10 +409,7 @@ func captureStdout(t *testing.T, fn func()) string {
 func TestGenerate_SaysWhatChangedInTheRegistration(t *testing.T) {
 	dir := t.TempDir()
 	configPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
-	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
-		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
-		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
-		"router: {token: generate-with-g}\nencryption: {enabled: false}\n"
+	cfg := configWithPlaceholders + "encryption: {enabled: false}\n"
 	if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -443,10 +443,7 @@ func TestGenerate_SaysWhatChangedInTheRegistration(t *testing.T) {
 func TestExportImport_RoundTripAndGuards(t *testing.T) {
 	dir := t.TempDir()
 	configPath, regPath := filepath.Join(dir, "config.yaml"), filepath.Join(dir, "registration.yaml")
-	cfg := "homeserver: {address: \"http://127.0.0.1:8008\", domain: example.org}\n" +
-		"appservice: {address: \"http://127.0.0.1:29330\", port: 29330, as_token: generate-with-g, hs_token: generate-with-g}\n" +
-		"bot: {control_room: \"#c:example.org\", admins: [\"@admin:example.org\"]}\n" +
-		"router: {token: generate-with-g}\ndatabase: {path: \"" + filepath.Join(dir, "pr.db") + "\"}\nlogging: {level: error}\n"
+	cfg := configWithPlaceholders + "database: {path: \"" + filepath.Join(dir, "pr.db") + "\"}\nlogging: {level: error}\n"
 	if err := os.WriteFile(configPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -137,6 +137,21 @@ func (u *cryptoUser) send(t *testing.T, room id.RoomID, text string) id.EventID 
 	return resp.EventID
 }
 
+// createEncryptedControlRoom makes the control room as Element makes it
+// (m.room.encryption in the initial state), as admin, and returns it.
+func (e *env) createEncryptedControlRoom(admin *cryptoUser) id.RoomID {
+	e.t.Helper()
+	resp, err := admin.cli.CreateRoom(e.ctx, &mautrix.ReqCreateRoom{
+		Preset: "private_chat", RoomAliasName: "control", Name: "presence-router control",
+		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.room = resp.RoomID
+	return resp.RoomID
+}
+
 // TestEncryptedControlRoom: the admin is an encrypting client, and the
 // control room is made the way Element makes it (m.room.encryption in the
 // initial state). Commands are decrypted and applied, replies and
@@ -174,15 +189,7 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 	}
 	bot := e.stack.BotID()
 	admin := newCryptoUser(t, e.ctx, e.users["admin"], true)
-	resp, err := admin.cli.CreateRoom(e.ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat", RoomAliasName: "control", Name: "presence-router control",
-		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := resp.RoomID
-	e.room = room
+	room := e.createEncryptedControlRoom(admin)
 	e.invite(admin.cli, room, bot)
 	e.waitBotJoined()
 	// The recovery key went to a file of its own, never to the log.

@@ -9,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"maunium.net/go/mautrix"
 	"maunium.net/go/mautrix/event"
-	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/e2e/harness"
 )
@@ -56,18 +54,10 @@ func TestIdentityReset(t *testing.T) {
 	bot := e.stack.BotID()
 	admin := newCryptoUser(t, e.ctx, e.users["admin"], true)
 	admin2 := newCryptoUser(t, e.ctx, e.users["admin2"], true)
-	resp, err := admin.cli.CreateRoom(e.ctx, &mautrix.ReqCreateRoom{
-		Preset: "private_chat", RoomAliasName: "control", Name: "presence-router control",
-		InitialState: []*event.Event{{Type: event.StateEncryption, Content: event.Content{Parsed: &event.EncryptionEventContent{Algorithm: id.AlgorithmMegolmV1}}}},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	room := resp.RoomID
-	e.room = room
+	room := e.createEncryptedControlRoom(admin)
 	e.invite(admin.cli, room, bot)
 	e.invite(admin.cli, room, admin2.cli.UserID)
-	if _, err = admin2.cli.JoinRoom(e.ctx, string(room), nil); err != nil {
+	if _, err := admin2.cli.JoinRoom(e.ctx, string(room), nil); err != nil {
 		t.Fatal(err)
 	}
 	e.waitBotJoined()
