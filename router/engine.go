@@ -9,6 +9,7 @@ import (
 	"hash/maphash"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"maunium.net/go/mautrix/id"
@@ -267,7 +268,10 @@ func (e *Engine) compilePatterns() {
 		texts = append(texts, string(entry))
 	}
 	e.patterns = userid.NewSet(texts)
-	e.verdicts = newVerdictCache()
+	if e.verdicts == nil {
+		e.verdicts = newVerdictCache()
+	}
+	e.verdicts.forget()
 }
 
 // matchingPatternLocked returns the first pattern user matches (in sorted
@@ -292,22 +296,31 @@ const verdictShards = 256
 // table indexed by a hash of the user ID (a newer verdict replaces an older
 // one in its slot): a lookup or a store costs one hash and allocates and
 // grows nothing, so a user never seen before costs little more than the
-// set's pass, and one asked about again costs less (BENCHMARKS.md). It is
-// made anew with the patterns.
+// set's pass, and one asked about again costs less (BENCHMARKS.md). A
+// pattern change starts a new generation (forget), which makes every
+// verdict of the previous one stale at once.
 type verdictCache struct {
 	seed  maphash.Seed
+	gen   atomic.Uint64
 	locks [verdictShards]sync.Mutex
 	slots []verdict
 }
 
-// verdict is one cached answer: user matched pattern ("" for none).
+// verdict is one cached answer: user matched pattern ("" for none), in
+// generation gen.
 type verdict struct {
 	user, pattern id.UserID
+	gen           uint64
 }
 
 func newVerdictCache() *verdictCache {
-	return &verdictCache{seed: maphash.MakeSeed(), slots: make([]verdict, verdictSlots)}
+	c := &verdictCache{seed: maphash.MakeSeed(), slots: make([]verdict, verdictSlots)}
+	c.gen.Store(1)
+	return c
 }
+
+// forget makes every cached verdict stale.
+func (c *verdictCache) forget() { c.gen.Add(1) }
 
 func (c *verdictCache) index(user id.UserID) uint64 {
 	return maphash.String(c.seed, string(user)) & (verdictSlots - 1)
@@ -319,14 +332,14 @@ func (c *verdictCache) get(user id.UserID) (id.UserID, bool) {
 	lock.Lock()
 	v := c.slots[i]
 	lock.Unlock()
-	return v.pattern, v.user == user && user != ""
+	return v.pattern, v.gen == c.gen.Load() && v.user == user
 }
 
 func (c *verdictCache) put(user, pattern id.UserID) {
 	i := c.index(user)
 	lock := &c.locks[i%verdictShards]
 	lock.Lock()
-	c.slots[i] = verdict{user, pattern}
+	c.slots[i] = verdict{user, pattern, c.gen.Load()}
 	lock.Unlock()
 }
 

@@ -31,8 +31,10 @@ const (
 	setPushToAllSQLite   = `UPDATE change SET push_to=(SELECT json_group_array(user_id ORDER BY user_id) FROM rule WHERE list='always_send') WHERE version=$1`
 	setPushToAllPostgres = `UPDATE change SET push_to=(SELECT COALESCE(json_agg(user_id ORDER BY user_id), '[]')::text FROM rule WHERE list='always_send') WHERE version=$1`
 	countAlwaysSendQuery = `SELECT COUNT(*) FROM rule WHERE list='always_send'`
-	countPatternsQuery   = `SELECT COUNT(*) FROM rule WHERE list='blacklist' AND (user_id LIKE '%*%' OR user_id LIKE '%?%')`
-	recentChangesQuery   = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
+	// countPatternsQuery's condition is rule_patterns_idx's (upgrade 04), so
+	// that it reads the index of the few patterns, not every entry.
+	countPatternsQuery = `SELECT COUNT(*) FROM rule WHERE (user_id LIKE '%*%' OR user_id LIKE '%?%') AND list='blacklist'`
+	recentChangesQuery = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
 	// The entries of the changes from $1 on, but those of a change with more
 	// than $2 entries.
 	recentEntriesQuery = `

@@ -423,9 +423,12 @@ func TestUpgrade_PatternsInLowerCase(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// As version 2 had them: no reason on an entry (upgrade 04).
-	if _, err := st.db.Exec(ctx, "ALTER TABLE rule DROP COLUMN reason"); err != nil {
-		t.Fatal(err)
+	// As version 2 had them: no reason on an entry, no pattern index
+	// (upgrade 04).
+	for _, undo := range []string{"DROP INDEX rule_patterns_idx", "ALTER TABLE rule DROP COLUMN reason"} {
+		if _, err := st.db.Exec(ctx, undo); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if _, err := st.db.Exec(ctx, "UPDATE version SET version = 2"); err != nil {
 		t.Fatal(err)

@@ -173,10 +173,11 @@ logging: {level: warn}
 	if quick {
 		changes = 20
 	}
-	// 1,000 patterns besides the exact entries, as a homeserver with
-	// bridges would have: prefixes, suffixes, a few with ?.
+	// The cap's worth of patterns (rules.MaxPatterns) besides the exact
+	// entries, less the one the pattern changes below add, as a homeserver
+	// with bridges would have: prefixes, suffixes, a few with ?.
 	var seed []rules.Entry
-	for _, p := range benchdata.Patterns(1000) {
+	for _, p := range benchdata.Patterns(rules.MaxPatterns - 1) {
 		seed = append(seed, rules.Entry{List: rules.Blacklist, UserID: p, Action: rules.Add})
 	}
 	res, err := st.Apply(ctx, rules.Mutation{Sender: "@admin:example.org", Command: "seed patterns", Entries: seed})
