@@ -94,11 +94,9 @@ type Engine struct {
 	lock      sync.RWMutex
 	version   int64
 	blacklist map[id.UserID]struct{} // exact entries and patterns
-	// patternEntries are the blacklist entries that are patterns;
-	// patterns is them compiled into one set, rebuilt when one is added
-	// or removed.
-	patternEntries map[id.UserID]struct{}
-	patterns       *userid.Set
+	// patterns are the blacklist entries that are patterns, compiled into
+	// one set; a pattern added or removed changes it in place.
+	patterns *userid.Set
 	// verdicts caches the set's answers for the current patterns.
 	verdicts *verdictCache
 	// alwaysSend is sorted and never mutated: Apply swaps in a new slice.
@@ -141,14 +139,15 @@ func (e *Engine) load(version int64, alwaysSend, blacklist []id.UserID, history 
 	e.version = version
 	e.blacklist = make(map[id.UserID]struct{}, len(blacklist))
 	e.alwaysSendSet = make(map[id.UserID]struct{}, len(alwaysSend))
-	e.patternEntries = make(map[id.UserID]struct{})
+	var patterns []string
 	for _, u := range blacklist {
 		e.blacklist[u] = struct{}{}
 		if isPattern(u) {
-			e.patternEntries[u] = struct{}{}
+			patterns = append(patterns, string(u))
 		}
 	}
-	e.compilePatterns()
+	e.patterns = userid.NewSet(patterns)
+	e.forgetVerdicts()
 	for _, u := range alwaysSend {
 		e.alwaysSendSet[u] = struct{}{}
 	}
@@ -203,19 +202,19 @@ func (e *Engine) Apply(u rules.Update) {
 	for _, user := range u.AddBlacklist {
 		e.blacklist[user] = struct{}{}
 		if isPattern(user) {
-			e.patternEntries[user] = struct{}{}
+			e.patterns.Add(string(user))
 			patternsChanged = true
 		}
 	}
 	for _, user := range u.RemoveBlacklist {
 		delete(e.blacklist, user)
-		if _, ok := e.patternEntries[user]; ok {
-			delete(e.patternEntries, user)
+		if isPattern(user) {
+			e.patterns.Remove(string(user))
 			patternsChanged = true
 		}
 	}
 	if patternsChanged {
-		e.compilePatterns()
+		e.forgetVerdicts()
 	}
 	if len(u.AddAlwaysSend)+len(u.RemoveAlwaysSend) > 0 {
 		for _, user := range u.AddAlwaysSend {
@@ -260,14 +259,10 @@ func (e *Engine) routedLocked(user id.UserID) bool {
 	return e.patterns.Len() == 0 || e.matchingPatternLocked(user) == ""
 }
 
-// compilePatterns compiles the pattern entries into one set: O(patterns),
-// whatever the number of exact entries. The caller holds the write lock.
-func (e *Engine) compilePatterns() {
-	texts := make([]string, 0, len(e.patternEntries))
-	for entry := range e.patternEntries {
-		texts = append(texts, string(entry))
-	}
-	e.patterns = userid.NewSet(texts)
+// forgetVerdicts makes the cached verdicts stale after the patterns
+// changed: O(1), whatever the number of entries. The caller holds the write
+// lock.
+func (e *Engine) forgetVerdicts() {
 	if e.verdicts == nil {
 		e.verdicts = newVerdictCache()
 	}
@@ -437,7 +432,7 @@ func (e *Engine) AlwaysSend() []id.UserID {
 func (e *Engine) Counts() (alwaysSend, blacklist, patterns int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	return len(e.alwaysSend), len(e.blacklist), len(e.patternEntries)
+	return len(e.alwaysSend), len(e.blacklist), e.patterns.Len()
 }
 
 // Explain says where user's presence goes and what user receives.
