@@ -68,7 +68,7 @@ func sendWhileKilling(t *testing.T, e *env, n int, gap time.Duration, send func(
 func crashScenario(t *testing.T, e *env) {
 	const commands = 200
 	eventIDs := sendWhileKilling(t, e, commands, 10*time.Millisecond, func(i int) (id.EventID, error) {
-		resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost", i))
+		resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost --force", i))
 		if err != nil {
 			return "", err
 		}

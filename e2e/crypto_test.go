@@ -266,7 +266,7 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 	})
 
 	t.Run("a command from an unverified device is refused under the default policy", func(t *testing.T) {
-		r := admin.waitReply(t, bot, unverified.send(t, room, "!presence always-send add @unverified:localhost"))
+		r := admin.waitReply(t, bot, unverified.send(t, room, "!presence always-send add @unverified:localhost --force"))
 		if r.Reaction != "❌" || !strings.Contains(r.Body, "verification_level") {
 			t.Fatalf("reply = %+v", r)
 		}
@@ -277,7 +277,7 @@ func encryptedRoomScenario(t *testing.T, onPostgres bool) {
 
 	t.Run("with verification_level unverified the same device is obeyed", func(t *testing.T) {
 		restartWithLevel(t, e, "unverified")
-		r := admin.waitReply(t, bot, unverified.send(t, room, "!presence always-send add @unverified:localhost"))
+		r := admin.waitReply(t, bot, unverified.send(t, room, "!presence always-send add @unverified:localhost --force"))
 		if r.Reaction != "✅" {
 			t.Fatalf("reply = %+v", r)
 		}
@@ -353,7 +353,7 @@ func restartWithLevel(t *testing.T, e *env, level string) {
 // exactly once and answered.
 func encryptedCrashScenario(t *testing.T, e *env, admin *cryptoUser, room id.RoomID, n int) {
 	eventIDs := sendWhileKilling(t, e, n, 20*time.Millisecond, func(i int) (id.EventID, error) {
-		resp, err := admin.cli.SendText(context.Background(), room, fmt.Sprintf("!presence always-send add @enc%03d:localhost", i))
+		resp, err := admin.cli.SendText(context.Background(), room, fmt.Sprintf("!presence always-send add @enc%03d:localhost --force", i))
 		if err != nil {
 			return "", err
 		}

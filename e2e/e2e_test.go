@@ -416,7 +416,7 @@ func TestAdminBotAndAdapter(t *testing.T) {
 	})
 
 	t.Run("bulk add with a reason shows in history", func(t *testing.T) {
-		reply := e.command("admin", "!presence always-send add @mon1:localhost @mon2:localhost https://matrix.to/#/@mon3:localhost Night shift monitors")
+		reply := e.command("admin", "!presence always-send add @mon1:localhost @mon2:localhost https://matrix.to/#/@mon3:localhost --force Night shift monitors")
 		if reply.Reaction != "✅" || !strings.Contains(reply.Body, "@mon3:localhost") {
 			t.Fatalf("reply = %+v", reply)
 		}

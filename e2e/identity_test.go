@@ -96,7 +96,7 @@ func TestIdentityReset(t *testing.T) {
 	if r := admin2.waitReply(t, bot, admin2.send(t, room, "!presence identity accept @admin:localhost reset on a new laptop")); r.Reaction != "✅" || !strings.Contains(r.Body, "Accepted") {
 		t.Fatalf("identity accept by the other admin: %+v", r)
 	}
-	if r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @dash:localhost")); r.Reaction != "✅" {
+	if r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @dash:localhost --force")); r.Reaction != "✅" {
 		t.Fatalf("after identity accept, the admin's command: %+v", r)
 	}
 
@@ -107,7 +107,7 @@ func TestIdentityReset(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "Accepted @admin:localhost's new identity") {
 		t.Fatalf("--accept-identity: %v\n%s", err, out)
 	}
-	if r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @eve:localhost")); r.Reaction != "✅" {
+	if r := admin.waitReply(t, bot, admin.send(t, room, "!presence always-send add @eve:localhost --force")); r.Reaction != "✅" {
 		t.Fatalf("after --accept-identity, the admin's command: %+v", r)
 	}
 	h := admin.waitReply(t, bot, admin.send(t, room, "!presence history 5"))

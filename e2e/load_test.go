@@ -54,7 +54,7 @@ func TestLoadWithCommands(t *testing.T) {
 	for i := 0; i < seconds; i++ {
 		<-ticker.C
 		ctx, cancel := context.WithTimeout(e.ctx, 10*time.Second)
-		resp, err := e.users["admin"].SendText(ctx, e.room, fmt.Sprintf("!presence always-send add @load%03d:localhost", i))
+		resp, err := e.users["admin"].SendText(ctx, e.room, fmt.Sprintf("!presence always-send add @load%03d:localhost --force", i))
 		cancel()
 		if err != nil {
 			t.Fatalf("command %d: %v", i, err)

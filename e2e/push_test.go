@@ -18,7 +18,7 @@ func TestPushReachesEveryValidRecipient(t *testing.T) {
 	e := startStack(t, false)
 	e.setPresence("alice", "online", "alice before the push")
 	time.Sleep(time.Second) // alice's state is current before dash gains it
-	if reply := e.command("admin", "!presence always-send add @dahs:localhost @dash:localhost"); reply.Reaction != "✅" {
+	if reply := e.command("admin", "!presence always-send add @dahs:localhost @dash:localhost --force"); reply.Reaction != "✅" {
 		t.Fatalf("reply = %+v", reply)
 	}
 	// alice does not change: dash sees her presence only through the push.
