@@ -220,24 +220,16 @@ func groupEntries(entries []rules.Entry) []entryGroup {
 }
 
 // stillHidden says, for users entries take off the blacklist by name, which
-// stay hidden by a pattern that remains after the change.
+// stay hidden by a pattern that remains after the change. It reads only the
+// patterns (Engine.Patterns), never the exact entries.
 func (r *Runner) stillHidden(entries []rules.Entry) string {
-	_, _, blacklist := r.Engine.Rules()
-	patterns := map[string]bool{}
-	for _, u := range blacklist {
-		if userid.IsPattern(string(u)) {
-			patterns[string(u)] = true
-		}
-	}
 	var freed []id.UserID
+	changed := map[string]bool{} // patterns this change adds (true) or removes
 	for _, e := range entries {
-		if e.List != rules.Blacklist {
-			continue
-		}
-		isPattern := userid.IsPattern(string(e.UserID))
 		switch {
-		case isPattern:
-			patterns[string(e.UserID)] = e.Action == rules.Add
+		case e.List != rules.Blacklist:
+		case userid.IsPattern(string(e.UserID)):
+			changed[string(e.UserID)] = e.Action == rules.Add
 		case e.Action == rules.Remove:
 			freed = append(freed, e.UserID)
 		}
@@ -245,13 +237,14 @@ func (r *Runner) stillHidden(entries []rules.Entry) string {
 	if len(freed) == 0 {
 		return ""
 	}
-	var remaining []string
-	for p, kept := range patterns {
-		if kept {
-			remaining = append(remaining, p)
+	set := userid.NewSet(r.Engine.Patterns())
+	for p, added := range changed {
+		if added {
+			set.Add(p)
+		} else {
+			set.Remove(p)
 		}
 	}
-	set := userid.NewSet(remaining)
 	var sb strings.Builder
 	hidden := 0
 	for _, u := range freed {

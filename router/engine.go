@@ -419,6 +419,14 @@ func (e *Engine) Rules() (version int64, alwaysSend, blacklist []id.UserID) {
 	return version, slices.Clone(alwaysSend), blacklist
 }
 
+// Patterns returns the blacklist's patterns, sorted: at most
+// rules.MaxPatterns, whatever the number of exact entries.
+func (e *Engine) Patterns() []string {
+	e.lock.RLock()
+	defer e.lock.RUnlock()
+	return e.patterns.Patterns()
+}
+
 // AlwaysSend returns the always-send users, sorted. The slice is never
 // changed (Apply replaces it); do not change it either.
 func (e *Engine) AlwaysSend() []id.UserID {

@@ -1,6 +1,7 @@
 package userid
 
 import (
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -187,6 +188,11 @@ func (s *Set) child(n int32, r rune) int32 {
 	s.nodes = append(s.nodes, newSetNode())
 	s.nodes[c].loops = r == '*'
 	return c
+}
+
+// Patterns returns the patterns the set holds, sorted.
+func (s *Set) Patterns() []string {
+	return slices.Sorted(maps.Keys(s.live))
 }
 
 // Len returns how many patterns the set holds.
