@@ -78,8 +78,14 @@ func crashScenario(t *testing.T, e *env) {
 	deadline := time.Now().Add(90 * time.Second)
 	var applied int
 	for time.Now().Before(deadline) {
-		status := e.command("admin", "!presence status")
-		if strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands)) {
+		// The status command waits behind the redelivered backlog: a reply
+		// missing after 20 s is asked for again until the deadline.
+		sent, err := e.users["admin"].SendText(e.ctx, e.room, "!presence status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, err := e.syncs["admin"].WaitReply(sent.EventID, 20*time.Second)
+		if err == nil && strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands)) {
 			applied = commands
 			break
 		}
