@@ -226,16 +226,19 @@ const (
 
 // takeOptions removes --dry-run and --force from args, wherever they are,
 // and blanks them out of text (positions stay valid, so a reason never
-// holds them); another --word is a bad argument.
+// holds them); another --word is a bad argument. A word is read as the
+// reason would show it (sanitized), so "--dr\u200by-run", which reads
+// --dry-run, is the option and not text that claims a dry run.
 func takeOptions(text string, args []token) (string, []token, *Command, []ArgError) {
 	opts := &Command{}
 	kept := args[:0:0]
 	var bad []ArgError
 	for _, tok := range args {
+		reads := sanitize(tok.text, len(tok.text))
 		switch {
-		case strings.EqualFold(tok.text, optionDryRun):
+		case strings.EqualFold(reads, optionDryRun):
 			opts.DryRun = true
-		case strings.EqualFold(tok.text, optionForce):
+		case strings.EqualFold(reads, optionForce):
 			opts.Force = true
 		case strings.HasPrefix(tok.text, "--"):
 			bad = append(bad, ArgError{tok.text, fmt.Sprintf("unknown option; the options are %s and %s", optionDryRun, optionForce)})

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"maunium.net/go/mautrix/event"
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/rules"
@@ -170,22 +171,19 @@ func FuzzParseCommand(f *testing.F) {
 				t.Fatalf("accepted invalid user %q: %v", u, err)
 			}
 		}
-		// --dry-run and --force are options wherever they stand as words:
-		// never part of a reason (one may show there only when it was typed
-		// inside another word, as "\xeb--force", whose invalid byte the
-		// reason drops), and set exactly when typed.
+		// --dry-run and --force are options wherever a word reads as one
+		// (invisible characters and invalid bytes dropped, as the reason
+		// drops them): never part of a reason, and set exactly when typed.
+		reads := func(w string) bool { return strings.EqualFold(sanitize(w, len(w)), optionDryRun) }
 		for _, opt := range []string{optionDryRun, optionForce} {
-			inside := slices.ContainsFunc(strings.Fields(body), func(f string) bool {
-				return !strings.EqualFold(f, opt) && strings.Contains(strings.ToLower(f), opt)
-			})
 			for _, word := range strings.Fields(cmd.Reason) {
-				if strings.EqualFold(word, opt) && !inside {
+				if strings.EqualFold(word, opt) {
 					t.Fatalf("%s ended up in the reason %q", opt, cmd.Reason)
 				}
 			}
 		}
 		if html == "" && (cmd.Verb == VerbAdd || cmd.Verb == VerbRemove || cmd.Verb == VerbUndo) {
-			typed := slices.ContainsFunc(strings.Fields(body), func(w string) bool { return strings.EqualFold(w, optionDryRun) })
+			typed := slices.ContainsFunc(strings.Fields(event.TrimReplyFallbackText(body)), reads)
 			if cmd.DryRun != typed {
 				t.Fatalf("DryRun %v for %q", cmd.DryRun, body)
 			}
