@@ -35,6 +35,7 @@ import (
 	"github.com/presence-router/presence-router/encryption"
 	"github.com/presence-router/presence-router/follower"
 	"github.com/presence-router/presence-router/importer"
+	"github.com/presence-router/presence-router/learner"
 	"github.com/presence-router/presence-router/listfile"
 	"github.com/presence-router/presence-router/logging"
 	"github.com/presence-router/presence-router/router"
@@ -428,6 +429,7 @@ type app struct {
 	store      *store.Store
 	engine     *router.Engine
 	follower   *follower.Follower
+	learner    *learner.Learner
 	routing    *router.Handler
 	as         *appservice.AppService
 	bot        *bot.Bot
@@ -483,10 +485,12 @@ func (a *app) construct(ctx context.Context, zlog zerolog.Logger, routerToken st
 
 	a.registry = prometheus.NewRegistry()
 	a.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.learner = learner.New(a.store, a.follower.Committed, a.cfg.BotMXID(), a.log.WithField("component", "learner"))
 	a.routing = router.NewHandler(a.engine, router.HandlerOptions{
 		Token:   routerToken,
 		Log:     a.log.WithField("component", "router"),
 		Metrics: router.NewMetrics(a.registry),
+		Learn:   a.learner.Learn,
 	})
 	a.as, err = appservice.CreateFull(appservice.CreateOpts{
 		Registration:     registrationFor(a.cfg),
@@ -595,6 +599,7 @@ func (a *app) start() error {
 		a.log.WithError(err).Warn("Failed to listen for changes; polling the database every 2 s instead")
 	}
 	go a.follower.Run(watchCtx, changePollInterval, wake, onError)
+	go a.learner.Run(watchCtx)
 	return a.startActive(watchCtx)
 }
 

@@ -43,16 +43,17 @@ const (
 // Command is a parsed, validated chat command.
 type Command struct {
 	Verb      Verb
-	List      rules.List  // add, remove, list
-	Users     []id.UserID // add, remove (deduplicated, in order); explain (one)
-	Reason    string      // add, remove (optional free text, sanitized and cut to MaxReasonRunes)
-	ReasonCut bool        // the reason was longer and was cut
-	Count     int         // history
-	Topic     string      // help: "" for the overview
-	Raw       string      // the text after the prefix, for the audit log
-	DryRun    bool        // --dry-run: say what would change, change nothing
-	Force     bool        // --force: past a guard (a too broad pattern, an unknown user, a later change)
-	Version   int64       // undo
+	List      rules.List      // add, remove, list
+	Users     []id.UserID     // add, remove (deduplicated, in order); explain (one)
+	Reason    string          // add, remove (optional free text, sanitized and cut to MaxReasonRunes)
+	ReasonCut bool            // the reason was longer and was cut
+	Count     int             // history
+	Topic     string          // help: "" for the overview
+	Raw       string          // the text after the prefix, for the audit log
+	DryRun    bool            // --dry-run: say what would change, change nothing
+	Force     bool            // --force: past a guard (a too broad pattern, an unknown user, a later change)
+	Version   int64           // undo
+	Group     rules.GroupName // group commands (List is then groupTopic)
 }
 
 // ArgError names one bad argument and why it is bad.
@@ -184,6 +185,15 @@ func ParseCommand(prefix, body, formattedBody string) (*Command, error) {
 		args = args[1:]
 		if spec = specFor(Verb(sub), list); spec == nil {
 			return fail(fmt.Sprintf("Unknown %s action %s: use add, remove or list", list, Code(sub)), list.String())
+		}
+	} else if groupAliases[word] {
+		if len(args) == 0 {
+			return fail("Missing what to do with groups: create, delete, add, remove or list", string(groupTopic))
+		}
+		sub := strings.ToLower(args[0].text)
+		args = args[1:]
+		if spec = specFor(Verb(sub), groupTopic); spec == nil {
+			return fail(fmt.Sprintf("Unknown group action %s: use create, delete, add, remove or list", Code(sub)), string(groupTopic))
 		}
 	} else if spec = specFor(Verb(word), ""); spec == nil {
 		return fail(fmt.Sprintf("Unknown command %s", Code(toks[0].text)), "")

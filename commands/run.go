@@ -86,15 +86,21 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 	if cmd.Verb == VerbRemove {
 		action = rules.Remove
 	}
+	list := cmd.List
+	if list == groupTopic {
+		list = rules.GroupList(cmd.Group)
+	}
 	m := rules.Mutation{EventID: origin.EventID, Sender: origin.Sender, Command: r.Prefix + " " + cmd.Raw, Reason: cmd.Reason, DryRun: cmd.DryRun}
 	for _, user := range cmd.Users {
-		m.Entries = append(m.Entries, rules.Entry{List: cmd.List, UserID: user, Action: action})
+		m.Entries = append(m.Entries, rules.Entry{List: list, UserID: user, Action: action})
 	}
 	warning := ""
 	if action == rules.Add {
 		if unknown := r.unknownLocalUsers(ctx, cmd.Users); len(unknown) > 0 {
 			are := Plural(len(unknown), "is", "are")
-			if cmd.List == rules.AlwaysSend && !cmd.Force {
+			// Users who would be sent presence must exist: Synapse fails a
+			// push to a user it does not know.
+			if list != rules.Blacklist && !cmd.Force {
 				return Failure(fmt.Sprintf("%s %s not registered on %s (a typo?): Synapse cannot send presence to a user it does not know. Nothing was changed; add %s to add anyway.",
 					capitalize(userList(unknown, 20)), are, Code(r.Domain), Code(optionForce)), ResultInvalid), nil, nil
 			}
@@ -103,6 +109,9 @@ func (r *Runner) mutate(ctx context.Context, origin Origin, cmd *Command) (*Repl
 	}
 	rep, change, err := r.apply(ctx, m, cmd)
 	if rep != nil && rep.Result == ResultOK {
+		if list != cmd.List && action == rules.Remove {
+			rep.Markdown += r.stillInGroup(cmd.Group, cmd.Users)
+		}
 		rep.Markdown += warning
 	}
 	return rep, change, err
@@ -130,8 +139,8 @@ func (r *Runner) unknownLocalUsers(ctx context.Context, users []id.UserID) []id.
 // pattern matches, who stays hidden, and what needed nothing.
 func (r *Runner) apply(ctx context.Context, m rules.Mutation, cmd *Command) (*Reply, *rules.Change, error) {
 	res, err := r.Store.Apply(ctx, m)
-	if errors.Is(err, rules.ErrTooManyPatterns) {
-		return Failure(capitalize(err.Error())+".", ResultInvalid), nil, nil
+	if rep := r.groupRefusal(err, cmd.Group); rep != nil {
+		return rep, nil, nil
 	} else if err != nil {
 		return nil, nil, err
 	}
@@ -140,18 +149,7 @@ func (r *Runner) apply(ctx context.Context, m rules.Mutation, cmd *Command) (*Re
 		sb.WriteString("Dry run: ")
 	}
 	if c := res.Change; c != nil {
-		var parts []string
-		for _, group := range groupEntries(c.Entries) {
-			verb, would, prep := "added", "would add", "to"
-			if group.action == rules.Remove {
-				verb, would, prep = "removed", "would remove", "from"
-			}
-			if m.DryRun {
-				verb = would
-			}
-			parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(group.users, 20), prep, listPhrase(group.list)))
-		}
-		sb.WriteString(capitalize(strings.Join(parts, "; ")))
+		sb.WriteString(capitalize(strings.Join(changePhrases(c.Entries, m.DryRun, 20, listPhrase), "; ")))
 		if cmd.Reason != "" {
 			cut := ""
 			if cmd.ReasonCut {
@@ -196,6 +194,34 @@ func (r *Runner) apply(ctx context.Context, m rules.Mutation, cmd *Command) (*Re
 		return Success(sb.String()), nil, nil
 	}
 	return Success(sb.String()), res.Change, nil
+}
+
+// changePhrases says what entries do, one phrase per action and list:
+// "added @a and @b to the blacklist", "created the group support" (up to
+// limit users named in each; list names the list).
+func changePhrases(entries []rules.Entry, dryRun bool, limit int, list func(rules.List) string) []string {
+	var parts []string
+	for _, g := range groupEntries(entries) {
+		verb, would, prep := "added", "would add", "to"
+		if g.action == rules.Remove {
+			verb, would, prep = "removed", "would remove", "from"
+		}
+		if dryRun {
+			verb = would
+		}
+		if name, ok := g.list.Group(); ok && slices.Contains(g.users, "") {
+			made := map[rules.Action]string{rules.Add: "created", rules.Remove: "deleted"}[g.action]
+			if dryRun {
+				made = map[rules.Action]string{rules.Add: "would create", rules.Remove: "would delete"}[g.action]
+			}
+			parts = append(parts, made+" the group "+Code(name))
+			if g.users = slices.DeleteFunc(g.users, func(u id.UserID) bool { return u == "" }); len(g.users) == 0 {
+				continue
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(g.users, limit), prep, list(g.list)))
+	}
+	return parts
 }
 
 // entryGroup is the users of entries with one action on one list.
@@ -414,6 +440,8 @@ func (r *Runner) explain(user id.UserID) *Reply {
 		fmt.Fprintf(&sb, "* **Their presence**: blacklisted by the pattern %s, so it is not routed to anyone. Users who share a room with them still see it.\n", CodeUser(ex.Pattern))
 	case ex.Blacklisted:
 		sb.WriteString("* **Their presence**: blacklisted, so it is not routed to anyone. Users who share a room with them still see it.\n")
+	case len(ex.Recipients) == 0 && len(ex.Groups) > 0:
+		sb.WriteString("* **Their presence**: goes to users who share a room with them and to their groups' members (below); no always-send user receives it.\n")
 	case len(ex.Recipients) == 0:
 		sb.WriteString("* **Their presence**: goes to users who share a room with them; no always-send user receives it extra.\n")
 	default:
@@ -422,11 +450,23 @@ func (r *Runner) explain(user id.UserID) *Reply {
 	if ex.Remote && !ex.Blacklisted {
 		fmt.Fprintf(&sb, "* **On another server**: their presence reaches this server only for users who share a room with them, and it is routed on to local always-send users only.\n")
 	}
+	for _, g := range ex.Groups {
+		switch {
+		case ex.Blacklisted:
+			fmt.Fprintf(&sb, "* **Group %s**: a member, but blacklisted, so no member receives their presence; they receive the other members'.\n", Code(g.Name))
+		case g.Unknown:
+			fmt.Fprintf(&sb, "* **Group %s**: a pattern makes them a member, but they have not synced since it was added: they receive the members' presence from their next /sync on, and the members receive theirs once they have.\n", Code(g.Name))
+		default:
+			fmt.Fprintf(&sb, "* **Group %s**: a member; their presence goes to its %d other %s, and they receive the other members'.\n", Code(g.Name), g.Recipients, Plural(g.Recipients, "member", "members"))
+		}
+	}
 	switch {
 	case ex.AlwaysSend && ex.Remote:
 		fmt.Fprintf(&sb, "* **They receive**: the presence of every user of %s who is not blacklisted (always-send), sent to their server, which shows it to them only if it routes presence to them too (or they share a room).\n", Code(r.Domain))
 	case ex.AlwaysSend:
 		sb.WriteString("* **They receive**: the presence of every user who is not blacklisted (always-send).\n")
+	case len(ex.Groups) > 0:
+		sb.WriteString("* **They receive**: the presence of their groups' members who are not blacklisted, and of users who share a room with them.\n")
 	default:
 		sb.WriteString("* **They receive**: only the presence of users who share a room with them.\n")
 	}
@@ -487,6 +527,13 @@ func (r *Runner) status(ctx context.Context) (*Reply, error) {
 		fmt.Fprintf(&sb, " and %d %s", patterns, Plural(patterns, "pattern", "patterns"))
 	}
 	sb.WriteString("\n")
+	groups := r.Engine.Groups()
+	members := 0
+	for _, g := range groups {
+		members += g.Members
+	}
+	fmt.Fprintf(&sb, "* groups: %d (%d %s in all; %d %s known to match a group's pattern)\n", len(groups), members, Plural(members, "member", "members"),
+		r.Engine.KnownCount(), Plural(r.Engine.KnownCount(), "user", "users"))
 	fmt.Fprintf(&sb, "* Last adapter contact: %s\n", contact)
 	fmt.Fprintf(&sb, "* Commands waiting: %d\n", max(backlog-1, 0))
 	fmt.Fprintf(&sb, "* Uptime: %s\n", time.Since(r.Started).Round(time.Second))
@@ -497,8 +544,12 @@ func (r *Runner) status(ctx context.Context) (*Reply, error) {
 	return Success(sb.String()), nil
 }
 
-// listPhrase names a list in a sentence: "the always-send list", "the blacklist".
+// listPhrase names a list in a sentence: "the always-send list", "the
+// blacklist", "the group `support`".
 func listPhrase(name rules.List) string {
+	if group, ok := name.Group(); ok {
+		return "the group " + Code(group)
+	}
 	if name == rules.Blacklist {
 		return "the blacklist"
 	}
@@ -515,16 +566,7 @@ func describeChange(c rules.Change) string {
 }
 
 func describeEntries(entries []rules.Entry) string {
-	groups := groupEntries(entries)
-	parts := make([]string, 0, len(groups))
-	for _, g := range groups {
-		verb, prep := "added", "to"
-		if g.action == rules.Remove {
-			verb, prep = "removed", "from"
-		}
-		parts = append(parts, fmt.Sprintf("%s %s %s %s", verb, userList(g.users, 5), prep, g.list))
-	}
-	return strings.Join(parts, "; ")
+	return strings.Join(changePhrases(entries, false, 5, rules.List.String), "; ")
 }
 
 // userList renders up to limit user IDs as code spans, then a count.

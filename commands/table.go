@@ -69,9 +69,16 @@ func init() {
 		listChange(rules.Blacklist, VerbAdd, "these users' presence is never routed (people who share a room with them still see it); a pattern with * or ? (case-insensitive) covers many users, such as a bridge's puppets", "@whatsapp_*:example.org WhatsApp puppets"),
 		listChange(rules.Blacklist, VerbRemove, "these users' (or patterns') presence is routed again; the always-send users get it at once", "@ceo:example.org"),
 		listShow(rules.Blacklist),
-		{verb: VerbExplain, args: "<user>", summary: "where the user's presence goes, and what they receive", example: "@alice:example.org",
-			parse: parseExplain, run: func(r *Runner, _ context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
-				return r.explain(cmd.Users[0]), nil, nil
+	}
+	commands = append(commands, groupSpecs()...)
+	commands = append(commands, []*commandSpec{
+		{verb: VerbExplain, args: "[user]", summary: "where the user's presence goes (always-send users, groups), and what they receive; without a user, the sender's", example: "@alice:example.org",
+			parse: parseExplain, run: func(r *Runner, _ context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
+				user := origin.Sender
+				if len(cmd.Users) > 0 {
+					user = cmd.Users[0]
+				}
+				return r.explain(user), nil, nil
 			}},
 		{verb: VerbHistory, args: "[count]", summary: fmt.Sprintf("the last changes (default %d, at most %d), newest first: who, when, what, why", defaultHistory, maxHistory), example: "5",
 			parse: parseHistory, run: func(r *Runner, ctx context.Context, _ Origin, cmd *Command) (*Reply, *rules.Change, error) {
@@ -87,7 +94,7 @@ func init() {
 				rep, err := r.status(ctx)
 				return rep, nil, err
 			}},
-	}
+	}...)
 }
 
 func listChange(list rules.List, verb Verb, summary, example string) *commandSpec {
@@ -168,8 +175,11 @@ func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 }
 
 func parseExplain(cmd *Command, rest string, args []token) *ParseError {
+	if len(args) == 0 {
+		return nil // the sender
+	}
 	if len(args) != 1 {
-		return argError("`explain` takes exactly one user")
+		return argError("`explain` takes one user, or none for yourself")
 	}
 	users, _, bad := parseUsers(rest, args, noPatterns, false)
 	if len(bad) > 0 {

@@ -59,7 +59,7 @@ func Load(ctx context.Context, src Source, server string) (*router.Engine, error
 	if err != nil {
 		return nil, err
 	}
-	return router.NewEngine(server, snap.Version, snap.AlwaysSend, snap.Blacklist, history), nil
+	return router.LoadEngine(server, snap, history), nil
 }
 
 func load(ctx context.Context, src Source) (*rules.Snapshot, []rules.Update, error) {
@@ -139,7 +139,7 @@ func (f *Follower) reload(ctx context.Context, have int64) error {
 	if err != nil {
 		return fmt.Errorf("failed to reload the rules: %w", err)
 	}
-	f.engine.Reload(snap.Version, snap.AlwaysSend, snap.Blacklist, history)
+	f.engine.Reload(snap, history)
 	f.log.WithFields(logrus.Fields{"from_version": have, "version": snap.Version, "max_behind": f.MaxBehind}).
 		Warn("Fell more than max_behind changes behind the database; reloaded the rules instead of applying each change")
 	return nil

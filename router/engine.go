@@ -43,6 +43,10 @@ type FeedEntry struct {
 	// or no longer receive, the presence of every routed user
 	// (always-send entries added or removed).
 	DestinationsAdded, DestinationsRemoved []id.UserID
+	// AllInterested: the interested_users answers of group members may
+	// have changed (a group, its members, the known users or, while
+	// groups exist, the blacklist changed).
+	AllInterested bool
 }
 
 // MaxFeedSources bounds the sources one change (and one answer of the
@@ -68,6 +72,12 @@ func (e *Engine) feedEntry(u rules.Update, pushTo []id.UserID) FeedEntry {
 		f.AllSources = true
 	}
 	f.DestinationsAdded, f.DestinationsRemoved = u.AddAlwaysSend, u.RemoveAlwaysSend
+	if len(u.Groups) > 0 || len(u.AddKnown) > 0 || u.EntriesOmitted ||
+		len(e.groups) > 0 && len(u.AddBlacklist)+len(u.RemoveBlacklist) > 0 {
+		// Whom a member receives and who receives a member's presence
+		// changed; which members, the feed does not say.
+		f.AllSources, f.AllInterested = true, true
+	}
 	return f
 }
 
@@ -78,6 +88,7 @@ type Explanation struct {
 	Blacklisted bool        // their presence is not routed
 	Pattern     id.UserID   // the blacklist pattern that matched ("" when listed exactly)
 	Recipients  []id.UserID // always-send users who receive their presence
+	Groups      []GroupReach
 	// Remote: the user is on another server. Their presence reaches only
 	// the local always-send users; as an always-send user, they receive
 	// only local users' presence.
@@ -108,16 +119,27 @@ type Engine struct {
 	localAlwaysSendJSON, remoteAlwaysSendJSON []byte
 	// alwaysSendJSON caches the JSON array of alwaysSend.
 	alwaysSendJSON []byte
-	feed           []FeedEntry
-	changed        chan struct{} // closed and replaced on every Apply
+	// groups by name, their sorted names, and the local users known to
+	// match a group's pattern (rules.Known).
+	groups     map[rules.GroupName]*group
+	groupNames []rules.GroupName
+	known      map[id.UserID]struct{}
+	feed       []FeedEntry
+	changed    chan struct{} // closed and replaced on every Apply
 }
 
 // NewEngine returns an engine for the homeserver named server at version
 // with the given lists and retained feed history (oldest first, as Change.Update
 // makes them). With server "", every user counts as local.
 func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) *Engine {
+	return LoadEngine(server, &rules.Snapshot{Version: version, AlwaysSend: alwaysSend, Blacklist: blacklist}, history)
+}
+
+// LoadEngine returns an engine for the homeserver named server with the
+// rules of snap and the retained feed history (as NewEngine).
+func LoadEngine(server string, snap *rules.Snapshot, history []rules.Update) *Engine {
 	e := &Engine{server: server, changed: make(chan struct{})}
-	e.load(version, alwaysSend, blacklist, history)
+	e.load(snap, history)
 	return e
 }
 
@@ -125,22 +147,22 @@ func NewEngine(server string, version int64, alwaysSend, blacklist []id.UserID, 
 // takes them), for an engine that fell too far behind to apply each change.
 // Long polls wake up; a client whose since is no longer retained is told to
 // reset.
-func (e *Engine) Reload(version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) {
+func (e *Engine) Reload(snap *rules.Snapshot, history []rules.Update) {
 	e.lock.Lock()
 	defer e.lock.Unlock()
-	e.load(version, alwaysSend, blacklist, history)
+	e.load(snap, history)
 	close(e.changed)
 	e.changed = make(chan struct{})
 }
 
 // load sets the rules and the feed history. The caller holds the write
 // lock, or is NewEngine.
-func (e *Engine) load(version int64, alwaysSend, blacklist []id.UserID, history []rules.Update) {
-	e.version = version
-	e.blacklist = make(map[id.UserID]struct{}, len(blacklist))
-	e.alwaysSendSet = make(map[id.UserID]struct{}, len(alwaysSend))
+func (e *Engine) load(snap *rules.Snapshot, history []rules.Update) {
+	e.version = snap.Version
+	e.blacklist = make(map[id.UserID]struct{}, len(snap.Blacklist))
+	e.alwaysSendSet = make(map[id.UserID]struct{}, len(snap.AlwaysSend))
 	var patterns []string
-	for _, u := range blacklist {
+	for _, u := range snap.Blacklist {
 		e.blacklist[u] = struct{}{}
 		if isPattern(u) {
 			patterns = append(patterns, string(u))
@@ -148,10 +170,22 @@ func (e *Engine) load(version int64, alwaysSend, blacklist []id.UserID, history 
 	}
 	e.patterns = userid.NewSet(patterns)
 	e.forgetVerdicts()
-	for _, u := range alwaysSend {
+	for _, u := range snap.AlwaysSend {
 		e.alwaysSendSet[u] = struct{}{}
 	}
 	e.setAlwaysSend()
+	e.known = make(map[id.UserID]struct{}, len(snap.Known))
+	for _, u := range snap.Known {
+		e.known[u] = struct{}{}
+	}
+	e.groups = make(map[rules.GroupName]*group, len(snap.Groups))
+	for name, members := range snap.Groups {
+		e.groups[name] = newGroup()
+		for _, u := range members {
+			e.applyGroupEntry(rules.Entry{List: rules.GroupList(name), UserID: u, Action: rules.Add})
+		}
+	}
+	e.resolveGroupsLocked()
 	if len(history) > FeedLimit {
 		history = history[len(history)-FeedLimit:]
 	}
@@ -224,6 +258,15 @@ func (e *Engine) Apply(u rules.Update) {
 			delete(e.alwaysSendSet, user)
 		}
 		e.setAlwaysSend()
+	}
+	for _, user := range u.AddKnown {
+		e.known[user] = struct{}{}
+	}
+	for _, entry := range u.Groups {
+		e.applyGroupEntry(entry)
+	}
+	if len(u.Groups) > 0 || len(e.groups) > 0 && (len(u.AddKnown) > 0 || len(u.AddBlacklist)+len(u.RemoveBlacklist) > 0) {
+		e.resolveGroupsLocked()
 	}
 	e.version = u.Version
 	pushTo := u.PushTo
@@ -345,7 +388,10 @@ type RouteJSON struct {
 	// AllRecipients: Users are every always-send user (the single route
 	// of the usual answer).
 	AllRecipients bool
-	Indices       []int
+	// Group: a group's members, who need not be keys of the answer (they
+	// are not answered ALL_USERS).
+	Group   bool
+	Indices []int
 }
 
 // usersForStatesJSON routes a batch of states for the routing API: it
@@ -357,11 +403,14 @@ type RouteJSON struct {
 // remote states are routed and some always-send users are on other
 // servers, those get a second route with the local states only
 // (routeRemote).
-func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (version int64, n int) {
+//
+// Groups add a route per group that a routed state's user is a member of
+// (groupRoutes; nil when there are no groups).
+func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (version int64, n int, groupRoutes []RouteJSON) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	if len(e.alwaysSend) == 0 {
-		return e.version, 0
+	if len(e.alwaysSend) == 0 && len(e.groups) == 0 {
+		return e.version, 0, nil
 	}
 	indices := make([]int, 0, len(states))
 	remoteRouted := false
@@ -371,11 +420,17 @@ func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (versi
 			remoteRouted = remoteRouted || e.remoteAlwaysSendJSON != nil && !e.reachesRemote(s.UserID)
 		}
 	}
+	if len(e.groups) > 0 {
+		groupRoutes = e.groupRoutesLocked(states, indices)
+	}
+	if len(e.alwaysSend) == 0 {
+		return e.version, 0, groupRoutes
+	}
 	if !remoteRouted {
 		routes[0] = RouteJSON{Users: e.alwaysSendJSON, AllRecipients: true, Indices: indices}
-		return e.version, 1
+		return e.version, 1, groupRoutes
 	}
-	return e.version, e.routeRemote(states, indices, routes)
+	return e.version, e.routeRemote(states, indices, routes), groupRoutes
 }
 
 // routeRemote splits the routed states' indices between the local
@@ -397,12 +452,25 @@ func (e *Engine) routeRemote(states []State, indices []int, routes *[2]RouteJSON
 }
 
 // InterestedUsers says whether user receives everyone's presence beyond
-// shared rooms (an always-send user); nobody receives some users' only.
+// shared rooms (an always-send user).
 func (e *Engine) InterestedUsers(user id.UserID) (version int64, all bool) {
+	version, all, _ = e.interestedJSON(user)
+	return version, all
+}
+
+// interestedJSON is the interested_users answer: everyone's presence (an
+// always-send user), or the users whose presence user receives through
+// groups, encoded (nil for none).
+func (e *Engine) interestedJSON(user id.UserID) (version int64, all bool, users []byte) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	_, all = e.alwaysSendSet[user]
-	return e.version, all
+	if _, all = e.alwaysSendSet[user]; all {
+		return e.version, true, nil
+	}
+	if len(e.groups) > 0 {
+		users = e.groupInterestLocked(user)
+	}
+	return e.version, false, users
 }
 
 // Rules returns the version and sorted copies of both lists.
@@ -459,6 +527,23 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 			ex.Recipients = slices.DeleteFunc(ex.Recipients, e.remote)
 		}
 	}
+	_, known := e.known[user]
+	e.groupsOfLocked(user, func(name rules.GroupName, g *group) {
+		reach := GroupReach{Name: name}
+		_, exact := g.exact[user]
+		reach.Unknown = !exact && !known
+		if !ex.Blacklisted && !reach.Unknown {
+			recipients := g.members
+			if ex.Remote {
+				recipients = slices.DeleteFunc(slices.Clone(recipients), e.remote)
+			}
+			reach.Recipients = len(recipients)
+			if slices.Contains(recipients, user) {
+				reach.Recipients--
+			}
+		}
+		ex.Groups = append(ex.Groups, reach)
+	})
 	return ex
 }
 
@@ -478,6 +563,9 @@ type FeedAnswer struct {
 	// interested_users answers changed too).
 	DestinationsAdded   []id.UserID `json:"destinations_added"`
 	DestinationsRemoved []id.UserID `json:"destinations_removed"`
+	// AllInterested: drop every cached interested_users answer (those of
+	// group members changed).
+	AllInterested bool `json:"all_interested"`
 }
 
 func emptyAnswer(version int64, reset bool) FeedAnswer {
@@ -543,6 +631,7 @@ func (e *Engine) changesSince(since int64) FeedAnswer {
 			pushTo[u] = struct{}{}
 		}
 		answer.AllSources = answer.AllSources || f.AllSources
+		answer.AllInterested = answer.AllInterested || f.AllInterested
 		if !answer.AllSources {
 			for _, u := range f.Sources {
 				sources[u] = struct{}{}

@@ -23,6 +23,7 @@ import (
 	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/logging"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // Prefix is the path prefix of the routing API.
@@ -40,6 +41,10 @@ type HandlerOptions struct {
 	MaxBodyBytes int64 // 0: DefaultMaxBodyBytes
 	Log          *logrus.Entry
 	Metrics      *Metrics // nil: none
+	// Learn is told, without waiting, of a local user who syncs and whom a
+	// group's pattern matches but who is not known yet (nil: nobody is
+	// learned).
+	Learn func(id.UserID)
 }
 
 // Handler serves the routing API v1 (see docs/routing-api.md).
@@ -52,6 +57,7 @@ type Handler struct {
 	lastContact atomic.Int64 // unix nanoseconds
 	mux         *http.ServeMux
 	authWarn    logging.Limiter
+	learn       func(id.UserID)
 }
 
 // authWarnInterval is how often at most a failed authentication is logged.
@@ -67,7 +73,7 @@ func NewHandler(e *Engine, opts HandlerOptions) *Handler {
 		l.SetOutput(io.Discard)
 		opts.Log = logrus.NewEntry(l)
 	}
-	h := &Handler{engine: e, token: []byte(opts.Token), maxBody: opts.MaxBodyBytes, log: opts.Log, metrics: opts.Metrics, mux: http.NewServeMux()}
+	h := &Handler{engine: e, token: []byte(opts.Token), maxBody: opts.MaxBodyBytes, log: opts.Log, metrics: opts.Metrics, mux: http.NewServeMux(), learn: opts.Learn}
 	h.metrics.watch(e, h)
 	for _, ep := range endpoints {
 		h.mux.HandleFunc(ep.method+" "+Prefix+ep.name, ep.handler(h))
@@ -209,18 +215,25 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var routes [2]RouteJSON
-	version, n := h.engine.usersForStatesJSON(states, &routes)
+	version, n, groupRoutes := h.engine.usersForStatesJSON(states, &routes)
 	buf.Reset() // the states hold their own strings; the buffer now carries the answer
 	var num [20]byte
 	buf.WriteString(`{"version":`)
 	buf.Write(strconv.AppendInt(num[:0], version, 10))
 	buf.WriteString(`,"routes":[`)
-	for r, route := range routes[:n] {
+	all := routes[:n]
+	if groupRoutes != nil {
+		all = append(all, groupRoutes...)
+	}
+	for r, route := range all {
 		buf.Grow(32 + len(route.Users) + 8*len(route.Indices))
 		if r > 0 {
 			buf.WriteByte(',')
 		}
-		if route.AllRecipients && version == known {
+		if route.Group {
+			buf.WriteString(`{"group":true,"users":`)
+			buf.Write(route.Users)
+		} else if route.AllRecipients && version == known {
 			// The client holds this version's recipients: they are not
 			// sent again (10,000 always-send users are 300 KB to decode).
 			buf.WriteString(`{"all_recipients":true`)
@@ -489,12 +502,19 @@ func (h *Handler) interestedUsers(w http.ResponseWriter, r *http.Request) {
 		mautrix.MInvalidParam.WithMessage("Query parameter user_id must be a user ID").Write(w)
 		return
 	}
-	version, all := h.engine.InterestedUsers(id.UserID(user))
+	if h.learn != nil && h.engine.NeedsLearning(id.UserID(user)) {
+		h.learn(id.UserID(user))
+	}
+	version, all, users := h.engine.interestedJSON(id.UserID(user))
 	if all {
 		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": true})
 		return
 	}
-	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": []id.UserID{}})
+	if users == nil {
+		users = []byte("[]")
+	}
+	// A group's members are encoded once per change, not per answer.
+	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": false, "users": json.RawMessage(users)})
 }
 
 func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
@@ -522,5 +542,17 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
 	version, alwaysSend, blacklist := h.engine.Rules()
-	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist})
+	groups := make(map[rules.GroupName][]string)
+	for _, g := range h.engine.Groups() {
+		groups[g.Name] = append(slices.Clone(g.Patterns), stringsOf(g.Users)...)
+	}
+	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist, "groups": groups})
+}
+
+func stringsOf(users []id.UserID) []string {
+	out := make([]string, len(users))
+	for i, u := range users {
+		out[i] = string(u)
+	}
+	return out
 }

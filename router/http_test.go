@@ -85,8 +85,8 @@ func TestHandler_Answers(t *testing.T) {
 			`{"version":42,"routes":[{"users":["@dash:x"],"states":[0]}]}`},
 		{"interested_users all", "GET", Prefix + "interested_users?user_id=@dash:x", "", `{"all":true,"version":42}`},
 		{"interested_users none", "GET", Prefix + "interested_users?user_id=%40bob%3Ax", "", `{"all":false,"users":[],"version":42}`},
-		{"changes without since resets", "GET", Prefix + "changes?timeout=0", "", `{"version":42,"push_to":[],"reset":true,"sources":[],"all_sources":false,"destinations_added":[],"destinations_removed":[]}`},
-		{"rules", "GET", Prefix + "rules", "", `{"always_send":["@dash:x"],"blacklist":["@alice:x"],"version":42}`},
+		{"changes without since resets", "GET", Prefix + "changes?timeout=0", "", `{"version":42,"push_to":[],"reset":true,"sources":[],"all_sources":false,"destinations_added":[],"destinations_removed":[],"all_interested":false}`},
+		{"rules", "GET", Prefix + "rules", "", `{"always_send":["@dash:x"],"blacklist":["@alice:x"],"groups":{},"version":42}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

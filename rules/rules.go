@@ -7,6 +7,8 @@ package rules
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 	"time"
 
@@ -24,12 +26,75 @@ const (
 	Blacklist List = "blacklist"
 )
 
-// String renders a list name the way users type it.
-func (l List) String() string { return strings.ReplaceAll(string(l), "_", "-") }
+// Known is the list of local users the service has seen syncing who
+// match a group's pattern: a pattern member of a group receives and sends
+// presence through it once known (Synapse gives no list of its users).
+// Nobody types it; the service adds to it.
+const Known List = "known"
 
-// MaxPatterns is how many patterns the blacklist may hold. Routing matches
-// a user against all of them in one pass (userid.Set), and the cap bounds
-// that pass's cost for any set of patterns (BENCHMARKS.md).
+// groupListPrefix begins the list of a group's members.
+const groupListPrefix = "group:"
+
+// GroupName names a group: 1 to 64 of a-z, 0-9, '.', '_' and '-'.
+type GroupName string
+
+var groupNameRE = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
+
+// ErrBadGroupName is wrapped by ParseGroupName's error.
+var ErrBadGroupName = errors.New("a group name is 1 to 64 of a-z, 0-9, '.', '_' and '-'")
+
+// ParseGroupName reads a group name as typed, folded to lower case.
+func ParseGroupName(s string) (GroupName, error) {
+	name := strings.ToLower(s)
+	if !groupNameRE.MatchString(name) {
+		return "", fmt.Errorf("%w", ErrBadGroupName)
+	}
+	return GroupName(name), nil
+}
+
+// GroupList is the list that holds a group's members. The group itself is
+// its entry with no user (GroupEntry): it exists, with or without members,
+// while that entry is on the list.
+func GroupList(name GroupName) List { return List(groupListPrefix + string(name)) }
+
+// Group says which group's list l is.
+func (l List) Group() (GroupName, bool) {
+	name, ok := strings.CutPrefix(string(l), groupListPrefix)
+	return GroupName(name), ok
+}
+
+// GroupEntry is the entry that creates (Add) or deletes (Remove) a group.
+func GroupEntry(name GroupName, action Action) Entry {
+	return Entry{List: GroupList(name), Action: action}
+}
+
+// MaxGroups is how many groups may exist: routing checks a user against
+// each group.
+const MaxGroups = 100
+
+// Errors a mutation of groups may fail with (wrapped).
+var (
+	ErrNoSuchGroup   = errors.New("no such group")
+	ErrTooManyGroups = errors.New("too many groups")
+)
+
+// LearnedCommand is the command text of a change that adds users to the
+// Known list: history leaves those changes out.
+const LearnedCommand = "(users seen syncing)"
+
+// String renders a list name the way users type it: "always-send",
+// "blacklist", "group support".
+func (l List) String() string {
+	if name, ok := l.Group(); ok {
+		return "group " + string(name)
+	}
+	return strings.ReplaceAll(string(l), "_", "-")
+}
+
+// MaxPatterns is how many patterns the blacklist may hold, and how many the
+// groups may hold together. Routing matches a user against all of the
+// blacklist's in one pass (userid.Set), and the cap bounds that pass's cost
+// for any set of patterns (BENCHMARKS.md).
 const MaxPatterns = 1000
 
 // ErrTooManyPatterns is wrapped by the error of a change that would take
@@ -109,11 +174,14 @@ type Result struct {
 	Unchanged []Entry
 }
 
-// Snapshot is the content of both lists at one version.
+// Snapshot is the content of every list at one version.
 type Snapshot struct {
 	Version    int64
 	AlwaysSend []id.UserID
 	Blacklist  []id.UserID
+	// Groups holds every group with its members (users and patterns).
+	Groups map[GroupName][]id.UserID
+	Known  []id.UserID
 }
 
 // Update is one committed change as the router applies it.
@@ -128,6 +196,10 @@ type Update struct {
 	// EntriesOmitted: the lists above are not known (a large change read
 	// back from the store); the feed then says every source changed.
 	EntriesOmitted bool
+	// Groups are the entries on groups' lists, in order: a group created
+	// or deleted (no user), a member added or removed.
+	Groups   []Entry
+	AddKnown []id.UserID
 }
 
 // Update turns a committed change into the router's update: the one
@@ -135,7 +207,15 @@ type Update struct {
 func (c *Change) Update() Update {
 	u := Update{Version: c.Version, PushTo: c.PushTo, PushToAllAlwaysSend: c.PushToAll, EntriesOmitted: c.EntriesOmitted}
 	for _, e := range c.Entries {
+		if _, ok := e.List.Group(); ok {
+			u.Groups = append(u.Groups, e)
+			continue
+		}
 		switch {
+		case e.List == Known:
+			if e.Action == Add {
+				u.AddKnown = append(u.AddKnown, e.UserID)
+			}
 		case e.List == AlwaysSend && e.Action == Add:
 			u.AddAlwaysSend = append(u.AddAlwaysSend, e.UserID)
 		case e.List == AlwaysSend:

@@ -20,7 +20,12 @@ const (
 	getRulesQuery     = `SELECT list, user_id FROM rule ORDER BY list, user_id`
 	ruleExistsQuery   = `SELECT EXISTS(SELECT 1 FROM rule WHERE list=$1 AND user_id=$2)`
 	insertRuleQuery   = `INSERT INTO rule (list, user_id, version, reason) VALUES ($1, $2, $3, $4)`
-	exportQuery       = `SELECT list, user_id, reason FROM rule ORDER BY list, user_id`
+	exportQuery       = `SELECT list, user_id, reason FROM rule WHERE list IN ('always_send', 'blacklist') ORDER BY list, user_id`
+	groupMembersQuery = `SELECT user_id FROM rule WHERE list=$1 AND user_id <> '' ORDER BY user_id`
+	countGroupsQuery  = `SELECT COUNT(*) FROM rule WHERE list LIKE 'group:%' AND user_id = ''`
+	knownQuery        = `SELECT user_id FROM rule WHERE list='known'`
+	alwaysSendQuery   = `SELECT user_id FROM rule WHERE list='always_send'`
+	groupRowsQuery    = `SELECT list, user_id FROM rule WHERE list LIKE 'group:%'`
 	deleteRuleQuery   = `DELETE FROM rule WHERE list=$1 AND user_id=$2`
 	insertEntryQuery  = `INSERT INTO change_entry (version, list, user_id, action) VALUES ($1, $2, $3, $4)`
 	insertChangeQuery = `
@@ -34,7 +39,9 @@ const (
 	// countPatternsQuery's condition is rule_patterns_idx's (upgrade 04), so
 	// that it reads the index of the few patterns, not every entry.
 	countPatternsQuery = `SELECT COUNT(*) FROM rule WHERE (user_id LIKE '%*%' OR user_id LIKE '%?%') AND list='blacklist'`
-	recentChangesQuery = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
+	// countGroupPatternsQuery counts the patterns of every group together.
+	countGroupPatternsQuery = `SELECT COUNT(*) FROM rule WHERE (user_id LIKE '%*%' OR user_id LIKE '%?%') AND list LIKE 'group:%'`
+	recentChangesQuery      = `SELECT version, push_to FROM change ORDER BY version DESC LIMIT $1`
 	// The entries of the changes from $1 on, but those of a change with more
 	// than $2 entries.
 	recentEntriesQuery = `
@@ -42,14 +49,19 @@ const (
 		WHERE version >= $1 AND version NOT IN (
 			SELECT version FROM change_entry WHERE version >= $1 GROUP BY version HAVING COUNT(*) > $2)
 		ORDER BY version`
+	// historyQuery leaves out the changes that only learned users
+	// (rules.LearnedCommand).
 	historyQuery = `
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
-		FROM change ORDER BY version DESC LIMIT $1`
+		FROM change WHERE command <> '` + rules.LearnedCommand + `' ORDER BY version DESC LIMIT $1`
 	entriesQuery = `SELECT list, user_id, action FROM change_entry WHERE version=$1 ORDER BY action, list, user_id`
 	changeQuery  = `
 		SELECT version, COALESCE(event_id, ''), sender, command, reason, created_at, push_to
 		FROM change WHERE version=$1`
 	laterTouchQuery = `SELECT COALESCE(MIN(version), 0) FROM change_entry WHERE version > $1 AND list = $2 AND user_id = $3`
+	// laterGroupTouchQuery: a group's own entry is touched by any later
+	// change of the group or its members.
+	laterGroupTouchQuery = `SELECT COALESCE(MIN(version), 0) FROM change_entry WHERE version > $1 AND list = $2`
 )
 
 // LoadRules reads both lists and the current version in one snapshot.
@@ -70,9 +82,21 @@ func (s *Store) LoadRules(ctx context.Context) (*rules.Snapshot, error) {
 			if err = rows.Scan(&list, &user); err != nil {
 				return fmt.Errorf("failed to read rule: %w", err)
 			}
-			if list == rules.AlwaysSend {
+			switch name, group := list.Group(); {
+			case group:
+				if snap.Groups == nil {
+					snap.Groups = make(map[rules.GroupName][]id.UserID)
+				}
+				members := snap.Groups[name]
+				if user != "" {
+					members = append(members, user)
+				}
+				snap.Groups[name] = members
+			case list == rules.AlwaysSend:
 				snap.AlwaysSend = append(snap.AlwaysSend, user)
-			} else {
+			case list == rules.Known:
+				snap.Known = append(snap.Known, user)
+			default:
 				snap.Blacklist = append(snap.Blacklist, user)
 			}
 		}
@@ -103,28 +127,79 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		res = rules.Result{}
 		var effective []rules.Entry
 		seen := make(map[rules.Entry]bool, len(m.Entries))
+		// groupNow: groups created (true) or deleted (false) by the entries
+		// before, in this mutation.
+		groupNow := make(map[rules.List]bool)
+		exists := func(e rules.Entry) (bool, error) {
+			if now, ok := groupNow[e.List]; ok && e.UserID == "" {
+				return now, nil
+			}
+			var have bool
+			if err := s.db.QueryRow(ctx, ruleExistsQuery, e.List, e.UserID).Scan(&have); err != nil {
+				return false, fmt.Errorf("failed to read rule: %w", err)
+			}
+			return have, nil
+		}
 		for _, e := range m.Entries {
-			if e.List != rules.AlwaysSend && e.List != rules.Blacklist {
+			group, isGroup := e.List.Group()
+			switch {
+			case isGroup:
+				if name, err := rules.ParseGroupName(string(group)); err != nil || name != group {
+					return fmt.Errorf("failed to apply: %q: %w", group, rules.ErrBadGroupName)
+				}
+			case e.List != rules.AlwaysSend && e.List != rules.Blacklist && e.List != rules.Known:
 				return fmt.Errorf("failed to apply: unknown list %q", e.List)
+			case e.UserID == "":
+				return fmt.Errorf("failed to apply: an entry of %s without a user", e.List)
 			}
 			if seen[e] {
 				continue
 			}
 			seen[e] = true
-			var exists bool
-			if err := s.db.QueryRow(ctx, ruleExistsQuery, e.List, e.UserID).Scan(&exists); err != nil {
-				return fmt.Errorf("failed to read rule: %w", err)
+			if isGroup && e.UserID != "" {
+				ok, err := exists(rules.GroupEntry(group, rules.Add))
+				if err != nil {
+					return err
+				}
+				if !ok {
+					return fmt.Errorf("failed to apply: %w: %s", rules.ErrNoSuchGroup, group)
+				}
 			}
-			if exists == (e.Action == rules.Add) {
+			have, err := exists(e)
+			if err != nil {
+				return err
+			}
+			if have == (e.Action == rules.Add) {
 				res.Unchanged = append(res.Unchanged, e)
-			} else {
-				effective = append(effective, e)
+				continue
+			}
+			effective = append(effective, e)
+			if isGroup && e.UserID == "" {
+				groupNow[e.List] = e.Action == rules.Add
+			}
+			if isGroup && e.UserID == "" && e.Action == rules.Remove {
+				// Deleting a group removes its members, each an entry, so
+				// that undo can bring them back.
+				members, err := s.groupMembers(ctx, e.List)
+				if err != nil {
+					return err
+				}
+				for _, user := range members {
+					member := rules.Entry{List: e.List, UserID: user, Action: rules.Remove}
+					if !seen[member] {
+						seen[member] = true
+						effective = append(effective, member)
+					}
+				}
 			}
 		}
 		if len(effective) == 0 {
 			return nil
 		}
 		if err := s.checkPatternCap(ctx, effective); err != nil {
+			return err
+		}
+		if err := s.checkGroupCap(ctx, effective); err != nil {
 			return err
 		}
 		if m.DryRun {
@@ -173,6 +248,24 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		if err = s.notifyChange(ctx, change.Version); err != nil {
 			return err
 		}
+		// Members of a group that gained members gain each other's
+		// presence; with a user off the blacklist, every group's members
+		// may gain theirs.
+		groupPush, err := s.groupPush(ctx, effective, unblacklisted, nil)
+		if err != nil {
+			return err
+		}
+		if unblacklisted && len(groupPush) > 0 {
+			// Written out in full, with the always-send users.
+			alwaysSend, err := s.userColumn(ctx, alwaysSendQuery)
+			if err != nil {
+				return err
+			}
+			for _, u := range alwaysSend {
+				groupPush[u] = struct{}{}
+			}
+			unblacklisted = false
+		}
 		if unblacklisted {
 			// Everyone who always receives presence gains the presence of
 			// the users who left the blacklist. SQLite writes that list
@@ -190,6 +283,9 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 		}
 		// Users added and removed again in one change gain nothing.
 		for user := range pushSet {
+			if _, ok := groupPush[user]; ok {
+				continue
+			}
 			var present bool
 			if err = s.db.QueryRow(ctx, ruleExistsQuery, rules.AlwaysSend, user).Scan(&present); err != nil {
 				return fmt.Errorf("failed to read rule: %w", err)
@@ -197,6 +293,9 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 			if !present {
 				delete(pushSet, user)
 			}
+		}
+		for user := range groupPush {
+			pushSet[user] = struct{}{}
 		}
 		change.PushTo = make([]id.UserID, 0, len(pushSet))
 		for user := range pushSet {
@@ -224,6 +323,14 @@ func (s *Store) Apply(ctx context.Context, m rules.Mutation) (rules.Result, erro
 // and who would gain presence, read without writing.
 func (s *Store) preview(ctx context.Context, effective []rules.Entry) (*rules.Change, error) {
 	change := &rules.Change{Entries: effective, PushTo: []id.UserID{}}
+	unblacklisting := slices.ContainsFunc(effective, func(e rules.Entry) bool { return e.List == rules.Blacklist && e.Action == rules.Remove })
+	groupPush, err := s.groupPush(ctx, effective, unblacklisting, effective)
+	if err != nil {
+		return nil, err
+	}
+	for user := range groupPush {
+		change.PushTo = append(change.PushTo, user)
+	}
 	added, removed := 0, 0
 	unblacklisted := false
 	for _, e := range effective {
@@ -296,6 +403,143 @@ func (s *Store) Record(ctx context.Context, m rules.Mutation) (*rules.Change, er
 		return nil, err
 	}
 	return change, nil
+}
+
+// groupMembers returns the members (users and patterns) of a group's list.
+func (s *Store) groupMembers(ctx context.Context, list rules.List) ([]id.UserID, error) {
+	return s.userColumn(ctx, groupMembersQuery, list)
+}
+
+// userColumn runs a query whose rows are one user ID each.
+func (s *Store) userColumn(ctx context.Context, query string, args ...any) ([]id.UserID, error) {
+	rows, err := s.db.Query(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read users: %w", err)
+	}
+	defer rows.Close()
+	var users []id.UserID
+	for rows.Next() {
+		var u id.UserID
+		if err = rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("failed to read user: %w", err)
+		}
+		users = append(users, u)
+	}
+	if err = rows.Err(); err != nil {
+		return nil, fmt.Errorf("failed to read users: %w", err)
+	}
+	return users, nil
+}
+
+// groupPush returns who may gain presence through groups by effective: the
+// members of each group that gains members (the newcomers gain the others'
+// presence, the others the newcomers'), and with everyGroup (a user left
+// the blacklist) the members of every group. Members are the users listed
+// and the known users a pattern matches. pending are entries not written
+// yet (a dry run), counted as written.
+func (s *Store) groupPush(ctx context.Context, effective []rules.Entry, everyGroup bool, pending []rules.Entry) (map[id.UserID]struct{}, error) {
+	lists := make(map[rules.List]bool)
+	for _, e := range effective {
+		if _, group := e.List.Group(); group && e.Action == rules.Add && e.UserID != "" {
+			lists[e.List] = true
+		}
+	}
+	push := make(map[id.UserID]struct{})
+	if len(lists) == 0 && !everyGroup {
+		return push, nil
+	}
+	rows, err := s.db.Query(ctx, groupRowsQuery)
+	if err != nil {
+		return nil, fmt.Errorf("failed to read groups: %w", err)
+	}
+	members := make(map[id.UserID]bool) // user or pattern -> still there
+	for rows.Next() {
+		var e rules.Entry
+		if err = rows.Scan(&e.List, &e.UserID); err != nil {
+			_ = rows.Close()
+			return nil, fmt.Errorf("failed to read groups: %w", err)
+		}
+		if (everyGroup || lists[e.List]) && e.UserID != "" {
+			members[e.UserID] = true
+		}
+	}
+	if err = errors.Join(rows.Err(), rows.Close()); err != nil {
+		return nil, fmt.Errorf("failed to read groups: %w", err)
+	}
+	for _, e := range pending {
+		if _, group := e.List.Group(); group && e.UserID != "" && (everyGroup || lists[e.List]) {
+			members[e.UserID] = e.Action == rules.Add
+		}
+	}
+	var patterns []string
+	for u, there := range members {
+		switch {
+		case !there:
+		case userid.IsPattern(string(u)):
+			patterns = append(patterns, string(u))
+		default:
+			push[u] = struct{}{}
+		}
+	}
+	if len(patterns) == 0 {
+		return push, nil
+	}
+	known, err := s.userColumn(ctx, knownQuery)
+	if err != nil {
+		return nil, err
+	}
+	set := userid.NewSet(patterns)
+	for _, u := range known {
+		if _, ok := set.Match(string(u)); ok {
+			push[u] = struct{}{}
+		}
+	}
+	return push, nil
+}
+
+// checkGroupCap fails with an error wrapping rules.ErrTooManyGroups when
+// effective creates groups past rules.MaxGroups, and with one wrapping
+// rules.ErrTooManyPatterns when it takes the groups' patterns past
+// rules.MaxPatterns.
+func (s *Store) checkGroupCap(ctx context.Context, effective []rules.Entry) error {
+	groups, patterns := 0, 0
+	for _, e := range effective {
+		if _, group := e.List.Group(); !group {
+			continue
+		}
+		delta := 1
+		if e.Action == rules.Remove {
+			delta = -1
+		}
+		switch {
+		case e.UserID == "":
+			groups += delta
+		case userid.IsPattern(string(e.UserID)):
+			patterns += delta
+		}
+	}
+	for _, c := range []struct {
+		delta int
+		query string
+		err   error
+		what  string
+		limit int
+	}{
+		{groups, countGroupsQuery, rules.ErrTooManyGroups, "groups", rules.MaxGroups},
+		{patterns, countGroupPatternsQuery, rules.ErrTooManyPatterns, "patterns in groups", rules.MaxPatterns},
+	} {
+		if c.delta <= 0 {
+			continue
+		}
+		var have int
+		if err := s.db.QueryRow(ctx, c.query).Scan(&have); err != nil {
+			return fmt.Errorf("failed to count %s: %w", c.what, err)
+		}
+		if have+c.delta > c.limit {
+			return fmt.Errorf("%w: there are %d %s and this adds %d; at most %d are allowed", c.err, have, c.what, c.delta, c.limit)
+		}
+	}
+	return nil
 }
 
 // checkPatternCap fails with an error wrapping rules.ErrTooManyPatterns when
@@ -404,7 +648,11 @@ func (s *Store) TouchedAfter(ctx context.Context, version int64, entries []rules
 	first := int64(0)
 	for _, e := range entries {
 		var v int64
-		if err := s.db.QueryRow(ctx, laterTouchQuery, version, e.List, e.UserID).Scan(&v); err != nil {
+		query, args := laterTouchQuery, []any{version, e.List, e.UserID}
+		if _, group := e.List.Group(); group && e.UserID == "" {
+			query, args = laterGroupTouchQuery, args[:2]
+		}
+		if err := s.db.QueryRow(ctx, query, args...).Scan(&v); err != nil {
 			return 0, fmt.Errorf("failed to read later changes: %w", err)
 		}
 		if v > 0 && (first == 0 || v < first) {

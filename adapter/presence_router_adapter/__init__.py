@@ -30,7 +30,8 @@ from typing import Any
 
 from .api import InvalidAnswer, RoutingAPIError
 from .cache import _Cache
-from .callbacks import ALL_USERS, Callbacks
+from .cache import ALL_USERS
+from .callbacks import Callbacks
 from .config import AdapterConfig, parse_config
 from .feed import ChangeFeed
 from .metrics import CACHE_ENTRIES, LAG

@@ -58,6 +58,7 @@ class _Feed:
     all_sources: bool
     added: list[str]
     removed: list[str]
+    all_interested: bool
 
 
 def _feed_answer(body: Any) -> _Feed:
@@ -70,6 +71,7 @@ def _feed_answer(body: Any) -> _Feed:
         _flag(body, "all_sources"),
         _users(body.get("destinations_added", []), "destinations_added"),
         _users(body.get("destinations_removed", []), "destinations_removed"),
+        _flag(body, "all_interested"),
     )
 
 
@@ -84,10 +86,11 @@ def _interested_answer(body: Any) -> tuple[int, bool, list[str]]:
 _ALL_RECIPIENTS: list[str] = []
 
 
-def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tuple[list[str], list[int]]]]:
-    """Check a users_for_states answer to n states. A route with
-    all_recipients (allowed only at the version the request said it knows)
-    has _ALL_RECIPIENTS as its users."""
+def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tuple[list[str], list[int], bool]]]:
+    """Check a users_for_states answer to n states: each route's users, its
+    states and whether it is a group's (whose members need not be keys of
+    every answer). A route with all_recipients (allowed only at the version
+    the request said it knows) has _ALL_RECIPIENTS as its users."""
     version = _version(body)
     routes = body.get("routes")
     if not isinstance(routes, list):
@@ -105,7 +108,7 @@ def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tupl
         states = route.get("states")
         if not isinstance(states, list) or not set(map(type, states)) <= _INT or (states and not 0 <= min(states) <= max(states) < n):
             raise InvalidAnswer(f"a route's states are not indices of the {n} states asked about")
-        out.append((users, states))
+        out.append((users, states, _flag(route, "group")))
     return version, out
 
 

@@ -20,7 +20,11 @@ class _Route:
 # The answer for a user whose presence goes nowhere extra; never patched.
 _NOWHERE = _Route(frozenset())
 
-Interest = Union[str, frozenset[str]]  # ALL_USERS or the users
+ALL_USERS = "ALL"  # synapse.events.presence_router.PresenceRouter.ALL_USERS
+# ALL_USERS or the users. The set is handed to Synapse as it is, answer
+# after answer (Synapse copies what a callback returns before using it),
+# so that a member of a 10,000-member group costs no copy per /sync.
+Interest = Union[str, set[str]]
 
 
 class _Cache:

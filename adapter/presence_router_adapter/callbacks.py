@@ -7,11 +7,10 @@ from typing import Any, Callable, Iterable
 from urllib.parse import urlencode
 
 from .api import _ALL_RECIPIENTS, _interested_answer, _routes_answer, _states_body
-from .cache import _NOWHERE, _Cache, _Route
+from .cache import _NOWHERE, ALL_USERS, _Cache, _Route
 from .client import RoutingClient
 from .metrics import SKIPPED, STATS
 
-ALL_USERS = "ALL"  # synapse.events.presence_router.PresenceRouter.ALL_USERS
 # The most distinct users one users_for_states request asks about; a bigger
 # batch is split (the routing API refuses bodies over 16 MiB).
 MAX_STATES_PER_REQUEST = 10_000
@@ -36,7 +35,7 @@ class Callbacks(RoutingClient):
             except Exception as e:  # never raise into Synapse
                 self._failed("interested_users", e)
                 return set()
-            answer = ALL_USERS if everyone else frozenset(users)
+            answer = ALL_USERS if everyone else set(users)
             cache = self._cache
             if version == cache.version:
                 if len(cache.interested) >= self._config.cache_size:
@@ -46,9 +45,7 @@ class Callbacks(RoutingClient):
                 cache.told_all(user_id)
         else:
             STATS.giu_hits += 1
-        if answer == ALL_USERS:
-            return ALL_USERS
-        return set(answer)
+        return answer
 
     async def get_users_for_states(self, state_updates: Iterable[Any]) -> dict[str, set[Any]]:
         STATS.ufs_calls += 1
@@ -172,18 +169,30 @@ class Callbacks(RoutingClient):
             assigned: list[_Route] = [nowhere] * len(chunk)
             route_objs = [
                 known_keys if users is _ALL_RECIPIENTS and known_keys is not None else target.route(frozenset(users))
-                for users, _ in routes
+                for users, _, _ in routes
             ]
-            for route, (_, indices) in zip(route_objs, routes):
+            # A state in several routes (a group's member) goes to their
+            # union, made once per pair of routes, not once per state.
+            unions: dict[tuple[int, int], _Route] = {}
+            for route, (_, indices, _) in zip(route_objs, routes):
                 for i in indices:
                     prev = assigned[i]
-                    assigned[i] = route if prev is nowhere else target.route(prev.users | route.users)
-            # Every user who must be a key is in some route (the answer lists
-            # them all); with one route, that route is the keys.
-            if len(route_objs) == 1:
-                chunk_keys = route_objs[0]
+                    if prev is nowhere:
+                        assigned[i] = route
+                    else:
+                        pair = (id(prev), id(route))
+                        union = unions.get(pair)
+                        if union is None:
+                            union = unions[pair] = target.route(prev.users | route.users)
+                        assigned[i] = union
+            # Every user who must be a key (told ALL) is in a route that is
+            # not a group's (the answer lists them all); with one such
+            # route, that route is the keys.
+            key_routes = [r for r, (_, _, group) in zip(route_objs, routes) if not group]
+            if len(key_routes) == 1:
+                chunk_keys = key_routes[0]
             else:
-                chunk_keys = target.route(frozenset().union(*(r.users for r in route_objs)))
+                chunk_keys = target.route(frozenset().union(*(r.users for r in key_routes)))
             if chunk_keys is _NOWHERE:
                 chunk_keys = _Route(frozenset())  # patchable, unlike _NOWHERE
             keys = chunk_keys

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from .api import InvalidAnswer, _Feed, _feed_answer
-from .cache import _Cache
+from .cache import ALL_USERS, _Cache
 from .client import RoutingClient
 from .metrics import PUSH_FAILURES, VERSION
 
@@ -104,6 +104,9 @@ class ChangeFeed(RoutingClient):
                 cache.routes_of.pop(user, None)
         if feed.added or feed.removed:
             cache.patch_destinations(feed.added, feed.removed)
+        if feed.all_interested:
+            # Group members' answers changed; ALL answers stay ALL.
+            cache.interested = {u: a for u, a in cache.interested.items() if a == ALL_USERS}
         cache.version = feed.version
         VERSION.set(feed.version)
 

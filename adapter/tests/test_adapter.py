@@ -594,3 +594,77 @@ def test_one_unknown_recipient_does_not_silence_the_push_for_the_others(caplog: 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "@dahs:x" in r.getMessage()]
     assert len(warnings) == 1, warnings
     assert presence_router_adapter.metrics.PUSH_FAILURES._value.get() == failures + 2
+
+
+def test_group_routes_reach_their_members_and_are_not_keys(setup: Any) -> None:
+    """A group's route (group: true) reaches its members; its members are
+    not keys of answers to other states (only users told ALL must be), and
+    a member of the group and of always-send's route gets the union."""
+    adapter, _, routing = setup
+    team = ["@a:x", "@b:x", "@c:x"]
+
+    async def request(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        states = json.loads(payload)["states"]
+        members = [i for i, s in enumerate(states) if s["user_id"] in team]
+        return {"version": routing.version, "routes": [
+            {"users": ["@dash:x"], "states": list(range(len(states)))},
+            {"group": True, "users": team, "states": members},
+        ]}
+
+    adapter._request = request
+    a, out = State("@a:x"), State("@out:x")
+    got = run(adapter.get_users_for_states([a, out]))
+    assert got == {"@dash:x": {a, out}, "@a:x": {a}, "@b:x": {a}, "@c:x": {a}}
+    # An outsider's state alone: the group's members are not keys.
+    assert run(adapter.get_users_for_states([out])) == {"@dash:x": {out}}
+    assert run(adapter.get_users_for_states([a])) == {"@dash:x": {a}, "@a:x": {a}, "@b:x": {a}, "@c:x": {a}}
+
+
+def test_many_members_share_one_union_route(setup: Any) -> None:
+    """1,000 members' states in a group and on always-send's route: one
+    union, shared by all of them (made once, not once per state)."""
+    adapter, _, routing = setup
+    members = [f"@m{i}:x" for i in range(1000)]
+
+    async def request(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        n = len(json.loads(payload)["states"])
+        return {"version": routing.version, "routes": [
+            {"users": ["@dash:x"], "states": list(range(n))},
+            {"group": True, "users": members, "states": list(range(n))},
+        ]}
+
+    adapter._request = request
+    states = [State(u) for u in members]
+    got = run(adapter.get_users_for_states(states))
+    assert set(got) == set(members) | {"@dash:x"}
+    assert all(v == set(states) for v in got.values())
+    routes = {id(r) for r in adapter._cache.routes_of.values()}
+    assert len(routes) == 1
+
+
+def test_group_interest_is_one_shared_set_until_the_feed_drops_it(setup: Any) -> None:
+    """A member's interested_users answer is served from the cache as the
+    same set (no copy per /sync); all_interested drops it, and ALL answers
+    stay."""
+    adapter, _, routing = setup
+    calls: list[str] = []
+
+    async def request(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        calls.append(path)
+        if "dash" in path:
+            return {"version": routing.version, "all": True}
+        return {"version": routing.version, "all": False, "users": ["@a:x", "@b:x"]}
+
+    adapter._request = request
+    first = run(adapter.get_interested_users("@a:x"))
+    assert first == {"@a:x", "@b:x"}
+    assert run(adapter.get_interested_users("@a:x")) is first
+    assert run(adapter.get_interested_users("@dash:x")) == ALL_USERS
+    assert len(calls) == 2
+    routing.version += 1
+    routing.answer = {"version": routing.version, "reset": False, "push_to": [], "sources": [], "all_sources": True,
+                      "destinations_added": [], "destinations_removed": [], "all_interested": True}
+    run(adapter.poll_once())
+    run(adapter.get_interested_users("@a:x"))
+    run(adapter.get_interested_users("@dash:x"))
+    assert len(calls) == 3  # the member asked again; the ALL answer stayed

@@ -1,0 +1,226 @@
+package router
+
+import (
+	"encoding/json"
+	"maps"
+	"slices"
+
+	"maunium.net/go/mautrix/id"
+
+	"github.com/presence-router/presence-router/rules"
+	"github.com/presence-router/presence-router/userid"
+)
+
+// group is one group as the engine evaluates it: its members as listed,
+// and resolved against the known users.
+type group struct {
+	exact    map[id.UserID]struct{} // members listed by ID
+	patterns *userid.Set            // members listed as patterns
+	// members are the exact members and the known users a pattern
+	// matches, sorted: who receives a member's presence.
+	members []id.UserID
+	// membersJSON encodes members, localJSON the local ones (who receive
+	// the presence of a member on another server).
+	membersJSON, localJSON []byte
+	// routed are the members whose presence is routed (not blacklisted),
+	// sorted, and routedJSON encodes them: what a member receives through
+	// the group (their interested_users answer when in this group only).
+	routed     []id.UserID
+	routedJSON []byte
+}
+
+func newGroup() *group {
+	return &group{exact: make(map[id.UserID]struct{}), patterns: userid.NewSet(nil)}
+}
+
+// has says whether user is a member, listed or matched by a pattern
+// (known or not).
+func (g *group) has(user id.UserID) bool {
+	if _, ok := g.exact[user]; ok {
+		return true
+	}
+	if g.patterns.Len() == 0 {
+		return false
+	}
+	_, ok := g.patterns.Match(string(user))
+	return ok
+}
+
+// applyGroupEntry applies one entry of a group's list. The caller holds the
+// write lock and resolves the groups after.
+func (e *Engine) applyGroupEntry(entry rules.Entry) {
+	name, _ := entry.List.Group()
+	g := e.groups[name]
+	switch {
+	case entry.UserID == "" && entry.Action == rules.Add:
+		if g == nil {
+			e.groups[name] = newGroup()
+		}
+	case entry.UserID == "":
+		delete(e.groups, name)
+	case g == nil:
+		// A member of a group that does not exist: the store refuses it.
+	case entry.Action == rules.Add && isPattern(entry.UserID):
+		g.patterns.Add(string(entry.UserID))
+	case entry.Action == rules.Add:
+		g.exact[entry.UserID] = struct{}{}
+	case isPattern(entry.UserID):
+		g.patterns.Remove(string(entry.UserID))
+	default:
+		delete(g.exact, entry.UserID)
+	}
+}
+
+// resolveGroupsLocked recomputes every group's members from its entries,
+// the known users and the blacklist. The caller holds the write lock.
+func (e *Engine) resolveGroupsLocked() {
+	e.groupNames = slices.Sorted(maps.Keys(e.groups))
+	for _, g := range e.groups {
+		members := make(map[id.UserID]struct{}, len(g.exact))
+		maps.Copy(members, g.exact)
+		if g.patterns.Len() > 0 {
+			for u := range e.known {
+				if _, ok := g.patterns.Match(string(u)); ok {
+					members[u] = struct{}{}
+				}
+			}
+		}
+		g.members = slices.Sorted(maps.Keys(members))
+		g.membersJSON, _ = json.Marshal(g.members)
+		g.localJSON = g.membersJSON
+		if slices.ContainsFunc(g.members, e.remote) {
+			g.localJSON, _ = json.Marshal(slices.DeleteFunc(slices.Clone(g.members), e.remote))
+		}
+		g.routed = slices.DeleteFunc(slices.Clone(g.members), func(u id.UserID) bool { return !e.routedLocked(u) })
+		g.routedJSON, _ = json.Marshal(g.routed)
+	}
+}
+
+// groupsOfLocked calls f with each group user is a member of, by name.
+// The caller holds the lock.
+func (e *Engine) groupsOfLocked(user id.UserID, f func(name rules.GroupName, g *group)) {
+	for _, name := range e.groupNames {
+		if g := e.groups[name]; g.has(user) {
+			f(name, g)
+		}
+	}
+}
+
+// groupRoutesLocked is the group part of a users_for_states answer: for
+// each group that a routed state's user is a member of, a route to its
+// members (the local ones, for a user on another server) with the indices
+// of those states. The caller holds the lock.
+func (e *Engine) groupRoutesLocked(states []State, indices []int) []RouteJSON {
+	type key struct {
+		g      *group
+		remote bool
+	}
+	var out []RouteJSON
+	var keys []key
+	for _, i := range indices {
+		user := states[i].UserID
+		remote := e.remote(user)
+		e.groupsOfLocked(user, func(_ rules.GroupName, g *group) {
+			users := g.membersJSON
+			if remote {
+				users = g.localJSON
+			}
+			if len(users) <= len("[]") {
+				return
+			}
+			k := slices.Index(keys, key{g, remote})
+			if k < 0 {
+				keys = append(keys, key{g, remote})
+				out = append(out, RouteJSON{Users: users, Group: true})
+				k = len(out) - 1
+			}
+			out[k].Indices = append(out[k].Indices, i)
+		})
+	}
+	return out
+}
+
+// groupInterestLocked is what user receives through groups, encoded: nil
+// for nothing, one group's routed members when user is in one group, and
+// their union when in several. The caller holds the lock.
+func (e *Engine) groupInterestLocked(user id.UserID) []byte {
+	var in []*group
+	e.groupsOfLocked(user, func(_ rules.GroupName, g *group) { in = append(in, g) })
+	switch len(in) {
+	case 0:
+		return nil
+	case 1:
+		return in[0].routedJSON
+	}
+	union := make(map[id.UserID]struct{})
+	for _, g := range in {
+		for _, u := range g.routed {
+			union[u] = struct{}{}
+		}
+	}
+	users, _ := json.Marshal(slices.Sorted(maps.Keys(union)))
+	return users
+}
+
+// NeedsLearning says whether user is a local user whom a group's pattern
+// matches but who is not known yet: learning them makes them receive and
+// send presence through that group.
+func (e *Engine) NeedsLearning(user id.UserID) bool {
+	e.lock.RLock()
+	defer e.lock.RUnlock()
+	if e.remote(user) || len(e.groups) == 0 {
+		return false
+	}
+	if _, ok := e.known[user]; ok {
+		return false
+	}
+	for _, g := range e.groups {
+		if g.patterns.Len() > 0 {
+			if _, ok := g.patterns.Match(string(user)); ok {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// GroupInfo describes one group for its listing.
+type GroupInfo struct {
+	Name     rules.GroupName
+	Users    []id.UserID // members listed by ID, sorted
+	Patterns []string    // members listed as patterns, sorted
+	// Members counts the members it routes between: the users listed and
+	// the known users a pattern matches.
+	Members int
+}
+
+// Groups describes every group, by name.
+func (e *Engine) Groups() []GroupInfo {
+	e.lock.RLock()
+	defer e.lock.RUnlock()
+	out := make([]GroupInfo, 0, len(e.groupNames))
+	for _, name := range e.groupNames {
+		g := e.groups[name]
+		out = append(out, GroupInfo{Name: name, Users: slices.Sorted(maps.Keys(g.exact)), Patterns: g.patterns.Patterns(), Members: len(g.members)})
+	}
+	return out
+}
+
+// KnownCount is how many users are known to match a group's pattern.
+func (e *Engine) KnownCount() int {
+	e.lock.RLock()
+	defer e.lock.RUnlock()
+	return len(e.known)
+}
+
+// GroupReach is one group of a user in an Explanation.
+type GroupReach struct {
+	Name rules.GroupName
+	// Recipients counts the other members who receive the user's presence
+	// through it (0 when it is not routed).
+	Recipients int
+	// Unknown: a pattern matches the user, who is not known yet (they have
+	// not synced since), so the other members do not receive their
+	// presence through it yet.
+	Unknown bool
+}
