@@ -15,6 +15,9 @@ var topicIntros = map[string]string{
 		"Users may be given as user IDs, mentions (pills) or matrix.to links; one bad user rejects the whole command, and a reason after the users goes to the audit log.",
 	rules.Blacklist.String(): "**blacklist**: the presence of users on this list is never routed to always-send users. " +
 		"Users who share a room with them still see it (a router can only add recipients).",
+	string(groupTopic): "**groups**: each member of a group receives the presence of every other member, whether or not they share a room, " +
+		"without a room everyone must join. Members are user IDs and patterns (`@*:example.org` is the whole server); " +
+		"a user a pattern matches counts once they sync. The blacklist wins: a blacklisted member's presence goes to nobody.",
 }
 
 // isHelpTopic reports whether topic is a command's or a list's help topic.
@@ -57,7 +60,8 @@ func HelpMarkdown(prefix, topic string) string {
 		title string
 		match func(c *commandSpec) bool
 	}{
-		{"Lists", func(c *commandSpec) bool { return c.list != "" }},
+		{"Lists", func(c *commandSpec) bool { return c.list != "" && c.list != groupTopic }},
+		{"Groups", func(c *commandSpec) bool { return c.list == groupTopic }},
 		{"Changes", func(c *commandSpec) bool { return c.changes }},
 		{"Inspect", func(c *commandSpec) bool { return c.list == "" && !c.open && !c.changes }},
 		{"Other", func(c *commandSpec) bool { return c.open }},

@@ -86,13 +86,13 @@ func (e *Engine) resolveGroupsLocked() {
 			}
 		}
 		g.members = slices.Sorted(maps.Keys(members))
-		g.membersJSON, _ = json.Marshal(g.members)
+		g.membersJSON = encodeUsers(g.members)
 		g.localJSON = g.membersJSON
 		if slices.ContainsFunc(g.members, e.remote) {
-			g.localJSON, _ = json.Marshal(slices.DeleteFunc(slices.Clone(g.members), e.remote))
+			g.localJSON = encodeUsers(slices.DeleteFunc(slices.Clone(g.members), e.remote))
 		}
 		g.routed = slices.DeleteFunc(slices.Clone(g.members), func(u id.UserID) bool { return !e.routedLocked(u) })
-		g.routedJSON, _ = json.Marshal(g.routed)
+		g.routedJSON = encodeUsers(g.routed)
 	}
 }
 
@@ -158,8 +158,16 @@ func (e *Engine) groupInterestLocked(user id.UserID) []byte {
 			union[u] = struct{}{}
 		}
 	}
-	users, _ := json.Marshal(slices.Sorted(maps.Keys(union)))
-	return users
+	return encodeUsers(slices.Sorted(maps.Keys(union)))
+}
+
+// encodeUsers encodes users as a JSON array ("[]" for none, never null).
+func encodeUsers(users []id.UserID) []byte {
+	if len(users) == 0 {
+		return []byte("[]")
+	}
+	out, _ := json.Marshal(users)
+	return out
 }
 
 // NeedsLearning says whether user is a local user whom a group's pattern

@@ -21,6 +21,9 @@ func interestedOf(t *testing.T, e *Engine, user id.UserID) []id.UserID {
 	if all {
 		t.Fatalf("%s answered ALL", user)
 	}
+	if string(raw) == "null" {
+		t.Fatalf("%s's answer encodes its users as null, which the adapter refuses", user)
+	}
 	var users []id.UserID
 	if raw != nil {
 		if err := json.Unmarshal(raw, &users); err != nil {
@@ -60,6 +63,10 @@ func TestGroups_RouteBetweenMembersAsTheRuleSays(t *testing.T) {
 			"@a:x", []id.UserID{"@r:remote.org"}, []id.UserID{"@r:remote.org"}},
 		{"a remote member's presence goes to local members only", nil, nil, map[rules.GroupName][]id.UserID{"fed": {"@a:x", "@r:remote.org", "@s:other.org"}},
 			"@r:remote.org", []id.UserID{"@a:x"}, nil},
+		{"a group whose members are all blacklisted answers an empty list", []id.UserID{"@a:x"}, nil,
+			map[rules.GroupName][]id.UserID{"solo": {"@a:x"}}, "@a:x", nil, nil},
+		{"the first user a pattern matches, before anyone is known, gets an empty list", nil, nil,
+			map[rules.GroupName][]id.UserID{"all": {"@*:x"}}, "@first:x", nil, nil},
 		{"patterns match case-insensitively", nil, []id.UserID{"@Alice:x", "@b:x"}, map[rules.GroupName][]id.UserID{"a": {"@a*:x", "@b:x"}},
 			"@b:x", []id.UserID{"@Alice:x"}, []id.UserID{"@Alice:x"}},
 	}

@@ -30,6 +30,19 @@ def _tracks_presence(api: Any) -> bool:
     return bool(getattr(server, "track_presence", True))
 
 
+async def _presence_state(api: Any, user: str) -> tuple[str, str | None] | None:
+    """user's presence and status message as the presence writer holds
+    them, or None when they cannot be read (the module API has no accessor,
+    so this asks its homeserver's presence handler)."""
+    try:
+        from synapse.types import UserID
+
+        state = await api._hs.get_presence_handler().get_state(UserID.from_string(user))
+        return str(state.state), state.status_msg
+    except Exception:
+        return None
+
+
 class ChangeFeed(RoutingClient):
     """The change feed, as a part of PresenceRouterAdapter: it replaces and
     patches the cache the callbacks read."""
@@ -141,7 +154,7 @@ class ChangeFeed(RoutingClient):
         if self._push_writer is False:
             return
         try:
-            await self._api.send_local_online_presence_to(users)
+            await self._send(users)
             self._push_writer = True
             logger.info("Sent current presence to %d users who gained it", len(users))
         except Exception as e:
@@ -169,7 +182,7 @@ class ChangeFeed(RoutingClient):
         delivered = 0
         for part in (users[:half], users[half:]):
             try:
-                await self._api.send_local_online_presence_to(part)
+                await self._send(part)
                 delivered += len(part)
             except Exception as e:
                 if len(part) == 1:
@@ -177,6 +190,32 @@ class ChangeFeed(RoutingClient):
                 else:
                     delivered += await self._push_split(part)
         return delivered
+
+    async def _send(self, users: list[str]) -> None:
+        """send_local_online_presence_to, then give back the status message
+        that it takes from one of the users. Synapse's
+        send_full_presence_to_users copies the state of one local user
+        (next(iter(set of local users)), which is found here the same way)
+        to the tip of the presence stream under the key "status_message",
+        where set_state reads "status_msg": that user's status message is
+        cleared. It is set again at once (set_presence_for_users, Synapse
+        1.96+) when it was not empty."""
+        victim, before = None, None
+        is_mine = getattr(self._api, "is_mine", None)
+        if is_mine is not None:
+            local: set[str] = set()
+            for user in users:  # as ModuleApi.send_local_online_presence_to builds it
+                if is_mine(user):
+                    local.add(user)
+            victim = next(iter(local), None)
+        if victim is not None:
+            before = await _presence_state(self._api, victim)
+        await self._api.send_local_online_presence_to(users)
+        if victim is not None and before is not None and before[1]:
+            restore = getattr(self._api, "set_presence_for_users", None)
+            if restore is not None:
+                await restore({victim: before})
+                logger.info("Gave %s back the status message that Synapse's push cleared", victim)
 
     def _push_failed(self, user: str, error: Exception) -> None:
         """Count a push that failed for user, and warn about it once per

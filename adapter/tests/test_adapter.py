@@ -668,3 +668,55 @@ def test_group_interest_is_one_shared_set_until_the_feed_drops_it(setup: Any) ->
     run(adapter.get_interested_users("@a:x"))
     run(adapter.get_interested_users("@dash:x"))
     assert len(calls) == 3  # the member asked again; the ALL answer stayed
+
+
+class BuggyPresenceWriter:
+    """Synapse's presence writer as it behaves: send_full_presence_to_users
+    re-sets next(iter(local users))'s state and loses its status message."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, tuple[str, str | None]] = {}
+
+    async def get_state(self, user: Any) -> Any:
+        state, msg = self.states.get(user.to_string(), ("offline", None))
+        return attr.make_class("S", ["state", "status_msg"])(state, msg)
+
+
+class PresenceApi(FakeModuleApi):
+    def __init__(self) -> None:
+        super().__init__()
+        writer = BuggyPresenceWriter()
+        self.writer_states = writer.states
+        self._hs = type("HS", (), {"get_presence_handler": lambda _self: writer})()
+
+    def is_mine(self, user: str) -> bool:
+        return user.endswith(":x")
+
+    async def send_local_online_presence_to(self, users: list[str]) -> None:
+        await super().send_local_online_presence_to(users)
+        local: set[str] = set()
+        for u in users:
+            if self.is_mine(u):
+                local.add(u)
+        victim = next(iter(local))
+        self.writer_states[victim] = (self.writer_states.get(victim, ("offline", None))[0], None)
+
+    async def set_presence_for_users(self, users: dict[str, tuple[str, str | None]]) -> None:
+        self.writer_states.update(users)
+
+
+def test_a_push_gives_back_the_status_message_synapse_clears() -> None:
+    """Synapse's push clears one recipient's status message (its
+    "status_message" key is not the "status_msg" that set_state reads):
+    the adapter sets it again, whichever recipient Synapse picked."""
+    api = PresenceApi()
+    routing = FakeRoutingAPI()
+    adapter = PresenceRouterAdapter(parse_config({"url": "http://127.0.0.1:1", "token": "t", "push": True}), api)
+    adapter._request = routing.request  # type: ignore[method-assign]
+    users = [f"@u{i}:x" for i in range(5)] + ["@far:y"]
+    for u in users:
+        api.writer_states[u] = ("online", f"status of {u}")
+    run(adapter._push(users))
+    assert api.pushed == [users]
+    for u in users:
+        assert api.writer_states[u] == ("online", f"status of {u}"), u
