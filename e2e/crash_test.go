@@ -67,8 +67,18 @@ func sendWhileKilling(t *testing.T, e *env, n int, gap time.Duration, send func(
 
 func crashScenario(t *testing.T, e *env) {
 	const commands = 200
+	// Half the commands add to always-send; the other half create groups
+	// and add a member to each: every one is a change of its own, applied
+	// in order (a member is added to a group an earlier command created).
 	eventIDs := sendWhileKilling(t, e, commands, 10*time.Millisecond, func(i int) (id.EventID, error) {
-		resp, err := e.users["admin"].SendText(e.ctx, e.room, fmt.Sprintf("!presence always-send add @crash%03d:localhost --force", i))
+		text := fmt.Sprintf("!presence always-send add @crash%03d:localhost --force", i)
+		switch i % 4 {
+		case 1:
+			text = fmt.Sprintf("!presence group create g%03d", i)
+		case 3:
+			text = fmt.Sprintf("!presence group add g%03d @crash%03d:localhost --force", i-2, i)
+		}
+		resp, err := e.users["admin"].SendText(e.ctx, e.room, text)
 		if err != nil {
 			return "", err
 		}
@@ -85,7 +95,8 @@ func crashScenario(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		status, err := e.syncs["admin"].WaitReply(sent.EventID, 20*time.Second)
-		if err == nil && strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands)) {
+		if err == nil && strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands/2)) &&
+			strings.Contains(status.Body, fmt.Sprintf("groups: %d (%d members", commands/4, commands/4)) {
 			applied = commands
 			break
 		}
