@@ -90,6 +90,8 @@ type Bot struct {
 	authWarn    logging.Limiter   // rejected hs_tokens
 	// undecryptable limits the log of ignored undecryptable messages.
 	undecryptable logging.Limiter
+	// directLimits rate-limits commands in direct chats (workerLoop only).
+	directLimits directLimiter
 	// parked are the inbox items waiting for their keys (workerLoop only).
 	parked    map[int64]*parkedItem
 	connected atomic.Bool

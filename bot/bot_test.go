@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -258,6 +259,10 @@ func newTestBotEnc(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver
 	as.DefaultHTTPRetries = 0
 	log := logrus.New()
 	log.SetOutput(io.Discard)
+	if os.Getenv("PR_BOT_LOG") != "" {
+		log.SetOutput(os.Stderr)
+		log.SetLevel(logrus.DebugLevel)
+	}
 	b := New(Options{Config: &cfg, AS: as, Store: st, Engine: engine, Follower: follower.New(st, engine, logrus.NewEntry(log)), Log: logrus.NewEntry(log), Metrics: NewMetrics(prometheus.NewRegistry()),
 		HomeserverCheckInterval: 20 * time.Millisecond, Encryption: enc})
 	b.Start()
@@ -432,10 +437,17 @@ func TestBot_IgnoresWhatIsNotACommand(t *testing.T) {
 	edit["content"].(map[string]any)["m.relates_to"] = map[string]any{"rel_type": "m.replace", "event_id": "$old"}
 	chat := message("$chat", testAdmin, "hello everyone")
 	tb.deliver(t, "t", hsToken, other, own, notice, edit, chat, message("$status", testAdmin, "!presence status"))
-	tb.replies(t, 1)
+	tb.replies(t, 2)
 	time.Sleep(100 * time.Millisecond)
-	if n := len(tb.hs.events("m.room.message")); n != 1 || tb.engine.Version() != 0 {
-		t.Fatalf("%d replies and version %d; only the status command should be answered", n, tb.engine.Version())
+	replies := tb.hs.events("m.room.message")
+	if len(replies) != 2 || tb.engine.Version() != 0 {
+		t.Fatalf("%d replies and version %d; only the status command and the direct chat's list command should be answered", len(replies), tb.engine.Version())
+	}
+	// A list command outside the control room is a direct chat's: refused.
+	if !slices.ContainsFunc(replies, func(e sentEvent) bool {
+		return e.Room == "!elsewhere:test" && strings.Contains(body(e), "In a direct chat, presence-router takes")
+	}) {
+		t.Errorf("the list command in a direct chat was not refused: %v", replies)
 	}
 }
 

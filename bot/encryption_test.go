@@ -94,15 +94,21 @@ func TestBot_EncryptedControlRoomIsNeverSilent(t *testing.T) {
 		tb2.waitFor(t, "the notice an hour later", func() bool { return encryptionNotices(tb2) == 1 })
 	})
 
-	t.Run("the bot's own encrypted events and other rooms' do not count", func(t *testing.T) {
+	t.Run("the bot's own encrypted events do not count; a direct chat's is answered there", func(t *testing.T) {
 		tb := newTestBot(t, "", nil)
 		mine := encrypted("$mine", "@presence:test")
-		other := encrypted("$other", testAdmin)
-		other["room_id"] = "!elsewhere:test"
-		tb.deliver(t, "t1", hsToken, mine, other)
+		other := encrypted("$other", testMember)
+		other["room_id"] = "!direct:test"
+		remote := encrypted("$remote", "@far:elsewhere.org")
+		remote["room_id"] = "!direct:test"
+		tb.deliver(t, "t1", hsToken, mine, other, remote)
+		replies := tb.replies(t, 1)
 		time.Sleep(200 * time.Millisecond)
-		if hasEncryptionProblem(tb.Bot) || encryptionNotices(tb) != 0 {
-			t.Error("an encrypted event outside the control room, or the bot's own, was reported")
+		if hasEncryptionProblem(tb.Bot) || len(tb.hs.events("m.room.message")) != 1 {
+			t.Fatalf("the bot's own encrypted event or a remote user's was answered, or a direct chat made a control-room problem: %v", tb.Problems())
+		}
+		if r := replies[0]; r.Room != "!direct:test" || !strings.Contains(body(r), "encryption.enabled") {
+			t.Errorf("the encrypted direct chat's answer: %s %q", r.Room, body(r))
 		}
 	})
 }

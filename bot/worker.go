@@ -163,6 +163,9 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		evt, wasEncrypted = decrypted, true
 	}
 	msg := evt.Content.AsMessage()
+	if evt.RoomID != b.ControlRoom() && evt.Type == event.EventMessage {
+		return b.processDirect(ctx, log, item, evt, msg)
+	}
 	if evt.RoomID != b.ControlRoom() || msg.MsgType == event.MsgNotice {
 		log.Debug("Ignoring a message that is not a command in the control room")
 		return true, b.store.MarkDone(ctx, item.Seq)
@@ -198,6 +201,9 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 			return commands.Failure(parseErr.Error(), commands.ResultInvalid), nil, nil
 		case !allowed:
 			return commands.Failure(why, commands.ResultRefused), nil, nil
+		case cmd.DirectOnly():
+			return commands.Failure(fmt.Sprintf("%s is about your own presence: send it in a direct chat with %s (any local user may open one). Nothing was changed.",
+				commands.Code(b.cfg.Bot.CommandPrefix+" "+string(cmd.Verb)), commands.CodeUser(b.botID)), commands.ResultInvalid), nil, nil
 		}
 		return b.runner.Run(ctx, commands.Origin{EventID: evt.ID, Sender: evt.Sender}, cmd)
 	})
@@ -245,8 +251,15 @@ func decodeEvent(data []byte) (*event.Event, error) {
 // (preset), or done when there is nothing to answer, or errParked while an
 // admin's command waits for its keys.
 func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.InboxItem, evt *event.Event) (decrypted *event.Event, preset *commands.Reply, done bool, err error) {
-	if evt.RoomID != b.ControlRoom() {
+	direct := evt.RoomID != b.ControlRoom()
+	if direct && (evt.Type == event.StateEncryption || evt.Sender.Homeserver() != b.cfg.Homeserver.Domain) {
 		return nil, nil, true, nil
+	}
+	if direct && !b.enc.ReadsEncrypted() {
+		if ok, answer := b.directLimits.allow(evt.Sender, time.Now()); !ok && !answer {
+			return nil, nil, true, nil
+		}
+		return nil, commands.Failure(directEncryptedText, commands.ResultInvalid), false, nil
 	}
 	if !b.enc.ReadsEncrypted() {
 		b.cannotDecrypt(ctx, log, evt)
@@ -269,8 +282,11 @@ func (b *Bot) openEncrypted(ctx context.Context, log *logrus.Entry, item store.I
 	var withheld *encryption.WithheldError
 	if errors.Is(err, encryption.ErrKeysMissing) || errors.As(err, &withheld) {
 		// Only a sender who could command is waited for (apart) or
-		// answered.
+		// answered: in a direct chat, any local user.
 		admin, adminErr := b.isAdmin(ctx, evt.Sender)
+		if direct {
+			admin, adminErr = true, nil
+		}
 		if adminErr != nil {
 			log.WithError(adminErr).Warn("Failed to read the control room's power levels; waiting for the keys as for an admin")
 		}
@@ -434,9 +450,13 @@ func (b *Bot) handleMembership(ctx context.Context, log *logrus.Entry, item stor
 				return b.store.MarkDone(ctx, item.Seq)
 			}
 		}
+		if evt.RoomID != control && member.IsDirect {
+			b.acceptDirect(ctx, log, evt)
+			return b.store.MarkDone(ctx, item.Seq)
+		}
 		reason := ""
 		if !b.isListedAdmin(evt.Sender) {
-			reason = "only presence-router admins (bot.admins) may invite the bot"
+			reason = "only presence-router admins (bot.admins) may invite the bot to a room other than a direct chat"
 		} else if evt.RoomID != control {
 			reason = "presence-router only joins its control room (bot.control_room)"
 		}

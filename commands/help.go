@@ -62,8 +62,9 @@ func HelpMarkdown(prefix, topic string) string {
 	}{
 		{"Lists", func(c *commandSpec) bool { return c.list != "" && c.list != groupTopic }},
 		{"Groups", func(c *commandSpec) bool { return c.list == groupTopic }},
+		{"In a direct chat with the bot (any local user)", func(c *commandSpec) bool { return c.directOnly }},
 		{"Changes", func(c *commandSpec) bool { return c.changes }},
-		{"Inspect", func(c *commandSpec) bool { return c.list == "" && !c.open && !c.changes }},
+		{"Inspect", func(c *commandSpec) bool { return c.list == "" && !c.open && !c.changes && !c.directOnly }},
 		{"Other", func(c *commandSpec) bool { return c.open }},
 	} {
 		sb.WriteString("**" + group.title + "**\n\n")

@@ -30,6 +30,8 @@ type Store interface {
 	// TouchedAfter returns the first version after version that changed
 	// one of entries' list entries (0 for none).
 	TouchedAfter(ctx context.Context, version int64, entries []rules.Entry) (int64, error)
+	// RuleAddedBy says who added user to list, and whether they are on it.
+	RuleAddedBy(ctx context.Context, list rules.List, user id.UserID) (id.UserID, bool, error)
 }
 
 // Service is what status reports of the running service (the bot), and
@@ -487,6 +489,9 @@ func (r *Runner) history(ctx context.Context, count int) (*Reply, error) {
 		line := fmt.Sprintf("* **v%d** %s, %s: %s", c.Version, c.CreatedAt.Format("2006-01-02 15:04:05 UTC"), CodeUser(c.Sender), describeChange(c))
 		if strings.HasPrefix(c.Command, undoPrefix) {
 			line += " (" + c.Command + ")"
+		}
+		if strings.HasSuffix(c.Command, selfService) {
+			line += selfService
 		}
 		if c.Reason != "" {
 			line += " — reason: " + literal(c.Reason, MaxReasonRunes)

@@ -27,6 +27,9 @@ type commandSpec struct {
 	open bool
 	// changes: a command about changes rather than a list (help groups it).
 	changes bool
+	// direct: it may be sent in a direct chat with the bot; directOnly:
+	// only there (a user's own presence, open to every local user).
+	direct, directOnly bool
 	// parse reads the arguments into cmd; rest is the text after the
 	// command's words, args its tokens.
 	parse func(cmd *Command, rest string, args []token) *ParseError
@@ -71,8 +74,9 @@ func init() {
 		listShow(rules.Blacklist),
 	}
 	commands = append(commands, groupSpecs()...)
+	commands = append(commands, directSpecs()...)
 	commands = append(commands, []*commandSpec{
-		{verb: VerbExplain, args: "[user]", summary: "where the user's presence goes (always-send users, groups), and what they receive; without a user, the sender's", example: "@alice:example.org",
+		{verb: VerbExplain, args: "[user]", direct: true, summary: "where the user's presence goes (always-send users, groups), and what they receive; without a user, the sender's", example: "@alice:example.org",
 			parse: parseExplain, run: func(r *Runner, _ context.Context, origin Origin, cmd *Command) (*Reply, *rules.Change, error) {
 				user := origin.Sender
 				if len(cmd.Users) > 0 {

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"maunium.net/go/mautrix"
+	"maunium.net/go/mautrix/id"
 
 	"github.com/presence-router/presence-router/e2e/harness"
 )
@@ -249,4 +253,79 @@ func TestGroups(t *testing.T) {
 			t.Error("after the undo, ga did not get gb's current presence (push)")
 		}
 	})
+
+	t.Run("in a direct chat, a member hides their own presence and unhides it; an admin's blacklisting stays", func(t *testing.T) {
+		dm := e.directChat("gc")
+		if r := e.directCommand("gc", dm, "!presence group list"); r.Reaction != "❌" || !strings.Contains(r.Body, "In a direct chat") {
+			t.Errorf("a group command in a direct chat: %s %q", r.Reaction, r.Body)
+		}
+		if r := e.directCommand("gc", dm, "!presence hide"); r.Reaction != "✅" || !strings.Contains(r.Body, "no longer routed") {
+			t.Fatalf("hide: %s %q", r.Reaction, r.Body)
+		}
+		time.Sleep(time.Second)
+		e.setPresence("gc", "online", "gc hidden")
+		if seen := e.reaches("gb", "gb while gc hides", "ga"); !seen["ga"] {
+			t.Fatal("gb's presence does not reach ga: the check below would prove nothing")
+		}
+		time.Sleep(time.Second)
+		if e.syncs["ga"].SawPresence(uid("gc"), "gc hidden") {
+			t.Error("ga received gc's presence after gc hid it")
+		}
+		history := e.command("admin", "!presence history 1")
+		if !strings.Contains(history.Body, "`@gc:localhost`: added `@gc:localhost` to blacklist (self-service)") {
+			t.Errorf("history does not show the self-service change with gc as its actor: %q", history.Body)
+		}
+		if r := e.directCommand("gc", dm, "!presence unhide"); r.Reaction != "✅" || !strings.Contains(r.Body, "routed again") {
+			t.Fatalf("unhide: %s %q", r.Reaction, r.Body)
+		}
+		if seen := e.reaches("gc", "gc visible again", "ga"); !seen["ga"] {
+			t.Error("after unhide, gc's presence does not reach ga")
+		}
+
+		if r := e.command("admin", "!presence blacklist add @gd:localhost"); r.Reaction != "✅" {
+			t.Fatalf("blacklist add: %q", r.Body)
+		}
+		dm = e.directChat("gd")
+		if r := e.directCommand("gd", dm, "!presence unhide"); r.Reaction != "❌" || !strings.Contains(r.Body, "only an admin can take you off") {
+			t.Errorf("unhide of an admin's blacklisting: %s %q", r.Reaction, r.Body)
+		}
+		if _, blacklist := e.rules(); !slices.Contains(blacklist, "@gd:localhost") {
+			t.Error("gd's refused unhide took gd off the blacklist")
+		}
+	})
+}
+
+// directChat opens a direct chat of user's with the bot, as Element does
+// (is_direct), and waits until the bot joined it.
+func (e *env) directChat(user string) id.RoomID {
+	e.t.Helper()
+	resp, err := e.users[user].CreateRoom(e.ctx, &mautrix.ReqCreateRoom{Preset: "trusted_private_chat", IsDirect: true, Invite: []id.UserID{e.stack.BotID()}})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if members, err := e.users[user].JoinedMembers(e.ctx, resp.RoomID); err == nil {
+			if _, ok := members.Joined[e.stack.BotID()]; ok {
+				return resp.RoomID
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	e.t.Fatalf("the bot did not join %s's direct chat", user)
+	return ""
+}
+
+// directCommand sends text in a direct chat and waits for the bot's reply.
+func (e *env) directCommand(user string, room id.RoomID, text string) harness.Reply {
+	e.t.Helper()
+	sent, err := e.users[user].SendText(e.ctx, room, text)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	reply, err := e.syncs[user].WaitReply(sent.EventID, 20*time.Second)
+	if err != nil {
+		e.t.Fatalf("%q in %s's direct chat: %v", text, user, err)
+	}
+	return reply
 }

@@ -24,6 +24,7 @@ const (
 	groupMembersQuery = `SELECT user_id FROM rule WHERE list=$1 AND user_id <> '' ORDER BY user_id`
 	countGroupsQuery  = `SELECT COUNT(*) FROM rule WHERE list LIKE 'group:%' AND user_id = ''`
 	knownQuery        = `SELECT user_id FROM rule WHERE list='known'`
+	ruleAddedByQuery  = `SELECT change.sender FROM rule JOIN change ON change.version = rule.version WHERE rule.list=$1 AND rule.user_id=$2`
 	alwaysSendQuery   = `SELECT user_id FROM rule WHERE list='always_send'`
 	groupRowsQuery    = `SELECT list, user_id FROM rule WHERE list LIKE 'group:%'`
 	deleteRuleQuery   = `DELETE FROM rule WHERE list=$1 AND user_id=$2`
@@ -355,6 +356,19 @@ func (s *Store) preview(ctx context.Context, effective []rules.Entry) (*rules.Ch
 	slices.Sort(change.PushTo)
 	change.PushCount = len(change.PushTo)
 	return change, nil
+}
+
+// RuleAddedBy says who added user to list (the sender of the change that
+// added the entry), and whether user is on it.
+func (s *Store) RuleAddedBy(ctx context.Context, list rules.List, user id.UserID) (id.UserID, bool, error) {
+	var by id.UserID
+	err := s.db.QueryRow(ctx, ruleAddedByQuery, list, user).Scan(&by)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", false, nil
+	} else if err != nil {
+		return "", false, fmt.Errorf("failed to read who added the rule: %w", err)
+	}
+	return by, true, nil
 }
 
 // Export returns every entry of both lists with its reason, by list and
