@@ -123,6 +123,7 @@ type Engine struct {
 	// match a group's pattern (rules.Known).
 	groups     map[rules.GroupName]*group
 	groupNames []rules.GroupName
+	groupList  []*group // by groupNames' order
 	known      map[id.UserID]struct{}
 	feed       []FeedEntry
 	changed    chan struct{} // closed and replaced on every Apply
@@ -389,8 +390,9 @@ type RouteJSON struct {
 	// of the usual answer).
 	AllRecipients bool
 	// Group: a group's members, who need not be keys of the answer (they
-	// are not answered ALL_USERS).
+	// are not answered ALL_USERS); Key names the route (groupRouteKey).
 	Group   bool
+	Key     string
 	Indices []int
 }
 

@@ -27,6 +27,8 @@ type group struct {
 	// the group (their interested_users answer when in this group only).
 	routed     []id.UserID
 	routedJSON []byte
+	// allLocal: every member is on this server (localJSON is membersJSON).
+	allLocal bool
 }
 
 func newGroup() *group {
@@ -75,6 +77,10 @@ func (e *Engine) applyGroupEntry(entry rules.Entry) {
 // the known users and the blacklist. The caller holds the write lock.
 func (e *Engine) resolveGroupsLocked() {
 	e.groupNames = slices.Sorted(maps.Keys(e.groups))
+	e.groupList = make([]*group, len(e.groupNames))
+	for i, name := range e.groupNames {
+		e.groupList[i] = e.groups[name]
+	}
 	for _, g := range e.groups {
 		members := make(map[id.UserID]struct{}, len(g.exact))
 		maps.Copy(members, g.exact)
@@ -88,7 +94,8 @@ func (e *Engine) resolveGroupsLocked() {
 		g.members = slices.Sorted(maps.Keys(members))
 		g.membersJSON = encodeUsers(g.members)
 		g.localJSON = g.membersJSON
-		if slices.ContainsFunc(g.members, e.remote) {
+		g.allLocal = !slices.ContainsFunc(g.members, e.remote)
+		if !g.allLocal {
 			g.localJSON = encodeUsers(slices.DeleteFunc(slices.Clone(g.members), e.remote))
 		}
 		g.routed = slices.DeleteFunc(slices.Clone(g.members), func(u id.UserID) bool { return !e.routedLocked(u) })
@@ -99,9 +106,9 @@ func (e *Engine) resolveGroupsLocked() {
 // groupsOfLocked calls f with each group user is a member of, by name.
 // The caller holds the lock.
 func (e *Engine) groupsOfLocked(user id.UserID, f func(name rules.GroupName, g *group)) {
-	for _, name := range e.groupNames {
-		if g := e.groups[name]; g.has(user) {
-			f(name, g)
+	for i, g := range e.groupList {
+		if g.has(user) {
+			f(e.groupNames[i], g)
 		}
 	}
 }
@@ -111,33 +118,42 @@ func (e *Engine) groupsOfLocked(user id.UserID, f func(name rules.GroupName, g *
 // members (the local ones, for a user on another server) with the indices
 // of those states. The caller holds the lock.
 func (e *Engine) groupRoutesLocked(states []State, indices []int) []RouteJSON {
-	type key struct {
-		g      *group
-		remote bool
-	}
 	var out []RouteJSON
-	var keys []key
-	for _, i := range indices {
-		user := states[i].UserID
-		remote := e.remote(user)
-		e.groupsOfLocked(user, func(_ rules.GroupName, g *group) {
-			users := g.membersJSON
+	for gi, g := range e.groupList {
+		name := e.groupNames[gi]
+		full, local := -1, -1 // their indices in out
+		for _, i := range indices {
+			user := states[i].UserID
+			if !g.has(user) {
+				continue
+			}
+			// A group of local members routes every member's presence alike.
+			at, users, remote := &full, g.membersJSON, !g.allLocal && e.remote(user)
 			if remote {
-				users = g.localJSON
+				at, users = &local, g.localJSON
 			}
 			if len(users) <= len("[]") {
-				return
+				continue
 			}
-			k := slices.Index(keys, key{g, remote})
-			if k < 0 {
-				keys = append(keys, key{g, remote})
-				out = append(out, RouteJSON{Users: users, Group: true})
-				k = len(out) - 1
+			if *at < 0 {
+				out = append(out, RouteJSON{Users: users, Group: true, Key: groupRouteKey(name, remote)})
+				*at = len(out) - 1
 			}
-			out[k].Indices = append(out[k].Indices, i)
-		})
+			out[*at].Indices = append(out[*at].Indices, i)
+		}
 	}
 	return out
+}
+
+// groupRouteKey names a group's route in users_for_states answers: the
+// group's name, with "/local" for its local members only (the recipients
+// of a remote member's presence). A client that holds a route's users at
+// a version names it in known_groups, and is not sent them again.
+func groupRouteKey(name rules.GroupName, localOnly bool) string {
+	if localOnly {
+		return string(name) + "/local"
+	}
+	return string(name)
 }
 
 // groupInterestLocked is what user receives through groups, encoded: nil

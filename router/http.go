@@ -187,6 +187,11 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		}
 		known = v
 	}
+	// The group routes (by key) whose users the client holds at known.
+	var knownGroups []string
+	if raw := r.URL.Query().Get("known_groups"); raw != "" && known >= 0 {
+		knownGroups = strings.SplitN(raw, ",", 2*rules.MaxGroups+1)
+	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	defer func() {
 		if buf.Cap() <= 1<<20 { // keep small buffers only
@@ -231,8 +236,15 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 			buf.WriteByte(',')
 		}
 		if route.Group {
-			buf.WriteString(`{"group":true,"users":`)
-			buf.Write(route.Users)
+			buf.WriteString(`{"group":true,"key":`)
+			buf.Write(strconv.AppendQuote(num[:0], route.Key))
+			if version == known && slices.Contains(knownGroups, route.Key) {
+				// The client holds this route's users at this version.
+				buf.WriteString(`,"known":true`)
+			} else {
+				buf.WriteString(`,"users":`)
+				buf.Write(route.Users)
+			}
 		} else if route.AllRecipients && version == known {
 			// The client holds this version's recipients: they are not
 			// sent again (10,000 always-send users are 300 KB to decode).

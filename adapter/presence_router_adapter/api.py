@@ -86,11 +86,19 @@ def _interested_answer(body: Any) -> tuple[int, bool, list[str]]:
 _ALL_RECIPIENTS: list[str] = []
 
 
-def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tuple[list[str], list[int], bool]]]:
+# A group route's users when the answer says known: the users of the route
+# with that key, which the client holds for the version it named.
+_KNOWN_GROUP: list[str] = []
+
+
+def _routes_answer(
+    body: Any, n: int, known: int | None, known_groups: frozenset[str] = frozenset()
+) -> tuple[int, list[tuple[list[str], list[int], str | None]]]:
     """Check a users_for_states answer to n states: each route's users, its
-    states and whether it is a group's (whose members need not be keys of
-    every answer). A route with all_recipients (allowed only at the version
-    the request said it knows) has _ALL_RECIPIENTS as its users."""
+    states and, for a group's route (whose members need not be keys of
+    every answer), its key. A route with all_recipients, or a group route
+    with known (allowed only at the version the request said it knows, and
+    for a key it named), has _ALL_RECIPIENTS or _KNOWN_GROUP as its users."""
     version = _version(body)
     routes = body.get("routes")
     if not isinstance(routes, list):
@@ -99,16 +107,25 @@ def _routes_answer(body: Any, n: int, known: int | None) -> tuple[int, list[tupl
     for route in routes:
         if not isinstance(route, dict):
             raise InvalidAnswer("a route is not an object")
+        key: str | None = None
+        if _flag(route, "group"):
+            key = route.get("key")
+            if not isinstance(key, str):
+                raise InvalidAnswer("a group's route has no key")
         if route.get("all_recipients") is True:
             if version != known:
                 raise InvalidAnswer(f"all_recipients at version {version}, but the request knew version {known}")
             users = _ALL_RECIPIENTS
+        elif key is not None and route.get("known") is True:
+            if version != known or key not in known_groups:
+                raise InvalidAnswer(f"group route {key!r} known at version {version}, but the request did not hold it")
+            users = _KNOWN_GROUP
         else:
             users = _users(route.get("users"), "a route's users")
         states = route.get("states")
         if not isinstance(states, list) or not set(map(type, states)) <= _INT or (states and not 0 <= min(states) <= max(states) < n):
             raise InvalidAnswer(f"a route's states are not indices of the {n} states asked about")
-        out.append((users, states, _flag(route, "group")))
+        out.append((users, states, key))
     return version, out
 
 

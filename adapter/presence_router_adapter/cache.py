@@ -43,6 +43,9 @@ class _Cache:
         # The users answered ALL who are not in keys (someone removed from
         # always-send, or asked before any answer came): usually none.
         self.extra_keys: frozenset[str] = frozenset()
+        # Group routes by key, as answered at this version: named in
+        # known_groups, so that a 10,000-member group is not sent again.
+        self.group_routes: dict[str, _Route] = {}
 
     def told_all(self, user: str) -> None:
         """user was answered ALL: Synapse will look for them as a key."""

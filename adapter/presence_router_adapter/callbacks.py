@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterable
 from urllib.parse import urlencode
 
-from .api import _ALL_RECIPIENTS, _interested_answer, _routes_answer, _states_body
+from .api import _ALL_RECIPIENTS, _KNOWN_GROUP, _interested_answer, _routes_answer, _states_body
 from .cache import _NOWHERE, ALL_USERS, _Cache, _Route
 from .client import RoutingClient
 from .metrics import SKIPPED, STATS
@@ -159,18 +159,28 @@ class Callbacks(RoutingClient):
             # The recipients of the cached version are not sent again.
             cache = self._cache
             known, known_keys = (cache.version, cache.keys) if cache.keys is not None else (None, None)
+            held = dict(cache.group_routes) if known is not None else {}
             path = "users_for_states" if known is None else f"users_for_states?known_version={known}"
+            if held:
+                path += "&" + urlencode({"known_groups": ",".join(held)}, safe=",/")
             body = await self._request("POST", path, _states_body(chunk))
-            version, routes = _routes_answer(body, len(chunk), known)
+            version, routes = _routes_answer(body, len(chunk), known, frozenset(held))
             cache = self._cache
             # Answers of another version serve this call only.
             target = cache if version == cache.version else _Cache(version)
             nowhere = _NOWHERE
             assigned: list[_Route] = [nowhere] * len(chunk)
-            route_objs = [
-                known_keys if users is _ALL_RECIPIENTS and known_keys is not None else target.route(frozenset(users))
-                for users, _, _ in routes
-            ]
+            route_objs = []
+            for members, _, key in routes:
+                if members is _ALL_RECIPIENTS and known_keys is not None:
+                    route = known_keys
+                elif members is _KNOWN_GROUP and key is not None:
+                    route = held[key]
+                else:
+                    route = target.route(frozenset(members))
+                    if key is not None and target is cache:
+                        cache.group_routes[key] = route
+                route_objs.append(route)
             # A state in several routes (a group's member) goes to their
             # union, made once per pair of routes, not once per state.
             unions: dict[tuple[int, int], _Route] = {}
@@ -188,7 +198,7 @@ class Callbacks(RoutingClient):
             # Every user who must be a key (told ALL) is in a route that is
             # not a group's (the answer lists them all); with one such
             # route, that route is the keys.
-            key_routes = [r for r, (_, _, group) in zip(route_objs, routes) if not group]
+            key_routes = [r for r, (_, _, key) in zip(route_objs, routes) if key is None]
             if len(key_routes) == 1:
                 chunk_keys = key_routes[0]
             else:

@@ -120,6 +120,8 @@ class ChangeFeed(RoutingClient):
         if feed.all_interested:
             # Group members' answers changed; ALL answers stay ALL.
             cache.interested = {u: a for u, a in cache.interested.items() if a == ALL_USERS}
+        # Group routes are held for one version.
+        cache.group_routes = {}
         cache.version = feed.version
         VERSION.set(feed.version)
 

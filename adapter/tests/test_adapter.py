@@ -602,14 +602,20 @@ def test_group_routes_reach_their_members_and_are_not_keys(setup: Any) -> None:
     a member of the group and of always-send's route gets the union."""
     adapter, _, routing = setup
     team = ["@a:x", "@b:x", "@c:x"]
+    paths: list[str] = []
 
     async def request(method: str, path: str, payload: Any = None, timeout: float | None = None) -> Any:
+        if not path.startswith("users_for_states"):
+            return await routing.request(method, path, payload, timeout)
         states = json.loads(payload)["states"]
         members = [i for i, s in enumerate(states) if s["user_id"] in team]
-        return {"version": routing.version, "routes": [
-            {"users": ["@dash:x"], "states": list(range(len(states)))},
-            {"group": True, "users": team, "states": members},
-        ]}
+        paths.append(path)
+        group: dict[str, Any] = {"group": True, "key": "team", "states": members}
+        if "known_groups=team" in path:
+            group["known"] = True  # the adapter holds the members at this version
+        else:
+            group["users"] = team
+        return {"version": routing.version, "routes": [{"users": ["@dash:x"], "states": list(range(len(states)))}, group]}
 
     adapter._request = request
     a, out = State("@a:x"), State("@out:x")
@@ -618,6 +624,16 @@ def test_group_routes_reach_their_members_and_are_not_keys(setup: Any) -> None:
     # An outsider's state alone: the group's members are not keys.
     assert run(adapter.get_users_for_states([out])) == {"@dash:x": {out}}
     assert run(adapter.get_users_for_states([a])) == {"@dash:x": {a}, "@a:x": {a}, "@b:x": {a}, "@c:x": {a}}
+    # The members were sent once; a miss at the same version names them
+    # known (the 10,000 members of a big group are not sent again).
+    b = State("@b:x")
+    assert run(adapter.get_users_for_states([b])) == {"@dash:x": {b}, "@a:x": {b}, "@b:x": {b}, "@c:x": {b}}
+    assert "known_groups=team" not in paths[0] and "known_groups=team" in paths[-1]
+    # A new version: the held members are dropped, and asked for again.
+    routing.change(add_always=("@dash2:x",))
+    run(adapter.poll_once())
+    run(adapter.get_users_for_states([State("@c:x")]))
+    assert "known_groups" not in paths[-1]
 
 
 def test_many_members_share_one_union_route(setup: Any) -> None:
@@ -630,7 +646,7 @@ def test_many_members_share_one_union_route(setup: Any) -> None:
         n = len(json.loads(payload)["states"])
         return {"version": routing.version, "routes": [
             {"users": ["@dash:x"], "states": list(range(n))},
-            {"group": True, "users": members, "states": list(range(n))},
+            {"group": True, "key": "all", "users": members, "states": list(range(n))},
         ]}
 
     adapter._request = request
@@ -720,3 +736,14 @@ def test_a_push_gives_back_the_status_message_synapse_clears() -> None:
     assert api.pushed == [users]
     for u in users:
         assert api.writer_states[u] == ("online", f"status of {u}"), u
+
+
+@pytest.mark.parametrize("route", [
+    {"group": True, "key": "team", "known": True, "states": [0]},  # not held
+    {"group": True, "users": ["@a:x"], "states": [0]},  # no key
+])
+def test_a_group_route_the_client_cannot_use_is_invalid(route: dict[str, Any]) -> None:
+    from presence_router_adapter.api import _routes_answer
+
+    with pytest.raises(pra.InvalidAnswer):
+        _routes_answer({"version": 3, "routes": [route]}, 1, 3, frozenset({"other"}))
