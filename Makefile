@@ -95,6 +95,7 @@ bench: build venv
 	$(E2E_ENV) go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 	PR_TEST_POSTGRES=start PR_BENCH_STANDBY=200 go test -count=1 -run TestBenchStandbyPropagation -v ./follower/ | grep -E '^(standby|  |--- |ok|FAIL)'
 	PR_BENCH_PATTERNS=7 go test -count=1 -run TestBenchPatternCost -v ./router/ | grep -E '^(patterns|--- |ok|FAIL)'
+	PR_BENCH_GROUPS=7 go test -count=1 -run TestBenchGroupCost -v ./router/ | grep -E '^(groups|--- |ok|FAIL)'
 
 # A short run of the benchmarks, to keep them working.
 bench-smoke: build venv services
@@ -105,6 +106,7 @@ bench-smoke: build venv services
 	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
 	PR_TEST_POSTGRES=start PR_BENCH_STANDBY=3 go test -count=1 -run TestBenchStandbyPropagation -v ./follower/ | grep -E '^(standby|  |--- |ok|FAIL)'
 	PR_BENCH_PATTERNS=1 go test -count=1 -run TestBenchPatternCost -v ./router/ | grep -E '^(patterns|--- |ok|FAIL)'
+	PR_BENCH_GROUPS=1 go test -count=1 -run TestBenchGroupCost -v ./router/ | grep -E '^(groups|--- |ok|FAIL)'
 
 # Crash safety under kill -9, repeated: on SQLite, on PostgreSQL, and with
 # encrypted commands (SOAK_COUNT=5 runs of each, about 25 s each).

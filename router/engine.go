@@ -101,10 +101,14 @@ type Explanation struct {
 type Engine struct {
 	// server is the homeserver's name: presence of users on other servers
 	// goes to local users only ("" treats every user as local).
-	server    string
-	lock      sync.RWMutex
-	version   int64
-	blacklist map[id.UserID]struct{} // exact entries and patterns
+	server  string
+	lock    sync.RWMutex
+	version int64
+	// exact holds what the lists say of each user named exactly: on the
+	// blacklist (patterns too), and in which groups by ID; one lookup
+	// answers both on the hot path. blacklistLen counts its blacklisted.
+	exact        map[id.UserID]userRules
+	blacklistLen int
 	// patterns are the blacklist entries that are patterns, compiled into
 	// one set; a pattern added or removed changes it in place.
 	patterns *userid.Set
@@ -160,11 +164,12 @@ func (e *Engine) Reload(snap *rules.Snapshot, history []rules.Update) {
 // lock, or is NewEngine.
 func (e *Engine) load(snap *rules.Snapshot, history []rules.Update) {
 	e.version = snap.Version
-	e.blacklist = make(map[id.UserID]struct{}, len(snap.Blacklist))
+	e.exact = make(map[id.UserID]userRules, len(snap.Blacklist))
+	e.blacklistLen = 0
 	e.alwaysSendSet = make(map[id.UserID]struct{}, len(snap.AlwaysSend))
 	var patterns []string
 	for _, u := range snap.Blacklist {
-		e.blacklist[u] = struct{}{}
+		e.setBlacklisted(u, true)
 		if isPattern(u) {
 			patterns = append(patterns, string(u))
 		}
@@ -181,7 +186,7 @@ func (e *Engine) load(snap *rules.Snapshot, history []rules.Update) {
 	}
 	e.groups = make(map[rules.GroupName]*group, len(snap.Groups))
 	for name, members := range snap.Groups {
-		e.groups[name] = newGroup()
+		e.groups[name] = e.newGroupLocked()
 		for _, u := range members {
 			e.applyGroupEntry(rules.Entry{List: rules.GroupList(name), UserID: u, Action: rules.Add})
 		}
@@ -235,14 +240,14 @@ func (e *Engine) Apply(u rules.Update) {
 	}
 	patternsChanged := false
 	for _, user := range u.AddBlacklist {
-		e.blacklist[user] = struct{}{}
+		e.setBlacklisted(user, true)
 		if isPattern(user) {
 			e.patterns.Add(string(user))
 			patternsChanged = true
 		}
 	}
 	for _, user := range u.RemoveBlacklist {
-		delete(e.blacklist, user)
+		e.setBlacklisted(user, false)
 		if isPattern(user) {
 			e.patterns.Remove(string(user))
 			patternsChanged = true
@@ -297,7 +302,7 @@ func (e *Engine) Version() int64 {
 // another server receives only local users' presence. The caller holds
 // the lock.
 func (e *Engine) routedLocked(user id.UserID) bool {
-	if _, blocked := e.blacklist[user]; blocked {
+	if e.exact[user].blacklisted {
 		return false
 	}
 	return e.patterns.Len() == 0 || e.matchingPatternLocked(user) == ""
@@ -416,15 +421,19 @@ func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (versi
 	}
 	indices := make([]int, 0, len(states))
 	remoteRouted := false
+	var groups groupRouter
 	for i, s := range states {
-		if e.routedLocked(s.UserID) {
-			indices = append(indices, i)
-			remoteRouted = remoteRouted || e.remoteAlwaysSendJSON != nil && !e.reachesRemote(s.UserID)
+		info := e.exact[s.UserID]
+		if info.blacklisted || e.patterns.Len() > 0 && e.matchingPatternLocked(s.UserID) != "" {
+			continue
+		}
+		indices = append(indices, i)
+		remoteRouted = remoteRouted || e.remoteAlwaysSendJSON != nil && !e.reachesRemote(s.UserID)
+		if len(e.groupList) > 0 {
+			groups.add(e, i, s.UserID, info, len(states))
 		}
 	}
-	if len(e.groups) > 0 {
-		groupRoutes = e.groupRoutesLocked(states, indices)
-	}
+	groupRoutes = groups.routes
 	if len(e.alwaysSend) == 0 {
 		return e.version, 0, groupRoutes
 	}
@@ -480,9 +489,11 @@ func (e *Engine) Rules() (version int64, alwaysSend, blacklist []id.UserID) {
 	e.lock.RLock()
 	alwaysSend = e.alwaysSend
 	version = e.version
-	blacklist = make([]id.UserID, 0, len(e.blacklist))
-	for u := range e.blacklist {
-		blacklist = append(blacklist, u)
+	blacklist = make([]id.UserID, 0, e.blacklistLen)
+	for u, r := range e.exact {
+		if r.blacklisted {
+			blacklist = append(blacklist, u)
+		}
 	}
 	e.lock.RUnlock()
 	slices.Sort(blacklist)
@@ -510,7 +521,7 @@ func (e *Engine) AlwaysSend() []id.UserID {
 func (e *Engine) Counts() (alwaysSend, blacklist, patterns int) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
-	return len(e.alwaysSend), len(e.blacklist), e.patterns.Len()
+	return len(e.alwaysSend), e.blacklistLen, e.patterns.Len()
 }
 
 // Explain says where user's presence goes and what user receives.
@@ -520,7 +531,7 @@ func (e *Engine) Explain(user id.UserID) Explanation {
 	ex := Explanation{Version: e.version, Remote: e.remote(user)}
 	_, ex.AlwaysSend = e.alwaysSendSet[user]
 	ex.Blacklisted = !e.routedLocked(user)
-	if _, exact := e.blacklist[user]; ex.Blacklisted && !exact {
+	if ex.Blacklisted && !e.exact[user].blacklisted {
 		ex.Pattern = e.matchingPatternLocked(user)
 	}
 	if !ex.Blacklisted {

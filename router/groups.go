@@ -11,9 +11,54 @@ import (
 	"github.com/presence-router/presence-router/userid"
 )
 
+// groupBits is a set of groups by slot (at most 128 >= rules.MaxGroups).
+type groupBits [2]uint64
+
+func (b *groupBits) set(slot int, on bool) {
+	if on {
+		b[slot/64] |= 1 << (slot % 64)
+	} else {
+		b[slot/64] &^= 1 << (slot % 64)
+	}
+}
+
+func (b groupBits) has(slot int) bool { return b[slot/64]&(1<<(slot%64)) != 0 }
+
+// userRules is what the lists say of one user named exactly.
+type userRules struct {
+	blacklisted bool
+	groups      groupBits // the groups that list the user by ID
+}
+
+// setBlacklisted puts user (or a pattern) on the blacklist or takes them
+// off. The caller holds the write lock.
+func (e *Engine) setBlacklisted(user id.UserID, on bool) {
+	r := e.exact[user]
+	if r.blacklisted == on {
+		return
+	}
+	r.blacklisted = on
+	if on {
+		e.blacklistLen++
+	} else {
+		e.blacklistLen--
+	}
+	e.setRules(user, r)
+}
+
+// setRules stores r for user, dropping a user the lists no longer name.
+func (e *Engine) setRules(user id.UserID, r userRules) {
+	if !r.blacklisted && r.groups == (groupBits{}) {
+		delete(e.exact, user)
+	} else {
+		e.exact[user] = r
+	}
+}
+
 // group is one group as the engine evaluates it: its members as listed,
 // and resolved against the known users.
 type group struct {
+	slot     int                    // its bit in userRules.groups
 	exact    map[id.UserID]struct{} // members listed by ID
 	patterns *userid.Set            // members listed as patterns
 	// members are the exact members and the known users a pattern
@@ -31,14 +76,24 @@ type group struct {
 	allLocal bool
 }
 
-func newGroup() *group {
-	return &group{exact: make(map[id.UserID]struct{}), patterns: userid.NewSet(nil)}
+// newGroupLocked makes a group with the first free slot (the store allows
+// at most rules.MaxGroups). The caller holds the write lock.
+func (e *Engine) newGroupLocked() *group {
+	var used groupBits
+	for _, g := range e.groups {
+		used.set(g.slot, true)
+	}
+	slot := 0
+	for slot < 127 && used.has(slot) {
+		slot++
+	}
+	return &group{slot: slot, exact: make(map[id.UserID]struct{}), patterns: userid.NewSet(nil)}
 }
 
-// has says whether user is a member, listed or matched by a pattern
-// (known or not).
-func (g *group) has(user id.UserID) bool {
-	if _, ok := g.exact[user]; ok {
+// has says whether user, of whom the lists say info, is a member, listed
+// or matched by a pattern (known or not).
+func (g *group) has(user id.UserID, info userRules) bool {
+	if info.groups.has(g.slot) {
 		return true
 	}
 	if g.patterns.Len() == 0 {
@@ -56,21 +111,38 @@ func (e *Engine) applyGroupEntry(entry rules.Entry) {
 	switch {
 	case entry.UserID == "" && entry.Action == rules.Add:
 		if g == nil {
-			e.groups[name] = newGroup()
+			e.groups[name] = e.newGroupLocked()
 		}
 	case entry.UserID == "":
+		if g != nil {
+			for u := range g.exact {
+				e.setMember(g, u, false)
+			}
+		}
 		delete(e.groups, name)
 	case g == nil:
 		// A member of a group that does not exist: the store refuses it.
 	case entry.Action == rules.Add && isPattern(entry.UserID):
 		g.patterns.Add(string(entry.UserID))
 	case entry.Action == rules.Add:
-		g.exact[entry.UserID] = struct{}{}
+		e.setMember(g, entry.UserID, true)
 	case isPattern(entry.UserID):
 		g.patterns.Remove(string(entry.UserID))
 	default:
-		delete(g.exact, entry.UserID)
+		e.setMember(g, entry.UserID, false)
 	}
+}
+
+// setMember lists user in g by ID, or not. The caller holds the write lock.
+func (e *Engine) setMember(g *group, user id.UserID, on bool) {
+	if on {
+		g.exact[user] = struct{}{}
+	} else {
+		delete(g.exact, user)
+	}
+	r := e.exact[user]
+	r.groups.set(g.slot, on)
+	e.setRules(user, r)
 }
 
 // resolveGroupsLocked recomputes every group's members from its entries,
@@ -106,43 +178,48 @@ func (e *Engine) resolveGroupsLocked() {
 // groupsOfLocked calls f with each group user is a member of, by name.
 // The caller holds the lock.
 func (e *Engine) groupsOfLocked(user id.UserID, f func(name rules.GroupName, g *group)) {
+	info := e.exact[user]
 	for i, g := range e.groupList {
-		if g.has(user) {
+		if g.has(user, info) {
 			f(e.groupNames[i], g)
 		}
 	}
 }
 
-// groupRoutesLocked is the group part of a users_for_states answer: for
+// groupRouter builds the group part of a users_for_states answer: for
 // each group that a routed state's user is a member of, a route to its
 // members (the local ones, for a user on another server) with the indices
-// of those states. The caller holds the lock.
-func (e *Engine) groupRoutesLocked(states []State, indices []int) []RouteJSON {
-	var out []RouteJSON
+// of those states.
+type groupRouter struct {
+	routes []RouteJSON
+}
+
+// add routes the state at index i, of user, of whom the lists say info,
+// through the user's groups (n states in all). The caller holds the lock.
+func (r *groupRouter) add(e *Engine, i int, user id.UserID, info userRules, n int) {
 	for gi, g := range e.groupList {
-		name := e.groupNames[gi]
-		full, local := -1, -1 // their indices in out
-		for _, i := range indices {
-			user := states[i].UserID
-			if !g.has(user) {
-				continue
-			}
-			// A group of local members routes every member's presence alike.
-			at, users, remote := &full, g.membersJSON, !g.allLocal && e.remote(user)
-			if remote {
-				at, users = &local, g.localJSON
-			}
-			if len(users) <= len("[]") {
-				continue
-			}
-			if *at < 0 {
-				out = append(out, RouteJSON{Users: users, Group: true, Key: groupRouteKey(name, remote)})
-				*at = len(out) - 1
-			}
-			out[*at].Indices = append(out[*at].Indices, i)
+		if !g.has(user, info) {
+			continue
 		}
+		// A group of local members routes every member's presence alike.
+		users, remote := g.membersJSON, !g.allLocal && e.remote(user)
+		if remote {
+			users = g.localJSON
+		}
+		if len(users) <= len("[]") {
+			continue
+		}
+		key := groupRouteKey(e.groupNames[gi], remote)
+		k := len(r.routes) - 1
+		for k >= 0 && r.routes[k].Key != key {
+			k--
+		}
+		if k < 0 {
+			r.routes = append(r.routes, RouteJSON{Users: users, Group: true, Key: key, Indices: make([]int, 0, n)})
+			k = len(r.routes) - 1
+		}
+		r.routes[k].Indices = append(r.routes[k].Indices, i)
 	}
-	return out
 }
 
 // groupRouteKey names a group's route in users_for_states answers: the

@@ -179,7 +179,8 @@ var bodyBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 	known := int64(-1) // the version whose recipients the client holds
-	if raw := r.URL.Query().Get("known_version"); raw != "" {
+	query := r.URL.Query()
+	if raw := query.Get("known_version"); raw != "" {
 		v, err := strconv.ParseInt(raw, 10, 64)
 		if err != nil || v < 0 {
 			mautrix.MInvalidParam.WithMessage("Query parameter known_version must be a non-negative integer").Write(w)
@@ -187,10 +188,11 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		}
 		known = v
 	}
-	// The group routes (by key) whose users the client holds at known.
-	var knownGroups []string
-	if raw := r.URL.Query().Get("known_groups"); raw != "" && known >= 0 {
-		knownGroups = strings.SplitN(raw, ",", 2*rules.MaxGroups+1)
+	// The group routes (by key, comma-separated) whose users the client
+	// holds at known.
+	knownGroups := ""
+	if known >= 0 {
+		knownGroups = query.Get("known_groups")
 	}
 	buf := bodyBuffers.Get().(*bytes.Buffer)
 	defer func() {
@@ -238,7 +240,7 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 		if route.Group {
 			buf.WriteString(`{"group":true,"key":`)
 			buf.Write(strconv.AppendQuote(num[:0], route.Key))
-			if version == known && slices.Contains(knownGroups, route.Key) {
+			if version == known && listed(knownGroups, route.Key) {
 				// The client holds this route's users at this version.
 				buf.WriteString(`,"known":true`)
 			} else {
@@ -567,4 +569,16 @@ func stringsOf(users []id.UserID) []string {
 		out[i] = string(u)
 	}
 	return out
+}
+
+// listed reports whether key is one of the comma-separated keys of list.
+func listed(list, key string) bool {
+	for list != "" {
+		var item string
+		item, list, _ = strings.Cut(list, ",")
+		if item == key {
+			return true
+		}
+	}
+	return false
 }
