@@ -304,6 +304,8 @@ func (r *Runner) undo(ctx context.Context, origin Origin, cmd *Command) (*Reply,
 		return nil, nil, err
 	case !ok:
 		return Failure(fmt.Sprintf("There is no version %d (the latest is %d; see %s). Nothing was changed.", cmd.Version, r.Engine.Version(), Code(r.Prefix+" history")), ResultInvalid), nil, nil
+	case c.Command == rules.LearnedCommand:
+		return Failure(fmt.Sprintf("Version %d recorded users seen syncing whom a group's pattern matches, not a command: there is nothing to undo. Nothing was changed.", cmd.Version), ResultInvalid), nil, nil
 	case len(c.Entries) == 0:
 		return Failure(fmt.Sprintf("Version %d changed no list (%s): there is nothing to undo. Nothing was changed.", cmd.Version, literal(c.Command, MaxReasonRunes)), ResultInvalid), nil, nil
 	case c.EventID == "":

@@ -201,9 +201,15 @@ func TestRunner_UndoOfWhatIsNoCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	tr.Engine.Apply(moved.Update())
+	learned, err := tr.store.Apply(ctx, rules.Mutation{Sender: "@presence:test", Command: rules.LearnedCommand, Entries: []rules.Entry{{List: rules.Known, UserID: "@new:test", Action: rules.Add}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Engine.Apply(learned.Change.Update())
 	for body, want := range map[string]string{
 		"!presence undo 1": "Version 1 was an import of 1 entries",
 		"!presence undo 2": "Version 2 changed no list",
+		"!presence undo 3": "Version 3 recorded users seen syncing",
 	} {
 		if rep := tr.run(t, body); rep.Result != ResultInvalid || !strings.Contains(rep.Markdown, want) {
 			t.Errorf("%q: %s %q, want %q", body, rep.Result, rep.Markdown, want)
