@@ -25,6 +25,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"text/template"
 	"time"
@@ -135,14 +136,32 @@ var routerConfigs = []string{"config.yaml", "standby.yaml"}
 func (s *Stack) Path(name string) string { return filepath.Join(s.Opts.Dir, name) }
 
 // FreePort returns a free TCP port on 127.0.0.1.
+//
+// A port is handed out once per process: the kernel may give a port that
+// was just closed to the next caller, and two listeners of one stack then
+// collide ("address already in use").
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("failed to find a free port: %w", err)
+	handedOutLock.Lock()
+	defer handedOutLock.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("failed to find a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+		if !handedOut[port] {
+			handedOut[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("failed to find a free port not handed out before")
 }
+
+var (
+	handedOutLock sync.Mutex
+	handedOut     = map[int]bool{}
+)
 
 func randomHex(n int) string {
 	b := make([]byte, n)
