@@ -24,6 +24,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -686,6 +687,30 @@ func writeSelfSignedCert(certPath, keyPath string) error {
 type process struct {
 	cmd  *exec.Cmd
 	done chan struct{} // closed once it has exited and been reaped
+}
+
+// CPUTime returns the CPU time (user and system) the Synapse process has
+// used so far, from /proc.
+func (p *Process) CPUTime() (time.Duration, error) {
+	if p.proc == nil {
+		return 0, errors.New("the process is not running")
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.proc.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("failed to read the process's CPU time: %w", err)
+	}
+	// The fields after the command name, which is in parentheses.
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	if len(fields) < 13 {
+		return 0, fmt.Errorf("failed to read the process's CPU time: %q", data)
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err = errors.Join(err1, err2); err != nil {
+		return 0, fmt.Errorf("failed to read the process's CPU time: %w", err)
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
 // startProcess starts name with args, its output appended to logPath.

@@ -28,6 +28,7 @@ type Syncer struct {
 	presence []Presence
 	timeline []*event.Event
 	errs     int
+	syncs    int
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -66,6 +67,7 @@ func (s *Syncer) loop(ctx context.Context, since string) {
 func (s *Syncer) record(resp *mautrix.RespSync) {
 	s.lock.Lock()
 	defer s.lock.Unlock()
+	s.syncs++
 	now := time.Now()
 	for _, evt := range resp.Presence.Events {
 		var content struct {
@@ -81,6 +83,13 @@ func (s *Syncer) record(resp *mautrix.RespSync) {
 			s.timeline = append(s.timeline, evt)
 		}
 	}
+}
+
+// Syncs returns how many /sync responses came, the first included.
+func (s *Syncer) Syncs() int {
+	s.lock.Lock()
+	defer s.lock.Unlock()
+	return s.syncs
 }
 
 // SyncErrors returns how many /sync requests failed.
