@@ -93,6 +93,7 @@ bench: build venv
 	PR_SCALE=1 go test -count=1 -run TestScale_ListAndHistory -v ./bot/ | grep -E '^(scale:|--- |ok|FAIL|\s+\S+_test.go:)'
 	$(VENV_PY) bench/adapter_bench.py --cold $(BIN)
 	$(E2E_ENV) go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
+	$(E2E_ENV) go test -tags 'e2e bench goolm' -count=1 -timeout 18m -run TestBenchGroupVsRoom -v ./e2e/ | grep -E '^(grouproom|--- |ok|FAIL|\s+\S+_test.go:)'
 	PR_TEST_POSTGRES=start PR_BENCH_STANDBY=200 go test -count=1 -run TestBenchStandbyPropagation -v ./follower/ | grep -E '^(standby|  |--- |ok|FAIL)'
 	PR_BENCH_PATTERNS=7 go test -count=1 -run TestBenchPatternCost -v ./router/ | grep -E '^(patterns|--- |ok|FAIL)'
 	PR_BENCH_GROUPS=7 go test -count=1 -run TestBenchGroupCost -v ./router/ | grep -E '^(groups|--- |ok|FAIL)'
@@ -104,6 +105,7 @@ bench-smoke: build venv services
 	go run ./bench/scale --quick --binary $(BIN)
 	$(VENV_PY) bench/adapter_bench.py --quick --cold $(BIN)
 	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'
+	$(E2E_ENV) PR_GROUPROOM_USERS=8 go test -tags 'e2e bench goolm' -count=1 -run TestBenchGroupVsRoom -v ./e2e/ | grep -E '^(grouproom|--- |ok|FAIL|\s+\S+_test.go:)'
 	PR_TEST_POSTGRES=start PR_BENCH_STANDBY=3 go test -count=1 -run TestBenchStandbyPropagation -v ./follower/ | grep -E '^(standby|  |--- |ok|FAIL)'
 	PR_BENCH_PATTERNS=1 go test -count=1 -run TestBenchPatternCost -v ./router/ | grep -E '^(patterns|--- |ok|FAIL)'
 	PR_BENCH_GROUPS=1 go test -count=1 -run TestBenchGroupCost -v ./router/ | grep -E '^(groups|--- |ok|FAIL)'
