@@ -57,13 +57,20 @@ func readGroupName(cmd *Command, args []token) *ParseError {
 	return nil
 }
 
-func parseGroupName(cmd *Command, rest string, args []token) *ParseError {
+// groupOptions takes the options out of a group command's arguments and
+// reads the group's name, the first argument left.
+func groupOptions(cmd *Command, rest string, args []token) (string, []token, *ParseError) {
 	rest, args, opts, bad := takeOptions(rest, args)
 	cmd.DryRun, cmd.Force = opts.DryRun, opts.Force
 	if len(bad) > 0 {
-		return argError("Invalid argument", bad...)
+		return "", nil, argError("Invalid argument", bad...)
 	}
-	if perr := readGroupName(cmd, args); perr != nil {
+	return rest, args, readGroupName(cmd, args)
+}
+
+func parseGroupName(cmd *Command, rest string, args []token) *ParseError {
+	rest, args, perr := groupOptions(cmd, rest, args)
+	if perr != nil {
 		return perr
 	}
 	if len(args) > 1 {
@@ -73,28 +80,11 @@ func parseGroupName(cmd *Command, rest string, args []token) *ParseError {
 }
 
 func parseGroupMembers(cmd *Command, rest string, args []token) *ParseError {
-	rest, args, opts, bad := takeOptions(rest, args)
-	cmd.DryRun, cmd.Force = opts.DryRun, opts.Force
-	if len(bad) > 0 {
-		return argError("Invalid argument", bad...)
-	}
-	if perr := readGroupName(cmd, args); perr != nil {
+	rest, args, perr := groupOptions(cmd, rest, args)
+	if perr != nil {
 		return perr
 	}
-	users, reason, badUsers := parseUsers(rest, args[1:], blacklistPatterns, cmd.Force)
-	if len(badUsers) > 0 {
-		return argError(fmt.Sprintf("Invalid %s", Plural(len(badUsers), "argument", "arguments")), badUsers...)
-	}
-	if len(users) == 0 {
-		spec := specFor(cmd.Verb, groupTopic)
-		return argError(fmt.Sprintf("Missing member: `%s %s`", spec.Words(), spec.args))
-	}
-	if len(users) > maxUsers {
-		return argError(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers))
-	}
-	cmd.Users = users
-	cmd.Reason, cmd.ReasonCut = sanitizeCut(reason, MaxReasonRunes)
-	return nil
+	return readUsers(cmd, rest, args[1:], blacklistPatterns, nil, "member")
 }
 
 func parseGroupList(cmd *Command, _ string, args []token) *ParseError {

@@ -161,6 +161,13 @@ func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 	}
 	rest, args, opts, bad := takeOptions(rest, args)
 	cmd.DryRun, cmd.Force = opts.DryRun, opts.Force
+	return readUsers(cmd, rest, args, patterns, bad, "user")
+}
+
+// readUsers reads the users (or patterns) of args, then the reason, into
+// cmd, after the bad arguments found before; what names the arguments in
+// the error when there are none.
+func readUsers(cmd *Command, rest string, args []token, patterns patternUse, bad []ArgError, what string) *ParseError {
 	users, reason, badUsers := parseUsers(rest, args, patterns, cmd.Force)
 	bad = append(bad, badUsers...)
 	if len(bad) > 0 {
@@ -168,7 +175,7 @@ func parseUserChange(cmd *Command, rest string, args []token) *ParseError {
 	}
 	if len(users) == 0 {
 		spec := specFor(cmd.Verb, cmd.List)
-		return argError(fmt.Sprintf("Missing user: `%s %s`", spec.Words(), spec.args))
+		return argError(fmt.Sprintf("Missing %s: `%s %s`", what, spec.Words(), spec.args))
 	}
 	if len(users) > maxUsers {
 		return argError(fmt.Sprintf("Too many users (%d); at most %d per command", len(users), maxUsers))
