@@ -16,9 +16,10 @@ import (
 )
 
 // TestCrashSafety kills presence-router with SIGKILL at random moments while
-// 200 commands arrive through Synapse. Synapse accepted every command, so
-// every one must end up applied, and none twice: with presence-router on
-// SQLite, and on PostgreSQL.
+// 200 commands arrive through Synapse: list and group commands in the
+// control room, and self-service hide and unhide in direct chats. Synapse
+// accepted every command, so every one must end up applied, and none
+// twice: with presence-router on SQLite, and on PostgreSQL.
 func TestCrashSafety(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) {
 		crashScenario(t, startStackWith(t, harness.Options{Admins: []string{"admin"}}))
@@ -67,10 +68,35 @@ func sendWhileKilling(t *testing.T, e *env, n int, gap time.Duration, send func(
 
 func crashScenario(t *testing.T, e *env) {
 	const commands = 200
-	// Half the commands add to always-send; the other half create groups
-	// and add a member to each: every one is a change of its own, applied
-	// in order (a member is added to a group an earlier command created).
+	// Five users, each in a direct chat with the bot, hide their presence
+	// and then unhide it (self-service changes).
+	const selfUsers = 5
+	dms := make([]id.RoomID, selfUsers)
+	for k := range dms {
+		name := fmt.Sprintf("self%d", k)
+		cli, err := e.stack.User(e.ctx, name, "password-"+name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.users[name] = cli
+		dms[k] = e.directChat(name)
+	}
+	// Of the admin's commands, half add to always-send; the other half
+	// create groups and add a member to each: every one is a change of its
+	// own, applied in order (a member is added to a group an earlier
+	// command created). Every 20th is a self-service one instead of an add.
 	eventIDs := sendWhileKilling(t, e, commands, 10*time.Millisecond, func(i int) (id.EventID, error) {
+		if i%20 == 0 {
+			k, verb := (i/20)%selfUsers, "hide"
+			if i/20 >= selfUsers {
+				verb = "unhide"
+			}
+			resp, err := e.users[fmt.Sprintf("self%d", k)].SendText(e.ctx, dms[k], "!presence "+verb)
+			if err != nil {
+				return "", err
+			}
+			return resp.EventID, nil
+		}
 		text := fmt.Sprintf("!presence always-send add @crash%03d:localhost --force", i)
 		switch i % 4 {
 		case 1:
@@ -95,8 +121,9 @@ func crashScenario(t *testing.T, e *env) {
 			t.Fatal(err)
 		}
 		status, err := e.syncs["admin"].WaitReply(sent.EventID, 20*time.Second)
-		if err == nil && strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands/2)) &&
-			strings.Contains(status.Body, fmt.Sprintf("groups: %d (%d members", commands/4, commands/4)) {
+		if err == nil && strings.Contains(status.Body, fmt.Sprintf("always-send: %d users", commands/2-commands/20)) &&
+			strings.Contains(status.Body, fmt.Sprintf("groups: %d (%d members", commands/4, commands/4)) &&
+			strings.Contains(status.Body, "blacklist: 0 users") && strings.Contains(status.Body, fmt.Sprintf("Version: %d", commands)) {
 			applied = commands
 			break
 		}
