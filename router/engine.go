@@ -302,7 +302,13 @@ func (e *Engine) Version() int64 {
 // another server receives only local users' presence. The caller holds
 // the lock.
 func (e *Engine) routedLocked(user id.UserID) bool {
-	if e.exact[user].blacklisted {
+	return e.routedAsLocked(user, e.exact[user])
+}
+
+// routedAsLocked is routedLocked for a user whose exact entries (info) the
+// caller looked up already. The caller holds the lock.
+func (e *Engine) routedAsLocked(user id.UserID, info userRules) bool {
+	if info.blacklisted {
 		return false
 	}
 	return e.patterns.Len() == 0 || e.matchingPatternLocked(user) == ""
@@ -424,7 +430,7 @@ func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (versi
 	var groups groupRouter
 	for i, s := range states {
 		info := e.exact[s.UserID]
-		if info.blacklisted || e.patterns.Len() > 0 && e.matchingPatternLocked(s.UserID) != "" {
+		if !e.routedAsLocked(s.UserID, info) {
 			continue
 		}
 		indices = append(indices, i)
