@@ -92,6 +92,11 @@ class Callbacks(RoutingClient):
                         missed_routed = [s for s, r in zip(missing, answers) if r is keys_route]
                         if missed_routed:
                             groups.setdefault(keys_route, []).extend(missed_routed)
+                    elif len(answers) == len(missing) and answers.count(answers[0]) == len(answers):
+                        # One route for every missed state (one state per
+                        # user): a group's members.
+                        if answers[0] is not _NOWHERE:
+                            groups.setdefault(answers[0], []).extend(missing)
                     else:
                         # Several routes (rare: remote recipients): the
                         # missed states are grouped as the cached ones.
@@ -184,6 +189,11 @@ class Callbacks(RoutingClient):
             # union, made once per pair of routes, not once per state.
             unions: dict[tuple[int, int], _Route] = {}
             for route, (_, indices, _) in zip(route_objs, routes):
+                if len(indices) == len(chunk) and all(a is nowhere for a in assigned) and len(set(indices)) == len(chunk):
+                    # The first route to take every state (a group's members,
+                    # the recipients): one assignment.
+                    assigned = [route] * len(chunk)
+                    continue
                 for i in indices:
                     prev = assigned[i]
                     if prev is nowhere:
