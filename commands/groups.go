@@ -172,11 +172,12 @@ func (r *Runner) noSuchGroup(name rules.GroupName) *Reply {
 func (r *Runner) stillInGroup(name rules.GroupName, users []id.UserID) string {
 	var patterns []string
 	for _, g := range r.Engine.Groups() {
-		if g.Name == name {
-			patterns = g.Patterns
+		for _, p := range g.Patterns {
+			if g.Name == name && !slices.Contains(users, p) {
+				patterns = append(patterns, string(p))
+			}
 		}
 	}
-	patterns = slices.DeleteFunc(patterns, func(p string) bool { return slices.Contains(users, id.UserID(p)) })
 	if len(patterns) == 0 {
 		return ""
 	}
@@ -216,13 +217,13 @@ func (r *Runner) groupList(_ context.Context, _ Origin, cmd *Command) (*Reply, *
 		var sb strings.Builder
 		fmt.Fprintf(&sb, "The group %s: %s (version %d).\n\n", Code(g.Name), groupSize(g), version)
 		shown, total := 0, len(g.Patterns)+len(g.Users)
-		for i, members := range [][]string{g.Patterns, stringsOf(g.Users)} {
+		for i, members := range [][]id.UserID{g.Patterns, g.Users} {
 			if len(members) == 0 {
 				continue
 			}
 			sb.WriteString([]string{"**Patterns**\n\n", "**Users**\n\n"}[i])
 			for _, m := range members {
-				line := "* " + CodeUser(id.UserID(m)) + "\n"
+				line := "* " + CodeUser(m) + "\n"
 				if sb.Len()+len(line) > listBudget || shown == listMaxLines {
 					break
 				}
@@ -247,12 +248,4 @@ func groupSize(g router.GroupInfo) string {
 		s += fmt.Sprintf(" and %d %s, %d %s in all (users a pattern matches count once they sync)", patterns, Plural(patterns, "pattern", "patterns"), members, Plural(members, "member", "members"))
 	}
 	return s
-}
-
-func stringsOf(users []id.UserID) []string {
-	out := make([]string, len(users))
-	for i, u := range users {
-		out[i] = string(u)
-	}
-	return out
 }

@@ -471,23 +471,27 @@ func (e *Engine) routeRemote(states []State, indices []int, routes *[2]RouteJSON
 // InterestedUsers says whether user receives everyone's presence beyond
 // shared rooms (an always-send user).
 func (e *Engine) InterestedUsers(user id.UserID) (version int64, all bool) {
-	version, all, _ = e.interestedJSON(user)
+	version, all, _, _ = e.interestedJSON(user)
 	return version, all
 }
 
 // interestedJSON is the interested_users answer: everyone's presence (an
 // always-send user), or the users whose presence user receives through
-// groups, encoded (nil for none).
-func (e *Engine) interestedJSON(user id.UserID) (version int64, all bool, users []byte) {
+// groups, encoded (nil for none); and, read under the same lock, whether
+// user needs learning (NeedsLearning).
+func (e *Engine) interestedJSON(user id.UserID) (version int64, all bool, users []byte, learn bool) {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
+	if len(e.groups) > 0 {
+		learn = e.needsLearningLocked(user)
+	}
 	if _, all = e.alwaysSendSet[user]; all {
-		return e.version, true, nil
+		return e.version, true, nil, learn
 	}
 	if len(e.groups) > 0 {
 		users = e.groupInterestLocked(user)
 	}
-	return e.version, false, users
+	return e.version, false, users, learn
 }
 
 // Rules returns the version and sorted copies of both lists.

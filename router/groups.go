@@ -269,6 +269,11 @@ func encodeUsers(users []id.UserID) []byte {
 func (e *Engine) NeedsLearning(user id.UserID) bool {
 	e.lock.RLock()
 	defer e.lock.RUnlock()
+	return e.needsLearningLocked(user)
+}
+
+// needsLearningLocked is NeedsLearning; the caller holds the lock.
+func (e *Engine) needsLearningLocked(user id.UserID) bool {
 	if e.remote(user) || len(e.groups) == 0 {
 		return false
 	}
@@ -289,7 +294,7 @@ func (e *Engine) NeedsLearning(user id.UserID) bool {
 type GroupInfo struct {
 	Name     rules.GroupName
 	Users    []id.UserID // members listed by ID, sorted
-	Patterns []string    // members listed as patterns, sorted
+	Patterns []id.UserID // members listed as patterns, sorted
 	// Members counts the members it routes between: the users listed and
 	// the known users a pattern matches.
 	Members int
@@ -302,7 +307,12 @@ func (e *Engine) Groups() []GroupInfo {
 	out := make([]GroupInfo, 0, len(e.groupNames))
 	for _, name := range e.groupNames {
 		g := e.groups[name]
-		out = append(out, GroupInfo{Name: name, Users: slices.Sorted(maps.Keys(g.exact)), Patterns: g.patterns.Patterns(), Members: len(g.members)})
+		patterns := g.patterns.Patterns()
+		info := GroupInfo{Name: name, Users: slices.Sorted(maps.Keys(g.exact)), Patterns: make([]id.UserID, len(patterns)), Members: len(g.members)}
+		for i, p := range patterns {
+			info.Patterns[i] = id.UserID(p)
+		}
+		out = append(out, info)
 	}
 	return out
 }

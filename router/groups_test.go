@@ -17,7 +17,7 @@ func groupEngine(t *testing.T, blacklist []id.UserID, known []id.UserID, groups 
 
 func interestedOf(t *testing.T, e *Engine, user id.UserID) []id.UserID {
 	t.Helper()
-	_, all, raw := e.interestedJSON(user)
+	_, all, raw, _ := e.interestedJSON(user)
 	if all {
 		t.Fatalf("%s answered ALL", user)
 	}

@@ -516,10 +516,10 @@ func (h *Handler) interestedUsers(w http.ResponseWriter, r *http.Request) {
 		mautrix.MInvalidParam.WithMessage("Query parameter user_id must be a user ID").Write(w)
 		return
 	}
-	if h.learn != nil && h.engine.NeedsLearning(id.UserID(user)) {
+	version, all, users, learn := h.engine.interestedJSON(id.UserID(user))
+	if learn && h.learn != nil {
 		h.learn(id.UserID(user))
 	}
-	version, all, users := h.engine.interestedJSON(id.UserID(user))
 	if all {
 		exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "all": true})
 		return
@@ -556,19 +556,11 @@ func (h *Handler) changes(w http.ResponseWriter, r *http.Request) {
 
 func (h *Handler) rules(w http.ResponseWriter, r *http.Request) {
 	version, alwaysSend, blacklist := h.engine.Rules()
-	groups := make(map[rules.GroupName][]string)
+	groups := make(map[rules.GroupName][]id.UserID)
 	for _, g := range h.engine.Groups() {
-		groups[g.Name] = append(slices.Clone(g.Patterns), stringsOf(g.Users)...)
+		groups[g.Name] = append(slices.Clone(g.Patterns), g.Users...)
 	}
 	exhttp.WriteJSONResponse(w, http.StatusOK, map[string]any{"version": version, "always_send": alwaysSend, "blacklist": blacklist, "groups": groups})
-}
-
-func stringsOf(users []id.UserID) []string {
-	out := make([]string, len(users))
-	for i, u := range users {
-		out[i] = string(u)
-	}
-	return out
 }
 
 // listed reports whether key is one of the comma-separated keys of list.
