@@ -80,6 +80,10 @@ type Bot struct {
 	// skipped are the commands catch-up logged as skipped (catchUpLoop only).
 	skipped map[id.EventID]struct{}
 
+	// registered is set once connect has registered the bot's user: only
+	// then may other goroutines send as the bot (see sender).
+	registered atomic.Bool
+
 	wakeWorker  chan struct{}
 	wakeConnect chan struct{}
 	wakeCatchUp chan struct{}
@@ -305,6 +309,7 @@ func (b *Bot) connect(ctx, life context.Context) error {
 	if err := intent.EnsureRegistered(ctx); err != nil {
 		return fmt.Errorf("failed to register bot user %s (is the registration file loaded by Synapse, and homeserver.address right?): %w", b.botID, err)
 	}
+	b.registered.Store(true)
 	if err := b.enc.Start(ctx, life); err != nil {
 		return err
 	}
@@ -400,3 +405,18 @@ func (b *Bot) resolveControlRoom(ctx context.Context) (id.RoomID, error) {
 // (Synapse serves no /sync to the sender, and the bot's encryption device
 // needs one).
 func (b *Bot) intent() *appservice.IntentAPI { return b.as.Intent(b.botID) }
+
+// errNotRegistered is sender's error before connect registered the bot:
+// a reply waits (it is retried once connected).
+var errNotRegistered = errors.New("the bot is not registered with the homeserver yet")
+
+// sender is the bot's intent for sending, once connect has registered the
+// bot. mautrix's intent reads whether it is registered unlocked when it
+// sends (to a room it does not know it is in) while connect's registration
+// writes it: sending only after that write keeps them apart.
+func (b *Bot) sender() (*appservice.IntentAPI, error) {
+	if !b.registered.Load() {
+		return nil, errNotRegistered
+	}
+	return b.intent(), nil
+}

@@ -80,6 +80,9 @@ type fakeHomeserver struct {
 	forbidJoin   map[string]bool // joins of these rooms fail, as without an invite
 	refuseSend   bool            // sends are refused (403), as after a room upgrade
 	paths        []string        // every request's path, in order
+	// registerGate, when set, holds /register until it is closed (the
+	// bot is not connected before; newTestBotWith does not wait for it).
+	registerGate chan struct{}
 }
 
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
@@ -87,6 +90,9 @@ func newFakeHomeserver(t *testing.T) *fakeHomeserver {
 }
 
 func (hs *fakeHomeserver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if hs.registerGate != nil && strings.HasSuffix(r.URL.Path, "/register") {
+		<-hs.registerGate
+	}
 	hs.lock.Lock()
 	defer hs.lock.Unlock()
 	path := r.URL.Path
@@ -272,7 +278,9 @@ func newTestBotEnc(t *testing.T, dbPath string, adminPL *int, hs *fakeHomeserver
 		b.Stop(ctx)
 	})
 	tb := &testBot{Bot: b, hs: hs, store: st, engine: engine, dbPath: dbPath}
-	tb.waitFor(t, "connected", b.Connected)
+	if hs.registerGate == nil {
+		tb.waitFor(t, "connected", b.Connected)
+	}
 	return tb
 }
 
@@ -318,6 +326,49 @@ func (tb *testBot) replies(t *testing.T, n int) []sentEvent {
 func body(e sentEvent) string {
 	s, _ := e.Content["body"].(string)
 	return s
+}
+
+// TestBot_RepliesWaitForTheBotsRegistration: a command delivered while
+// the bot's registration is still under way is applied, and its reply is
+// sent once the bot is registered, not before (mautrix's intent reads
+// whether it is registered unlocked when it sends, while the registration
+// writes it: under -race, sending before is caught).
+func TestBot_RepliesWaitForTheBotsRegistration(t *testing.T) {
+	// A first run applies a command whose reply the homeserver fails to
+	// take: the reply is left to the next run.
+	first := newTestBot(t, "", nil)
+	first.hs.lock.Lock()
+	first.hs.failSend = true
+	first.hs.lock.Unlock()
+	first.deliver(t, "t1", hsToken, message("$early", testAdmin, "!presence always-send add @early:test"))
+	first.waitFor(t, "the command applied", func() bool { return first.engine.Version() == 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	first.Stop(ctx)
+	cancel()
+	_ = first.store.Close()
+	// The next run's worker has that reply to send at once, while the
+	// bot's registration is held.
+	hs := newFakeHomeserver(t)
+	hs.registerGate = make(chan struct{})
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hs.registerGate)
+		}
+	}
+	tb := newTestBotWith(t, first.dbPath, nil, hs)
+	// Released before the fake homeserver closes (cleanups run last first).
+	t.Cleanup(release)
+	// Time to send, had the worker not waited.
+	time.Sleep(300 * time.Millisecond)
+	if sent := tb.hs.events("m.room.message"); len(sent) != 0 {
+		t.Fatalf("a reply was sent before the bot was registered: %v", sent)
+	}
+	release()
+	if got := body(tb.replies(t, 1)[0]); !strings.Contains(got, "@early:test") {
+		t.Errorf("the reply after registration: %q", got)
+	}
 }
 
 func TestBot_RetriedTransactionAndRedeliveryApplyOnce(t *testing.T) {

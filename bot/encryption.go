@@ -82,7 +82,11 @@ func (b *Bot) cannotDecrypt(ctx context.Context, log *logrus.Entry, evt *event.E
 	sendCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	content := &event.MessageEventContent{MsgType: event.MsgNotice, Body: "⚠️ " + encryptedRoomText}
-	if _, err = b.intent().SendMessageEvent(sendCtx, b.ControlRoom(), event.EventMessage, content); err != nil {
+	intent, err := b.sender()
+	if err == nil {
+		_, err = intent.SendMessageEvent(sendCtx, b.ControlRoom(), event.EventMessage, content)
+	}
+	if err != nil {
 		log.WithError(err).Warn("Failed to post the encryption notice in the control room")
 		return
 	}

@@ -48,7 +48,11 @@ func (b *Bot) send(ctx context.Context, room id.RoomID, evtType event.Type, cont
 	if err != nil {
 		return err
 	}
-	_, err = b.intent().SendMessageEvent(ctx, room, evtType, content, mautrix.ReqSendEvent{TransactionID: txnID})
+	intent, err := b.sender()
+	if err != nil {
+		return err
+	}
+	_, err = intent.SendMessageEvent(ctx, room, evtType, content, mautrix.ReqSendEvent{TransactionID: txnID})
 	return err
 }
 
