@@ -12,6 +12,8 @@ import (
 
 	"github.com/presence-router/presence-router/commands"
 	"github.com/presence-router/presence-router/config"
+	"github.com/presence-router/presence-router/listfile"
+	"github.com/presence-router/presence-router/rules"
 )
 
 // configKeys lists the dotted YAML keys of the Config struct.
@@ -111,5 +113,22 @@ func TestDocs_CommandsMatchTheCode(t *testing.T) {
 	want := commands.CommandTable("!presence")
 	if !slices.Equal(rows, want) {
 		t.Errorf("README's command table differs from the command table in commands/table.go:\n got:\n%s\nwant:\n%s", strings.Join(rows, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestDocs_ListsFileExampleReads: the README's example of the file that
+// export writes and import reads is one that import takes, groups and all.
+func TestDocs_ListsFileExampleReads(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	example := regexp.MustCompile("(?s)```yaml\n(always_send:.*?)```").FindSubmatch(readme)
+	if example == nil {
+		t.Fatal("README.md has no lists file example (a yaml block starting with always_send:)")
+	}
+	lists, err := listfile.Read(example[1])
+	if err != nil || !lists.Groups || !slices.ContainsFunc(lists.Entries, func(e rules.ListEntry) bool { _, g := e.List.Group(); return g && e.UserID != "" }) {
+		t.Fatalf("the README's lists file: %v, %+v; want it read, with a group and a member", err, lists)
 	}
 }

@@ -265,17 +265,9 @@ func runImportLists(configPath, path string, dryRun bool) error {
 				return err
 			}
 			m := rules.Mutation{Sender: cliSender, Command: "import " + filepath.Base(path), DryRun: dryRun, Reasons: map[rules.Entry]string{}}
-			wanted := map[rules.Entry]bool{}
-			for _, e := range want {
-				add := rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}
-				wanted[add] = true
-				m.Entries = append(m.Entries, add)
-				m.Reasons[add] = e.Reason
-			}
-			for _, e := range have {
-				if !wanted[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}] {
-					m.Entries = append(m.Entries, rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Remove})
-				}
+			m.Entries = importEntries(have, want)
+			for _, e := range want.Entries {
+				m.Reasons[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}] = e.Reason
 			}
 			res, err = st.Apply(ctx, m)
 			return err
@@ -288,13 +280,45 @@ func runImportLists(configPath, path string, dryRun bool) error {
 	})
 }
 
+// importEntries are the entries that make the lists (have) what a file
+// says (want): each wanted entry added (a group's entry before its
+// members), each other one removed. A file that says nothing of groups
+// leaves them as they are; a group the file lacks is deleted by its entry
+// alone (the store removes its members).
+func importEntries(have []rules.ListEntry, want listfile.Lists) []rules.Entry {
+	var entries []rules.Entry
+	wanted := map[rules.Entry]bool{}
+	for _, e := range want.Entries {
+		add := rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}
+		wanted[add] = true
+		entries = append(entries, add)
+	}
+	for _, e := range have {
+		name, group := e.List.Group()
+		switch {
+		case wanted[rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Add}]:
+		case group && !want.Groups:
+		case group && e.UserID != "" && !wanted[rules.GroupEntry(name, rules.Add)]:
+			// Its group goes: deleting it removes its members.
+		default:
+			entries = append(entries, rules.Entry{List: e.List, UserID: e.UserID, Action: rules.Remove})
+		}
+	}
+	return entries
+}
+
 // importSummary says what an import changed (or would change).
 func importSummary(res rules.Result, dryRun bool) string {
-	var added, removed [2]int // always-send, blacklist
+	var added, removed [4]int // always-send, blacklist, groups, group members
 	if res.Change != nil {
 		for _, e := range res.Change.Entries {
 			i := 0
-			if e.List == rules.Blacklist {
+			switch _, group := e.List.Group(); {
+			case group && e.UserID == "":
+				i = 2
+			case group:
+				i = 3
+			case e.List == rules.Blacklist:
 				i = 1
 			}
 			if e.Action == rules.Add {
@@ -314,7 +338,8 @@ func importSummary(res rules.Result, dryRun bool) string {
 	if dryRun {
 		prefix = "Dry run: the import would change"
 	}
-	text := fmt.Sprintf("%s always-send +%d -%d, blacklist +%d -%d; %d entries already as the file says.", prefix, added[0], removed[0], added[1], removed[1], kept)
+	text := fmt.Sprintf("%s always-send +%d -%d, blacklist +%d -%d, groups +%d -%d, group members +%d -%d; %d entries already as the file says.",
+		prefix, added[0], removed[0], added[1], removed[1], added[2], removed[2], added[3], removed[3], kept)
 	switch {
 	case dryRun:
 		text += " Nothing was changed."

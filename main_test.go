@@ -472,7 +472,7 @@ func TestExportImport_RoundTripAndGuards(t *testing.T) {
 		}
 		return out
 	}
-	if out := run(true); !strings.Contains(out, "Dry run") || !strings.Contains(out, "always-send +1 -0, blacklist +2 -0") || export() != "always_send: []\nblacklist: []\n" {
+	if out := run(true); !strings.Contains(out, "Dry run") || !strings.Contains(out, "always-send +1 -0, blacklist +2 -0") || export() != "always_send: []\nblacklist: []\ngroups: []\n" {
 		t.Errorf("a dry run said %q and left %q", out, export())
 	}
 	if out := run(false); !strings.Contains(out, "Version 1") {
@@ -493,12 +493,45 @@ func TestExportImport_RoundTripAndGuards(t *testing.T) {
 			t.Errorf("the export lacks %q:\n%s", want, exported)
 		}
 	}
-	// The lists become what the file says: dash leaves, mon comes.
-	if err = os.WriteFile(file, []byte("always_send:\n  - user: \"@mon:example.org\"\n"), 0o600); err != nil {
+	// Groups: created with their members and reasons, exported, and
+	// imported back unchanged.
+	groups := "groups:\n  - name: everyone\n    reason: replaces the directory room\n    members:\n      - user: \"@*:example.org\"\n" +
+		"  - name: support\n    members:\n      - user: \"@a:example.org\"\n        reason: on call\n      - user: \"@b:example.org\"\n"
+	if err = os.WriteFile(file, []byte(strings.Replace(exported, "groups: []\n", groups, 1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out := run(false); !strings.Contains(out, "always-send +1 -1, blacklist +0 -2") || !strings.Contains(out, "Version 2") {
+	if out := run(false); !strings.Contains(out, "always-send +0 -0, blacklist +0 -0, groups +2 -0, group members +3 -0") {
+		t.Errorf("importing groups: %q", out)
+	}
+	exported = export()
+	for _, want := range []string{"name: everyone", "reason: replaces the directory room", "@*:example.org", "name: support", "reason: on call", "@b:example.org"} {
+		if !strings.Contains(exported, want) {
+			t.Errorf("the export lacks %q:\n%s", want, exported)
+		}
+	}
+	if err = os.WriteFile(file, []byte(exported), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(false); !strings.Contains(out, "Nothing to change") {
+		t.Errorf("importing the export with groups again: %q", out)
+	}
+	// A file from before groups (no groups key) leaves them as they are.
+	if err = os.WriteFile(file, []byte(strings.Split(exported, "groups:")[0]), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(false); !strings.Contains(out, "Nothing to change") || export() != exported {
+		t.Errorf("a file without groups touched them: %q\n%s", out, export())
+	}
+	// The lists become what the file says: dash leaves, mon comes; the
+	// group support loses b, everyone goes (its member with it).
+	if err = os.WriteFile(file, []byte("always_send:\n  - user: \"@mon:example.org\"\ngroups:\n  - name: support\n    members:\n      - user: \"@a:example.org\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(false); !strings.Contains(out, "always-send +1 -1, blacklist +0 -2, groups +0 -1, group members +0 -2") || !strings.Contains(out, "Version 3") {
 		t.Errorf("a replacing import: %q", out)
+	}
+	if got := export(); strings.Contains(got, "everyone") || strings.Contains(got, "@b:example.org") || !strings.Contains(got, "@a:example.org") {
+		t.Errorf("after the replacing import:\n%s", got)
 	}
 	before := export()
 	if err = os.WriteFile(file, []byte("always_send:\n  - user: \"@mon:example.org\"\n  - user: nope\n"), 0o600); err != nil {

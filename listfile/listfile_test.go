@@ -17,6 +17,12 @@ func TestWriteRead_RoundTripKeepsEveryEntryAndReason(t *testing.T) {
 		{List: rules.Blacklist, UserID: "@*:*", Reason: "everyone (forced)"},
 		{List: rules.Blacklist, UserID: "@whatsapp_*:example.org", Reason: "WhatsApp puppets\nsecond line"},
 		{List: rules.Blacklist, UserID: "@a:[::1]:8448"},
+		{List: rules.GroupList("empty")},
+		{List: rules.GroupList("everyone"), Reason: "replaces the directory room"},
+		{List: rules.GroupList("everyone"), UserID: "@*:example.org", Reason: "the whole server"},
+		{List: rules.GroupList("everyone"), UserID: "@guest:other.org"},
+		{List: rules.GroupList("support.team-2")},
+		{List: rules.GroupList("support.team-2"), UserID: "@a:example.org", Reason: "on call"},
 	}
 	var buf bytes.Buffer
 	if err := Write(&buf, entries, 42, time.Unix(0, 0)); err != nil {
@@ -26,11 +32,11 @@ func TestWriteRead_RoundTripKeepsEveryEntryAndReason(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%v\n%s", err, buf.String())
 	}
-	if !slices.Equal(got, entries) {
+	if !slices.Equal(got.Entries, entries) || !got.Groups {
 		t.Errorf("read back %+v\nwant %+v\nfile:\n%s", got, entries, buf.String())
 	}
 	var again bytes.Buffer
-	_ = Write(&again, got, 42, time.Unix(0, 0))
+	_ = Write(&again, got.Entries, 42, time.Unix(0, 0))
 	if again.String() != buf.String() {
 		t.Errorf("a second round trip differs:\n%s\nvs\n%s", again.String(), buf.String())
 	}
@@ -44,7 +50,13 @@ func TestRead_NamesTheLineOfWhatIsWrong(t *testing.T) {
 		{"an unknown key", "always_send: []\nblacklst: []\n", "line 2"},
 		{"an unknown key in an entry", "always_send:\n  - user: \"@a:x.org\"\n    reson: typo\n", "line 3"},
 		{"a bad user", "always_send:\n  - user: \"@a:x.org\"\n  - user: nope\n", "line 3"},
-		{"a pattern on always-send", "always_send:\n  - user: \"@a*:x.org\"\n", "line 2: \"@a*:x.org\": patterns are for the blacklist only"},
+		{"a pattern on always-send", "always_send:\n  - user: \"@a*:x.org\"\n", "line 2: \"@a*:x.org\": patterns are for the blacklist and groups only"},
+		{"a bad group name", "groups:\n  - name: team\n  - name: \"Bad name!\"\n", "line 3"},
+		{"a group listed twice", "groups:\n  - name: team\n  - name: TEAM\n", "line 3: the group team is listed twice"},
+		{"a bad member", "groups:\n  - name: team\n    members:\n      - user: \"@a:x.org\"\n      - user: nope\n", "line 5"},
+		{"a member twice", "groups:\n  - name: team\n    members:\n      - user: \"@a:x.org\"\n      - user: \"@a:x.org\"\n", "line 5"},
+		{"an unknown key in a group", "groups:\n  - name: team\n    member: []\n", "line 3"},
+		{"a group without a name", "groups:\n  - members: []\n", "line 2"},
 		{"a duplicate", "blacklist:\n  - user: \"@a:x.org\"\n  - user: \"@a:x.org\"\n", "line 3"},
 		{"an entry without user", "blacklist:\n  - reason: why\n", "line 2: an entry without user"},
 	}
@@ -56,7 +68,13 @@ func TestRead_NamesTheLineOfWhatIsWrong(t *testing.T) {
 			}
 		})
 	}
-	if got, err := Read([]byte("# nothing\n")); err != nil || len(got) != 0 {
-		t.Errorf("an empty file: %v, %v; want no entries", got, err)
+	if got, err := Read([]byte("# nothing\n")); err != nil || len(got.Entries) != 0 || got.Groups {
+		t.Errorf("an empty file: %v, %v; want no entries, and nothing said of groups", got, err)
+	}
+	if got, err := Read([]byte("always_send: []\nblacklist: []\n")); err != nil || got.Groups {
+		t.Errorf("a file from before groups: %v, %v; want nothing said of groups", got, err)
+	}
+	if got, err := Read([]byte("groups: []\n")); err != nil || !got.Groups {
+		t.Errorf("a file with no groups: %v, %v; want it to say there are none", got, err)
 	}
 }

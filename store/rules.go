@@ -20,7 +20,7 @@ const (
 	getRulesQuery     = `SELECT list, user_id FROM rule ORDER BY list, user_id`
 	ruleExistsQuery   = `SELECT EXISTS(SELECT 1 FROM rule WHERE list=$1 AND user_id=$2)`
 	insertRuleQuery   = `INSERT INTO rule (list, user_id, version, reason) VALUES ($1, $2, $3, $4)`
-	exportQuery       = `SELECT list, user_id, reason FROM rule WHERE list IN ('always_send', 'blacklist') ORDER BY list, user_id`
+	exportQuery       = `SELECT list, user_id, reason FROM rule WHERE list IN ('always_send', 'blacklist') OR list LIKE 'group:%' ORDER BY list, user_id`
 	groupMembersQuery = `SELECT user_id FROM rule WHERE list=$1 AND user_id <> '' ORDER BY user_id`
 	countGroupsQuery  = `SELECT COUNT(*) FROM rule WHERE list LIKE 'group:%' AND user_id = ''`
 	knownQuery        = `SELECT user_id FROM rule WHERE list='known'`
@@ -371,8 +371,9 @@ func (s *Store) RuleAddedBy(ctx context.Context, list rules.List, user id.UserID
 	return by, true, nil
 }
 
-// Export returns every entry of both lists with its reason, by list and
-// user.
+// Export returns every entry of always-send, the blacklist and the groups
+// (each group's entry, with no user, before its members) with its reason,
+// by list and user. The known users are learned, not exported.
 func (s *Store) Export(ctx context.Context) ([]rules.ListEntry, error) {
 	rows, err := s.db.Query(ctx, exportQuery)
 	if err != nil {
