@@ -188,12 +188,15 @@ class Callbacks(RoutingClient):
             # A state in several routes (a group's member) goes to their
             # union, made once per pair of routes, not once per state.
             unions: dict[tuple[int, int], _Route] = {}
+            untouched = True  # no state assigned yet
             for route, (_, indices, _) in zip(route_objs, routes):
-                if len(indices) == len(chunk) and all(a is nowhere for a in assigned) and len(set(indices)) == len(chunk):
+                if untouched and len(indices) == len(chunk) and len(set(indices)) == len(chunk):
                     # The first route to take every state (a group's members,
                     # the recipients): one assignment.
                     assigned = [route] * len(chunk)
+                    untouched = False
                     continue
+                untouched = False
                 for i in indices:
                     prev = assigned[i]
                     if prev is nowhere:
