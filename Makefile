@@ -88,6 +88,7 @@ E2E_ENV = PR_PYTHON=$(CURDIR)/$(VENV_PY) PR_BINARY=$(CURDIR)/$(BIN) PR_IMAGE=$(I
 bench: build venv
 	go test -run='^$$' -bench=. -benchmem ./router/
 	go run ./bench/load
+	go run ./bench/load --groups --rounds 5
 	go run ./bench/scale --binary $(BIN)
 	go test -run='^$$' -bench=ApplyOneChange -benchtime=50x ./store/
 	PR_SCALE=1 go test -count=1 -run TestScale_ListAndHistory -v ./bot/ | grep -E '^(scale:|--- |ok|FAIL|\s+\S+_test.go:)'
@@ -102,6 +103,7 @@ bench: build venv
 bench-smoke: build venv services
 	go test -run='^$$' -bench=. -benchtime=1x ./router/
 	go run ./bench/load --quick
+	go run ./bench/load --groups --quick
 	go run ./bench/scale --quick --binary $(BIN)
 	$(VENV_PY) bench/adapter_bench.py --quick --cold $(BIN)
 	$(E2E_ENV) PR_PROPAGATION_RUNS=3 go test -tags 'e2e bench goolm' -count=1 -run TestBenchPropagation -v ./e2e/ | grep -E '^(propagation|--- |ok|FAIL|\s+\S+_test.go:)'

@@ -318,15 +318,24 @@ func (e *Engine) routedAsLocked(user id.UserID, info userRules) bool {
 // changed: O(1), whatever the number of entries. The caller holds the write
 // lock.
 func (e *Engine) forgetVerdicts() {
-	if e.verdicts == nil {
+	switch {
+	case e.patterns.Len() == 0:
+		// No pattern, nothing to cache: the table (2.5 MiB, which every
+		// garbage collection scans) goes until a pattern comes.
+		e.verdicts = nil
+	case e.verdicts == nil:
 		e.verdicts = newVerdictCache()
+	default:
+		e.verdicts.forget()
 	}
-	e.verdicts.forget()
 }
 
 // matchingPatternLocked returns the first pattern user matches (in sorted
 // order), or "". The caller holds the lock (read or write).
 func (e *Engine) matchingPatternLocked(user id.UserID) id.UserID {
+	if e.verdicts == nil { // no pattern
+		return ""
+	}
 	if match, ok := e.verdicts.get(user); ok {
 		return match
 	}

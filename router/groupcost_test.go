@@ -20,8 +20,10 @@ import (
 // runs it): the routing API's users_for_states of 100 states, through the
 // handler as the adapter asks it (known_version and known_groups set),
 // with one 10,000-member group and 100 always-send users, as a ratio of
-// its throughput to the same call with the 100 always-send users alone,
-// measured alternately in the same run (the target is at least 80%). The
+// its calls per second to the same call with the 100 always-send users
+// alone, measured alternately in the same run. The target (at least 80%
+// of the throughput) is measured over HTTP by go run ./bench/load
+// --groups; this is the handler's own cost, a stricter figure. The
 // states are the group's members', so that every answer routes through it.
 // With an empty blacklist, the reference call looks each user up in an
 // empty table (free), and the group's call in a table of 10,000 members;
@@ -71,14 +73,17 @@ func TestBenchGroupCost(t *testing.T) {
 			aloneNs, groupNs = append(aloneNs, float64(p.NsPerOp())), append(groupNs, float64(q.NsPerOp()))
 			ratios = append(ratios, float64(p.NsPerOp())/float64(q.NsPerOp()))
 		}
-		verdict := "PASS"
+		// The target is of throughput over HTTP (go run ./bench/load
+		// --groups); this is the handler's own cost, without HTTP, a
+		// stricter figure, held to the same 80%.
+		verdict := "in-process PASS"
 		if median(ratios) < 0.8 {
-			verdict = "MISS"
+			verdict = "in-process MISS"
 		}
 		if c.query == "known_version=1" {
 			verdict = "(reference: once per version)"
 		}
-		fmt.Printf("groups: users_for_states, 100 members' states, one 10,000-member group + 100 always-send vs the 100 always-send alone, %s: %s vs %s per call, throughput %.0f%% (median of %d rounds, worst %.0f%%)  target >= 80%%  %s\n",
+		fmt.Printf("groups: users_for_states, 100 members' states, one 10,000-member group + 100 always-send vs the 100 always-send alone, %s: %s vs %s per call, %.0f%% (median of %d rounds, worst %.0f%%)  target >= 80%% of throughput, measured over HTTP by bench/load --groups; here the handler alone: %s\n",
 			c.name, time.Duration(median(groupNs)), time.Duration(median(aloneNs)), 100*median(ratios), rounds, 100*slices.Min(ratios), verdict)
 	}
 }

@@ -127,3 +127,70 @@ func TestGroups_ChangesFollowEveryEntry(t *testing.T) {
 		t.Fatal("a deleted group still routes")
 	}
 }
+
+// TestGroups_ABatchRoutesEachStateAsItsUserAlone sends users_for_states
+// batches through the handler and checks that each state of the answer
+// reaches exactly whom the same user's state alone reaches: the answer's
+// routes (the always-send users', each group's) and their state indices
+// are written right, also when two routes hold as many states.
+func TestGroups_ABatchRoutesEachStateAsItsUserAlone(t *testing.T) {
+	tests := []struct {
+		name   string
+		groups map[rules.GroupName][]id.UserID
+		states []id.UserID
+	}{
+		{"every state in one group", map[rules.GroupName][]id.UserID{"team": {"@a:x", "@b:x", "@c:x"}}, []id.UserID{"@a:x", "@b:x", "@c:x"}},
+		{"two groups, as many states each", map[rules.GroupName][]id.UserID{"one": {"@a:x", "@b:x"}, "two": {"@c:x", "@d:x"}},
+			[]id.UserID{"@a:x", "@c:x", "@b:x", "@d:x"}},
+		{"two groups of the same states", map[rules.GroupName][]id.UserID{"one": {"@a:x", "@b:x"}, "two": {"@a:x", "@b:x", "@c:x"}},
+			[]id.UserID{"@a:x", "@b:x"}},
+		{"a blacklisted member and an outsider between members", map[rules.GroupName][]id.UserID{"team": {"@a:x", "@m:x", "@b:x"}},
+			[]id.UserID{"@a:x", "@m:x", "@z:x", "@b:x"}},
+		{"a remote member", map[rules.GroupName][]id.UserID{"fed": {"@a:x", "@r:remote.org", "@b:x"}}, []id.UserID{"@r:remote.org", "@a:x", "@b:x"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := LoadEngine("x", &rules.Snapshot{Version: 1, AlwaysSend: []id.UserID{"@dash:x"}, Blacklist: []id.UserID{"@m:x"}, Groups: tt.groups}, nil)
+			h := NewHandler(e, HandlerOptions{Token: testToken})
+			body, _ := json.Marshal(map[string]any{"states": func() (s []map[string]id.UserID) {
+				for _, u := range tt.states {
+					s = append(s, map[string]id.UserID{"user_id": u})
+				}
+				return s
+			}()})
+			rec, _ := do(h, "POST", Prefix+"users_for_states", testToken, string(body))
+			var answer struct {
+				Routes []struct {
+					Users  []id.UserID `json:"users"`
+					States []int       `json:"states"`
+				} `json:"routes"`
+			}
+			if err := json.Unmarshal(rec.Body.Bytes(), &answer); rec.Code != 200 || err != nil {
+				t.Fatalf("%d %s (%v)", rec.Code, rec.Body, err)
+			}
+			got := make([]map[id.UserID]bool, len(tt.states))
+			for i := range got {
+				got[i] = map[id.UserID]bool{}
+			}
+			for _, r := range answer.Routes {
+				for _, i := range r.States {
+					for _, u := range r.Users {
+						got[i][u] = u != tt.states[i]
+					}
+				}
+			}
+			for i, u := range tt.states {
+				var reach []id.UserID
+				for r, other := range got[i] {
+					if other {
+						reach = append(reach, r)
+					}
+				}
+				slices.Sort(reach)
+				if want := routedTo(t, e, u); !slices.Equal(reach, want) {
+					t.Errorf("state %d (%s) in the batch reaches %v; alone, %v (answer %s)", i, u, reach, want, rec.Body)
+				}
+			}
+		})
+	}
+}

@@ -232,6 +232,7 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 	if groupRoutes != nil {
 		all = append(all, groupRoutes...)
 	}
+	var lastIndices [2]int // where the last route's indices are in buf
 	for r, route := range all {
 		buf.Grow(32 + len(route.Users) + 8*len(route.Indices))
 		if r > 0 {
@@ -256,17 +257,32 @@ func (h *Handler) usersForStates(w http.ResponseWriter, r *http.Request) {
 			buf.Write(route.Users)
 		}
 		buf.WriteString(`,"states":[`)
-		for i, idx := range route.Indices {
-			if i > 0 {
-				buf.WriteByte(',')
-			}
-			buf.Write(strconv.AppendInt(num[:0], int64(idx), 10))
+		if r > 0 && slices.Equal(route.Indices, all[r-1].Indices) {
+			// A group of the same states as the route before it (every
+			// state routed to the always-send users and to one group):
+			// its indices are written once and copied.
+			buf.Write(append(buf.AvailableBuffer(), buf.Bytes()[lastIndices[0]:lastIndices[1]]...))
+		} else {
+			lastIndices[0] = buf.Len()
+			buf.Write(appendIndices(buf.AvailableBuffer(), route.Indices))
+			lastIndices[1] = buf.Len()
 		}
 		buf.WriteString(`]}`)
 	}
 	buf.WriteString(`]}`)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(buf.Bytes())
+}
+
+// appendIndices appends indices to b, comma-separated.
+func appendIndices(b []byte, indices []int) []byte {
+	for i, idx := range indices {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(idx), 10)
+	}
+	return b
 }
 
 // decodeStates parses a users_for_states body. It returns an errcode and

@@ -2,12 +2,16 @@
 // handler's, over real loopback TCP, in one process and one run: the same
 // client drives each target in turn, for several rounds, and the median
 // round counts. Target: users_for_states and interested_users at ≥ 70% of
-// the bare handler's requests per second.
+// the bare handler's requests per second. With --groups, issue 25's
+// target instead: users_for_states of 100 members' states with one
+// 10,000-member group and 100 always-send users at ≥ 80% of the same call
+// with the always-send users alone.
 //
-//	go run ./bench/load [--duration 3s] [--rounds 3] [--concurrency 32] [--quick]
+//	go run ./bench/load [--duration 3s] [--rounds 3] [--concurrency 32] [--quick] [--groups]
 package main
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"fmt"
@@ -15,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -27,6 +32,7 @@ import (
 	"github.com/presence-router/presence-router/internal/benchdata"
 	"github.com/presence-router/presence-router/internal/loadgen"
 	"github.com/presence-router/presence-router/router"
+	"github.com/presence-router/presence-router/rules"
 )
 
 const token = "bench-router-token-0123456789abcdef"
@@ -37,11 +43,18 @@ func main() {
 	concurrency := pflag.Int("concurrency", 32, "parallel connections")
 	blacklistSize := pflag.Int("blacklist", 1_000_000, "blacklist entries")
 	quick := pflag.Bool("quick", false, "a short smoke run")
+	groups := pflag.Bool("groups", false, "compare one 10,000-member group with always-send alone (issue 25), nothing else")
 	pflag.Parse()
 	if *quick {
 		*duration, *rounds, *blacklistSize = 300*time.Millisecond, 1, 10_000
 	}
-	if err := run(*duration, *rounds, *concurrency, *blacklistSize); err != nil {
+	var err error
+	if *groups {
+		err = runGroups(*duration, *rounds, *concurrency)
+	} else {
+		err = run(*duration, *rounds, *concurrency, *blacklistSize)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
@@ -113,13 +126,7 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 	}
 	defer stopBare()
 	auth := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
-	type target struct {
-		name string
-		req  loadgen.Request
-		bare int // index of the reference target (the bare handler with the same request, unless said); -1: is a reference
-		min  float64
-	}
-	var targets []target
+	var targets []target // each measured against the bare handler with the same request, unless said
 	addPair := func(name string, req loadgen.Request) {
 		bareReq := loadgen.Request{Method: req.Method, URL: bareURL + "/", Header: req.Header, Body: req.Body}
 		targets = append(targets,
@@ -134,6 +141,88 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 	// Against the exact entries alone, same request, same run: ≥ 80%.
 	exactOnly := slices.IndexFunc(targets, func(t target) bool { return t.name == "users_for_states (100 states)" })
 	targets = append(targets, target{"users_for_states (100 states) +1,000 patterns, vs exact only", loadgen.Request{Method: "POST", URL: patternURL + router.Prefix + "users_for_states", Header: auth, Body: statesBody(blacklist, 100)}, exactOnly, 0.8})
+	return measure(targets, duration, rounds, concurrency, "target ≥ 70% of the bare handler, same request (≥ 80% of exact only for the patterns)")
+}
+
+// runGroups measures issue 25's target: the routing API with one
+// 10,000-member group and 100 always-send users against the same 100
+// always-send users alone, the same request (100 members' states, from a
+// client that holds this version's recipients and the group's members, as
+// the adapter does between changes), each engine on a listener of its own.
+func runGroups(duration time.Duration, rounds, concurrency int) error {
+	fmt.Printf("machine: %d cores; %d rounds of %s per target, %d connections; one 10,000-member group, 100 always-send users\n",
+		numCPU(), rounds, duration, concurrency)
+	always, members := users("dash", 100), users("member", 10_000)
+	aloneURL, stopAlone, err := serve(router.NewHandler(router.NewEngine("", 1, always, nil, nil), router.HandlerOptions{Token: token}))
+	if err != nil {
+		return err
+	}
+	defer stopAlone()
+	grouped := router.LoadEngine("", &rules.Snapshot{Version: 1, AlwaysSend: always, Groups: map[rules.GroupName][]id.UserID{"everyone": members}}, nil)
+	groupURL, stopGroup, err := serve(router.NewHandler(grouped, router.HandlerOptions{Token: token}))
+	if err != nil {
+		return err
+	}
+	defer stopGroup()
+	var b strings.Builder
+	b.WriteString(`{"states":[`)
+	for i := range 100 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"user_id":%q}`, members[i*97])
+	}
+	b.WriteString(`]}`)
+	body := []byte(b.String())
+	auth := http.Header{"Authorization": {"Bearer " + token}, "Content-Type": {"application/json"}}
+	path := router.Prefix + "users_for_states?known_version=1&known_groups=everyone"
+	// The grouped answer must be what is measured: the always-send route
+	// and the group's, each with the 100 states.
+	want := `{"version":1,"routes":[{"all_recipients":true,"states":[` + strings.Trim(strings.Repeat("N,", 100), ",") + `]},{"group":true,"key":"everyone","known":true,"states":[`
+	if err := checkAnswer(groupURL+path, auth, body, want); err != nil {
+		return err
+	}
+	return measure([]target{
+		{"100 states, always-send alone", loadgen.Request{Method: "POST", URL: aloneURL + path, Header: auth, Body: body}, -1, 0},
+		{"the same + 10,000-member group", loadgen.Request{Method: "POST", URL: groupURL + path, Header: auth, Body: body}, 0, 0.8},
+	}, duration, rounds, concurrency, "target ≥ 80% of always-send alone, same request")
+}
+
+// checkAnswer posts body to url and checks that the answer starts as want
+// does, where N stands for any state index.
+func checkAnswer(url string, header http.Header, body []byte, want string) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("failed to make the check request: %w", err)
+	}
+	req.Header = header.Clone()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("failed to send the check request: %w", err)
+	}
+	defer resp.Body.Close()
+	got, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("failed to read the check answer: %w", err)
+	}
+	shape := regexp.MustCompile(`\b\d+\b`).ReplaceAllString(string(got), "N")
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(shape, strings.ReplaceAll(want, "version\":1", "version\":N")) {
+		return fmt.Errorf("unexpected answer %d: %.300s", resp.StatusCode, got)
+	}
+	return nil
+}
+
+// target is one request to drive, and the target it is measured against.
+type target struct {
+	name string
+	req  loadgen.Request
+	ref  int // index of the reference target; -1: is a reference
+	min  float64
+}
+
+// measure drives each target in turn, rounds times, and prints each one's
+// median round and its ratio to its reference.
+func measure(targets []target, duration time.Duration, rounds, concurrency int, legend string) error {
 	client := loadgen.NewClient(concurrency)
 	results := make([][]*loadgen.Result, len(targets))
 	for round := range rounds {
@@ -153,12 +242,12 @@ func run(duration time.Duration, rounds, concurrency, blacklistSize int) error {
 		slices.SortFunc(sorted, func(a, b *loadgen.Result) int { return cmp.Compare(a.RPS(), b.RPS()) })
 		return sorted[len(sorted)/2]
 	}
-	fmt.Printf("%-32s %10s %10s %10s %8s  %s\n", "target", "req/s", "p50", "p99", "vs ref", "target ≥ 70% of the bare handler, same request (≥ 80% of exact only for the patterns)")
+	fmt.Printf("%-32s %10s %10s %10s %8s  %s\n", "target", "req/s", "p50", "p99", "vs ref", legend)
 	for i, t := range targets {
 		res := median(results[i])
 		ratio, verdict := "", ""
-		if t.bare >= 0 {
-			r := res.RPS() / median(results[t.bare]).RPS()
+		if t.ref >= 0 {
+			r := res.RPS() / median(results[t.ref]).RPS()
 			ratio, verdict = fmt.Sprintf("%.0f%%", r*100), "PASS"
 			if r < t.min {
 				verdict = "MISS"
