@@ -437,8 +437,23 @@ func (e *Engine) usersForStatesJSON(states []State, routes *[2]RouteJSON) (versi
 	indices := make([]int, 0, len(states))
 	remoteRouted := false
 	var groups groupRouter
+	// The lookups first, in a loop of their own: their cache misses
+	// overlap (a batch of up to 128 states, on the stack).
+	var infoBuf [128]userRules
+	var infos []userRules
+	if len(e.exact) > 0 && len(states) <= len(infoBuf) {
+		infos = infoBuf[:len(states)]
+		for i, s := range states {
+			infos[i] = e.exact[s.UserID]
+		}
+	}
 	for i, s := range states {
-		info := e.exact[s.UserID]
+		var info userRules
+		if infos != nil {
+			info = infos[i]
+		} else {
+			info = e.exact[s.UserID]
+		}
 		if !e.routedAsLocked(s.UserID, info) {
 			continue
 		}
