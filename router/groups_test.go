@@ -2,6 +2,7 @@ package router
 
 import (
 	"encoding/json"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -147,6 +148,8 @@ func TestGroups_ABatchRoutesEachStateAsItsUserAlone(t *testing.T) {
 		{"a blacklisted member and an outsider between members", map[rules.GroupName][]id.UserID{"team": {"@a:x", "@m:x", "@b:x"}},
 			[]id.UserID{"@a:x", "@m:x", "@z:x", "@b:x"}},
 		{"a remote member", map[rules.GroupName][]id.UserID{"fed": {"@a:x", "@r:remote.org", "@b:x"}}, []id.UserID{"@r:remote.org", "@a:x", "@b:x"}},
+		{"a batch of over 128 states, a blacklisted member among them", map[rules.GroupName][]id.UserID{"even": append(evenUsers(200), "@m:x")},
+			append(numberedUsers(150), append([]id.UserID{"@m:x"}, numberedUsers(200)[150:]...)...)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -193,4 +196,24 @@ func TestGroups_ABatchRoutesEachStateAsItsUserAlone(t *testing.T) {
 			}
 		})
 	}
+}
+
+// numberedUsers returns @u0:x … @u<n-1>:x.
+func numberedUsers(n int) []id.UserID {
+	out := make([]id.UserID, n)
+	for i := range out {
+		out[i] = id.UserID(fmt.Sprintf("@u%d:x", i))
+	}
+	return out
+}
+
+// evenUsers returns the even ones of numberedUsers(n).
+func evenUsers(n int) []id.UserID {
+	var out []id.UserID
+	for i, u := range numberedUsers(n) {
+		if i%2 == 0 {
+			out = append(out, u)
+		}
+	}
+	return out
 }
