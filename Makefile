@@ -132,6 +132,7 @@ fuzz:
 	go test $(FUZZFLAGS) -fuzz=FuzzUsersForStatesDecode ./router/
 	go test $(FUZZFLAGS) -fuzz=FuzzPlainJSONString ./router/
 	go test $(FUZZFLAGS) -fuzz=FuzzPatternMatch ./router/
+	go test $(FUZZFLAGS) -fuzz=FuzzRead ./listfile/
 
 # The short fuzz run of make test: 10 s per target.
 fuzz-smoke:

@@ -78,3 +78,41 @@ func TestRead_NamesTheLineOfWhatIsWrong(t *testing.T) {
 		t.Errorf("a file with no groups: %v, %v; want it to say there are none", got, err)
 	}
 }
+
+// FuzzRead: whatever file Read accepts, Write writes back as a file that
+// Read reads as the same entries (a malformed file is refused, never
+// half-read, and never panics).
+func FuzzRead(f *testing.F) {
+	for _, seed := range []string{
+		"always_send:\n  - user: \"@a:x.org\"\n    reason: r\nblacklist:\n  - user: \"@b*:x.org\"\ngroups:\n  - name: team\n    reason: t\n    members:\n      - user: \"@*:x.org\"\n",
+		"groups: []\n", "groups:\n  - name: a\n  - name: b\n    members: []\n", "blacklist:\n  - user: \"@*:*\"\n", "# nothing\n", "groups: {}\n",
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, data string) {
+		lists, err := Read([]byte(data))
+		if err != nil {
+			return
+		}
+		var buf bytes.Buffer
+		if err := Write(&buf, lists.Entries, 1, time.Unix(0, 0)); err != nil {
+			t.Fatalf("Write of what Read accepted: %v", err)
+		}
+		again, err := Read(buf.Bytes())
+		if err != nil {
+			t.Fatalf("Read of what Write wrote: %v\n%s", err, buf.String())
+		}
+		// Write lists the groups by first appearance, members in order.
+		if !slices.Equal(sortedEntries(again.Entries), sortedEntries(lists.Entries)) || !again.Groups {
+			t.Fatalf("read back %+v, want %+v\n%s", again.Entries, lists.Entries, buf.String())
+		}
+	})
+}
+
+func sortedEntries(entries []rules.ListEntry) []rules.ListEntry {
+	out := slices.Clone(entries)
+	slices.SortFunc(out, func(a, b rules.ListEntry) int {
+		return strings.Compare(string(a.List)+"\x00"+string(a.UserID), string(b.List)+"\x00"+string(b.UserID))
+	})
+	return out
+}
