@@ -85,6 +85,13 @@ type fakeHomeserver struct {
 	registerGate chan struct{}
 }
 
+// set changes the fake homeserver (f sets its fields) under its lock.
+func (hs *fakeHomeserver) set(f func()) {
+	hs.lock.Lock()
+	defer hs.lock.Unlock()
+	f()
+}
+
 func newFakeHomeserver(t *testing.T) *fakeHomeserver {
 	return &fakeHomeserver{t: t, txnSeen: map[string]bool{}, userPL: map[id.UserID]int{testMod: 50}}
 }
@@ -337,9 +344,7 @@ func TestBot_RepliesWaitForTheBotsRegistration(t *testing.T) {
 	// A first run applies a command whose reply the homeserver fails to
 	// take: the reply is left to the next run.
 	first := newTestBot(t, "", nil)
-	first.hs.lock.Lock()
-	first.hs.failSend = true
-	first.hs.lock.Unlock()
+	first.hs.set(func() { first.hs.failSend = true })
 	first.deliver(t, "t1", hsToken, message("$early", testAdmin, "!presence always-send add @early:test"))
 	first.waitFor(t, "the command applied", func() bool { return first.engine.Version() == 1 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -537,9 +542,7 @@ func TestBot_InviteReconnectKeepsTheConnectedMetricTrue(t *testing.T) {
 	if got := testutil.ToFloat64(tb.metrics.connected); got != 1 {
 		t.Fatalf("connected metric %v after connecting, want 1", got)
 	}
-	tb.hs.lock.Lock()
-	tb.hs.failJoin = true
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.failJoin = true })
 	tb.deliver(t, "t", hsToken, map[string]any{
 		"event_id": "$inv", "room_id": string(testRoom), "sender": testAdmin, "type": "m.room.member",
 		"state_key": "@presence:test", "content": map[string]any{"membership": "invite"},
@@ -548,9 +551,7 @@ func TestBot_InviteReconnectKeepsTheConnectedMetricTrue(t *testing.T) {
 	if got := testutil.ToFloat64(tb.metrics.connected); got != 0 {
 		t.Errorf("connected metric %v while the bot cannot join, want 0", got)
 	}
-	tb.hs.lock.Lock()
-	tb.hs.failJoin = false
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.failJoin = false })
 	signal(tb.wakeConnect)
 	tb.waitFor(t, "connected again", tb.Connected)
 	if got := testutil.ToFloat64(tb.metrics.connected); got != 1 {
@@ -565,9 +566,7 @@ func TestBot_HomeserverDownShowsInHealth(t *testing.T) {
 	tb := newTestBot(t, "", nil)
 	tb.waitFor(t, "the homeserver answers", tb.HomeserverAnswers)
 	setDown := func(down bool) {
-		tb.hs.lock.Lock()
-		tb.hs.down = down
-		tb.hs.lock.Unlock()
+		tb.hs.set(func() { tb.hs.down = down })
 	}
 	setDown(true)
 	tb.waitFor(t, "the homeserver to be seen down", func() bool { return !tb.HomeserverAnswers() })
@@ -624,14 +623,10 @@ func TestBot_LargeListStaysUnderEventLimit(t *testing.T) {
 
 func TestBot_UnsentReplyIsRetried(t *testing.T) {
 	tb := newTestBot(t, "", nil)
-	tb.hs.lock.Lock()
-	tb.hs.failSend = true
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.failSend = true })
 	tb.deliver(t, "t", hsToken, message("$cmd", testAdmin, "!presence always-send add @dash:test"))
 	tb.waitFor(t, "the change", func() bool { return tb.engine.Version() == 1 })
-	tb.hs.lock.Lock()
-	tb.hs.failSend = false
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.failSend = false })
 	signal(tb.wakeWorker)
 	if r := tb.replies(t, 1); !strings.Contains(body(r[0]), "Added") {
 		t.Fatalf("retried reply = %q", body(r[0]))
@@ -740,15 +735,11 @@ func TestBot_CatchUpPagesBackToThePreviousRead(t *testing.T) {
 	missed := message("$missed", testAdmin, "!presence always-send add @two:test")
 	missed["origin_server_ts"] = now.UnixMilli() // after the first catch-up
 	timeline = append(timeline, missed)
-	tb.hs.lock.Lock()
-	tb.hs.timeline = timeline
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.timeline = timeline })
 	tb.waitFor(t, "the missed command", func() bool { return tb.engine.Version() == 2 })
 
 	// Later catch-ups read one page each: nothing before the last read.
-	tb.hs.lock.Lock()
-	tb.hs.pages = 0
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.pages = 0 })
 	time.Sleep(5 * catchUpInterval)
 	tb.hs.lock.Lock()
 	pages := tb.hs.pages
@@ -785,9 +776,7 @@ func TestBot_CatchUpAfterRestartCoversThePreviousRun(t *testing.T) {
 	// The new run receives a command before its first catch-up succeeds.
 	tb.deliver(t, "t2", hsToken, message("$after", testAdmin, "!presence always-send add @three:test"))
 	tb.waitFor(t, "the command after the restart", func() bool { return tb.engine.Version() == 2 })
-	hs.lock.Lock()
-	hs.failMessages = false
-	hs.lock.Unlock()
+	hs.set(func() { hs.failMessages = false })
 	tb.waitFor(t, "the command missed before the restart", func() bool { return tb.engine.Version() == 3 })
 	if _, alwaysSend, _ := tb.engine.Rules(); !slices.Equal(alwaysSend, []id.UserID{"@one:test", "@three:test", "@two:test"}) {
 		t.Errorf("always-send %v", alwaysSend)

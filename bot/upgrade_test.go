@@ -122,9 +122,7 @@ func TestBot_ControlRoomUpgradeWaitsForTheInvite(t *testing.T) {
 // Problems says so. The command stays applied.
 func TestBot_RefusedReplyIsDroppedAfterBoundedAttempts(t *testing.T) {
 	tb := newTestBot(t, "", nil)
-	tb.hs.lock.Lock()
-	tb.hs.refuseSend = true
-	tb.hs.lock.Unlock()
+	tb.hs.set(func() { tb.hs.refuseSend = true })
 	tb.deliver(t, "t", hsToken, message("$cmd", testAdmin, "!presence always-send add @dash:test"))
 	tb.waitFor(t, "the reply to be dropped", func() bool {
 		signal(tb.wakeWorker)
@@ -167,9 +165,7 @@ func TestBot_UserExistsAsksTheHomeserver(t *testing.T) {
 		{"@dash:test", true, false, true},
 	}
 	for _, tt := range tests {
-		tb.hs.lock.Lock()
-		tb.hs.down = tt.down
-		tb.hs.lock.Unlock()
+		tb.hs.set(func() { tb.hs.down = tt.down })
 		got, err := tb.UserExists(context.Background(), tt.user)
 		if got != tt.want || (err != nil) != tt.wantErr {
 			t.Errorf("UserExists(%s) with the homeserver down=%v: %v, %v; want %v, error %v", tt.user, tt.down, got, err, tt.want, tt.wantErr)
