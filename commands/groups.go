@@ -172,8 +172,11 @@ func (r *Runner) noSuchGroup(name rules.GroupName) *Reply {
 func (r *Runner) stillInGroup(name rules.GroupName, users []id.UserID) string {
 	var patterns []string
 	for _, g := range r.Engine.Groups() {
+		if g.Name != name {
+			continue
+		}
 		for _, p := range g.Patterns {
-			if g.Name == name && !slices.Contains(users, p) {
+			if !slices.Contains(users, p) {
 				patterns = append(patterns, string(p))
 			}
 		}

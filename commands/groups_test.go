@@ -1,9 +1,6 @@
 package commands
 
-import (
-	"strings"
-	"testing"
-)
+import "testing"
 
 // TestRunner_GroupCommandsSayWhatTheyDid runs the group commands in order
 // against a real store and checks each reply names what it did, and that a
@@ -31,14 +28,9 @@ func TestRunner_GroupCommandsSayWhatTheyDid(t *testing.T) {
 		{"!presence undo 4", ResultOK, []string{"Created the group `support`; added `@a:test` and `@b*:test` to the group `support`", "Version 5."}, 5},
 	}
 	for _, s := range steps {
-		rep := tr.run(t, s.cmd)
-		if rep.Result != s.result {
-			t.Fatalf("%q: %s %q, want %s", s.cmd, rep.Result, rep.Markdown, s.result)
-		}
-		for _, w := range s.want {
-			if !strings.Contains(rep.Markdown, w) {
-				t.Errorf("%q: %q does not say %q", s.cmd, rep.Markdown, w)
-			}
+		checkReply(t, s.cmd, tr.run(t, s.cmd), s.result, s.want)
+		if t.Failed() {
+			t.FailNow() // the later steps build on this one
 		}
 		if v := tr.Engine.Version(); v != s.version {
 			t.Fatalf("%q: version %d, want %d", s.cmd, v, s.version)

@@ -63,6 +63,20 @@ func newTestRunner(t *testing.T) *testRunner {
 
 // run runs a command as the admin, applies its change to the engine as the
 // bot does, and returns the reply's Markdown.
+// checkReply reports (under label) a reply whose result is not result or
+// whose text lacks one of want.
+func checkReply(t *testing.T, label string, rep *Reply, result string, want []string) {
+	t.Helper()
+	if rep.Result != result {
+		t.Errorf("%s: result %q, want %q: %s", label, rep.Result, result, rep.Markdown)
+	}
+	for _, w := range want {
+		if !strings.Contains(rep.Markdown, w) {
+			t.Errorf("%s: reply lacks %q:\n%s", label, w, rep.Markdown)
+		}
+	}
+}
+
 func (tr *testRunner) run(t *testing.T, body string) *Reply {
 	t.Helper()
 	cmd, err := ParseCommand(tr.Prefix, body, "")
@@ -102,15 +116,7 @@ func TestRunner_RepliesToEachCommand(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			rep := tr.run(t, tt.body)
-			if rep.Result != tt.result {
-				t.Errorf("result %q, want %q: %s", rep.Result, tt.result, rep.Markdown)
-			}
-			for _, want := range tt.want {
-				if !strings.Contains(rep.Markdown, want) {
-					t.Errorf("reply lacks %q:\n%s", want, rep.Markdown)
-				}
-			}
+			checkReply(t, tt.body, tr.run(t, tt.body), tt.result, tt.want)
 		})
 	}
 }
@@ -171,15 +177,7 @@ func TestRunner_ChangesAnOperatorCanTrust(t *testing.T) {
 		{"pattern removal is case-insensitive", "!presence blacklist remove @AL*:TEST", ResultOK, []string{"Removed `@al*:test` from the blacklist"}, 10},
 	}
 	for _, step := range steps {
-		rep := tr.run(t, step.body)
-		if rep.Result != step.result {
-			t.Errorf("%s: result %q, want %q: %s", step.name, rep.Result, step.result, rep.Markdown)
-		}
-		for _, want := range step.want {
-			if !strings.Contains(rep.Markdown, want) {
-				t.Errorf("%s: reply lacks %q:\n%s", step.name, want, rep.Markdown)
-			}
-		}
+		checkReply(t, step.name, tr.run(t, step.body), step.result, step.want)
 		if v := tr.Engine.Version(); v != step.version {
 			t.Errorf("%s: version %d, want %d", step.name, v, step.version)
 		}
