@@ -16,8 +16,9 @@ import (
 
 // Direct chats: any local user may open one with the bot and hide or
 // unhide their own presence, or ask where it goes. The bot joins direct
-// chats that local users invite it to; every room it is in besides the
-// control room is one.
+// chats that local users invite it to and records them (the store's
+// RecordDirectChat); it answers in no other room but the control room (an
+// old control room, a room it was once in, stays silent).
 
 // directLimit and directWindow bound the commands one user sends in direct
 // chats: past directLimit in a directWindow, the first is answered that
@@ -71,6 +72,12 @@ func (b *Bot) acceptDirect(ctx context.Context, log *logrus.Entry, evt *event.Ev
 		if _, err := intent.LeaveRoom(ctx, evt.RoomID, &mautrix.ReqLeave{Reason: reason}); err != nil {
 			log.WithError(err).Warn("Failed to decline invite")
 		}
+		return
+	}
+	// Recorded first: a join that fails leaves a record of a room the bot
+	// is not in, which no message comes from.
+	if err := b.store.RecordDirectChat(ctx, evt.RoomID, evt.Sender); err != nil {
+		log.WithError(err).Warn("Failed to record a direct chat; not joining it")
 		return
 	}
 	joinCtx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -1,6 +1,7 @@
 package bot
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -8,10 +9,49 @@ import (
 	"maunium.net/go/mautrix/id"
 )
 
+const testDirectRoom = id.RoomID("!dm:test")
+
 func direct(eventID string, sender id.UserID, body string) map[string]any {
 	m := message(eventID, sender, body)
-	m["room_id"] = "!dm:test"
+	m["room_id"] = testDirectRoom
 	return m
+}
+
+// openDirect has testMember invite the bot to room as a direct chat, and
+// waits for the bot to join it.
+func (tb *testBot) openDirect(t *testing.T, room id.RoomID) {
+	t.Helper()
+	tb.deliver(t, "open-"+string(room), hsToken, map[string]any{
+		"event_id": "$invite-" + string(room), "room_id": room, "sender": testMember, "type": "m.room.member",
+		"state_key": "@presence:test", "content": map[string]any{"membership": "invite", "is_direct": true},
+	})
+	tb.waitFor(t, "the direct chat joined", func() bool {
+		tb.hs.lock.Lock()
+		defer tb.hs.lock.Unlock()
+		return slices.Contains(tb.hs.joins, string(room))
+	})
+}
+
+// TestDirect_OnlyRecordedDirectChatsAreAnswered: a room the bot did not
+// join as a direct chat (an old control room, a room whose invite it
+// declined) gets no answer, and nothing changes there; the same command
+// in a direct chat a local user opened is answered.
+func TestDirect_OnlyRecordedDirectChatsAreAnswered(t *testing.T) {
+	tb := newTestBot(t, "", nil)
+	old := message("$old-room", testMember, "!presence hide")
+	old["room_id"] = "!old-control:test"
+	admin := message("$old-admin", testAdmin, "!presence blacklist add @x:test")
+	admin["room_id"] = "!old-control:test"
+	tb.deliver(t, "t1", hsToken, old, admin)
+	time.Sleep(300 * time.Millisecond)
+	if sent := tb.hs.events("m.room.message"); len(sent) != 0 || tb.engine.Version() != 0 {
+		t.Fatalf("a room that is not a direct chat was answered: %v, version %d", sent, tb.engine.Version())
+	}
+	tb.openDirect(t, testDirectRoom)
+	tb.deliver(t, "t2", hsToken, direct("$hide", testMember, "!presence hide"))
+	if r := tb.nthReply(t, 1); !strings.Contains(r, "no longer routed") {
+		t.Fatalf("hide in the direct chat: %q", r)
+	}
 }
 
 // lastReply waits for the nth reply and returns its body.
@@ -22,6 +62,7 @@ func (tb *testBot) nthReply(t *testing.T, n int) string {
 
 func TestDirect_AUserHidesAndUnhidesTheirOwnPresence(t *testing.T) {
 	tb := newTestBot(t, "", nil)
+	tb.openDirect(t, testDirectRoom)
 	tb.deliver(t, "t1", hsToken, direct("$hide", testMember, "!presence hide"))
 	if r := tb.nthReply(t, 1); !strings.Contains(r, "no longer routed") {
 		t.Fatalf("hide: %q", r)
@@ -58,6 +99,7 @@ func TestDirect_WhatADirectChatRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tb := newTestBot(t, "", nil)
+			tb.openDirect(t, testDirectRoom)
 			n := 1
 			if tt.setup != nil {
 				tb.deliver(t, "t0", hsToken, tt.setup)
@@ -85,6 +127,7 @@ func TestDirect_WhatADirectChatRefuses(t *testing.T) {
 
 func TestDirect_CommandsAreRateLimitedPerUser(t *testing.T) {
 	tb := newTestBot(t, "", nil)
+	tb.openDirect(t, testDirectRoom)
 	var evts []map[string]any
 	for i := range directLimit + 5 {
 		evts = append(evts, direct("$x"+string(rune('a'+i)), testMember, "!presence explain"))

@@ -96,6 +96,7 @@ func TestBot_EncryptedControlRoomIsNeverSilent(t *testing.T) {
 
 	t.Run("the bot's own encrypted events do not count; a direct chat's is answered there", func(t *testing.T) {
 		tb := newTestBot(t, "", nil)
+		tb.openDirect(t, "!direct:test")
 		mine := encrypted("$mine", "@presence:test")
 		other := encrypted("$other", testMember)
 		other["room_id"] = "!direct:test"

@@ -113,10 +113,10 @@ func TestBot_ControlRoomIsPinnedAgainstAnAliasChange(t *testing.T) {
 	cmd := message("$evil-cmd", testAdmin, "!presence always-send add @her:test")
 	cmd["room_id"] = evil
 	tb.deliver(t, "t2", hsToken, cmd, message("$real", testAdmin, "!presence blacklist add @x:test"))
-	tb.replies(t, 1)
+	reply := body(tb.replies(t, 1)[0])
 	version, alwaysSend, _ := tb.engine.Rules()
 	if len(alwaysSend) != 0 || version != 1 {
-		t.Errorf("a command from the alias's new room was applied: always-send %v, version %d", alwaysSend, version)
+		t.Errorf("a command from the alias's new room was applied: always-send %v, version %d (reply %q)", alwaysSend, version, reply)
 	}
 	// Moving deliberately: bot.control_room set to the new room ID.
 	tb.Stop(ctx)

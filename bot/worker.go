@@ -149,6 +149,16 @@ func (b *Bot) processItem(ctx context.Context, item store.InboxItem) (bool, erro
 		}
 		return true, b.store.MarkDone(ctx, item.Seq)
 	}
+	if evt.RoomID != b.ControlRoom() {
+		direct, err := b.store.IsDirectChat(ctx, evt.RoomID)
+		if err != nil {
+			return false, err
+		}
+		if !direct {
+			log.Debug("Ignoring an event in a room that is neither the control room nor a direct chat")
+			return true, b.store.MarkDone(ctx, item.Seq)
+		}
+	}
 	wasEncrypted := false
 	if evt.Type == event.StateEncryption || evt.Type == event.EventEncrypted {
 		decrypted, preset, done, err := b.openEncrypted(ctx, log, item, evt)

@@ -25,6 +25,9 @@ const (
 	// metaControlRoomPredecessors lists, as JSON, the rooms the control
 	// room was upgraded from, oldest first.
 	metaControlRoomPredecessors = "control_room_predecessors"
+	// metaDirectChatPrefix, followed by a room ID, marks a direct chat the
+	// bot joined on a local user's invite (the value: who invited it).
+	metaDirectChatPrefix = "direct_chat:"
 )
 
 const (
@@ -196,4 +199,17 @@ func (s *Store) SetCryptoDevice(ctx context.Context, device CryptoDevice) error 
 		return fmt.Errorf("failed to encode %s: %w", metaCryptoDevice, err)
 	}
 	return s.setMeta(ctx, metaCryptoDevice, string(data))
+}
+
+// RecordDirectChat records room as a direct chat that user invited the bot
+// to: the bot answers self-service commands there, and in no other room
+// but the control room.
+func (s *Store) RecordDirectChat(ctx context.Context, room id.RoomID, user id.UserID) error {
+	return s.setMeta(ctx, metaDirectChatPrefix+string(room), string(user))
+}
+
+// IsDirectChat says whether room was recorded by RecordDirectChat.
+func (s *Store) IsDirectChat(ctx context.Context, room id.RoomID) (bool, error) {
+	_, ok, err := s.getMeta(ctx, metaDirectChatPrefix+string(room))
+	return ok, err
 }
